@@ -1,0 +1,109 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "telemetry-hub",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "hub", targets: ["hub"]),
+        .library(name: "HubProtocol", targets: ["HubProtocol"]),
+        .library(name: "HubClient", targets: ["HubClient"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+    ],
+    targets: [
+        // The wire codec: pure value types, no I/O. Shared by the server, clients and fuzzers.
+        .target(name: "HubProtocol"),
+
+        // libpq, wrapped as a system library, and a small Swift layer over it.
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        .target(name: "Postgres", dependencies: ["CLibPQ"]),
+
+        // The ingest domain: devices, sessions, the bounded queue and the batcher.
+        .target(
+            name: "HubIngest",
+            dependencies: [
+                "HubProtocol",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+
+        // PostgreSQL storage: schema, the COPY writer, the device store, the embedded cluster.
+        .target(
+            name: "HubStorage",
+            dependencies: [
+                "HubProtocol",
+                "HubIngest",
+                "Postgres",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [.copy("schema.sql")]
+        ),
+
+        // The one-port NIO server: device sockets and HTTP.
+        .target(
+            name: "HubTransport",
+            dependencies: [
+                "HubProtocol",
+                "HubIngest",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // A device client on NIO: used by the simulator, the load tool and the tests.
+        .target(
+            name: "HubClient",
+            dependencies: [
+                "HubProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ]
+        ),
+
+        // The composition root: builds a whole hub from a configuration.
+        .target(
+            name: "Hub",
+            dependencies: [
+                "HubIngest", "HubStorage", "HubTransport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        .executableTarget(
+            name: "hub",
+            dependencies: [
+                "Hub", "HubClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+
+        .testTarget(name: "HubProtocolTests", dependencies: ["HubProtocol"]),
+        .testTarget(name: "HubIngestTests", dependencies: ["HubIngest"]),
+        .testTarget(
+            name: "HubLiveTests",
+            dependencies: ["Hub", "HubClient", "Postgres"]
+        ),
+    ]
+)

@@ -1,0 +1,67 @@
+import Foundation
+import HubStorage
+import Logging
+import Postgres
+
+/// The database a hub or a CLI command talks to: a server given by URL, or the private
+/// cluster in the data folder, started if needed.
+public final class DatabaseTarget: Sendable {
+    public let url: String
+    /// The embedded cluster, when this target started or adopted one.
+    public let cluster: EmbeddedPostgres?
+    private let startedCluster: Bool
+
+    /// Resolves the target and makes sure the schema is applied.
+    public init(databaseURL: String?, clusterDirectory: URL, logger: Logger, timeout: Duration = .seconds(30)) throws {
+        if let databaseURL {
+            url = databaseURL
+            cluster = nil
+            startedCluster = false
+        } else {
+            let cluster = try EmbeddedPostgres(directory: clusterDirectory, logger: logger)
+            startedCluster = try cluster.start()
+            self.cluster = cluster
+            url = cluster.url
+        }
+        let connection = try Self.connect(url: url, timeout: timeout, logger: logger)
+        try Schema.apply(on: connection)
+    }
+
+    /// Stops the embedded cluster if this target started it (or `force`).
+    public func stop(force: Bool = false) {
+        guard let cluster, startedCluster || force else { return }
+        try? cluster.stop()
+    }
+
+    /// A human description for banners, without credentials.
+    public var description: String {
+        if let cluster { return "embedded PostgreSQL in \(cluster.directory.path)" }
+        return Self.redact(url)
+    }
+
+    /// Connects, retrying until `timeout` while the server is starting or unreachable.
+    public static func connect(url: String, timeout: Duration, logger: Logger) throws -> PostgresConnection {
+        let deadline = ContinuousClock.now + timeout
+        var warned = false
+        while true {
+            do {
+                return try PostgresConnection(url: url)
+            } catch {
+                guard ContinuousClock.now < deadline else { throw error }
+                if !warned {
+                    logger.warning("database not reachable yet; retrying", metadata: ["error": "\(error)"])
+                    warned = true
+                }
+                Thread.sleep(forTimeInterval: 0.5)
+            }
+        }
+    }
+
+    /// A URL with its password replaced by `***`.
+    static func redact(_ url: String) -> String {
+        guard let at = url.firstIndex(of: "@"), let scheme = url.range(of: "://") else { return url }
+        let credentials = url[scheme.upperBound..<at]
+        guard let colon = credentials.firstIndex(of: ":") else { return url }
+        return url.replacingCharacters(in: url.index(after: colon)..<at, with: "***")
+    }
+}

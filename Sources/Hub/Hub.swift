@@ -1,0 +1,99 @@
+import Foundation
+import HubIngest
+import HubStorage
+import HubTransport
+import Logging
+import Postgres
+
+/// The composition root: builds and runs a whole hub from a `HubConfiguration`.
+///
+/// Start order is dependency order (database, registry, writer, server); `stop()` runs in
+/// reverse and loses no accepted frame: the server stops reading, the writer commits and
+/// acks what was read, then sockets close with 1001 and the embedded cluster stops.
+public final class Hub: Sendable {
+    public let configuration: HubConfiguration
+    /// The bound port (useful with port 0).
+    public let port: Int
+    public let database: DatabaseTarget
+    public let registry: DeviceRegistry
+    public let apiToken: String
+    private let queue: IngestQueue
+    private let writer: IngestWriter
+    private let listener: DeviceChangeListener
+    private let executor: DatabaseExecutor
+    private let server: HubServer
+    private let logger: Logger
+
+    /// Starts a hub; returns once it accepts connections.
+    public static func start(_ configuration: HubConfiguration, logger: Logger) async throws -> Hub {
+        try FileManager.default.createDirectory(at: configuration.dataDirectory, withIntermediateDirectories: true)
+        let database = try await Task.detached {
+            try DatabaseTarget(
+                databaseURL: configuration.databaseURL, clusterDirectory: configuration.clusterDirectory,
+                logger: logger, timeout: configuration.databaseStartupTimeout)
+        }.value
+        do {
+            return try await Hub(configuration: configuration, database: database, logger: logger)
+        } catch {
+            database.stop()
+            throw error
+        }
+    }
+
+    private init(configuration: HubConfiguration, database: DatabaseTarget, logger: Logger) async throws {
+        self.configuration = configuration
+        self.database = database
+        self.logger = logger
+        apiToken = try configuration.apiToken ?? APIToken.loadOrCreate(in: configuration.dataDirectory)
+
+        let registry = DeviceRegistry(autoProvision: configuration.server.autoProvision)
+        registry.load(try DeviceStore(connection: PostgresConnection(url: database.url)).loadAll())
+        self.registry = registry
+
+        queue = IngestQueue(capacityRows: configuration.queueCapacityRows)
+        let metrics = IngestMetrics()
+        writer = IngestWriter(
+            queue: queue, sink: PostgresIngestSink(url: database.url), registry: registry,
+            configuration: .init(policy: FlushPolicy(
+                maxRows: configuration.batchRows,
+                maxDelayNanos: UInt64(configuration.flushInterval.components.attoseconds / 1_000_000_000)
+                    + UInt64(configuration.flushInterval.components.seconds) * 1_000_000_000)),
+            logger: logger, metrics: metrics)
+        writer.start()
+
+        listener = DeviceChangeListener(url: database.url, registry: registry, logger: logger) { connection in
+            connection.close(.revoked)
+        }
+        listener.start()
+
+        let executor = DatabaseExecutor(url: database.url, name: "hub-database")
+        self.executor = executor
+        let writer = self.writer
+        server = HubServer(
+            configuration: configuration.server, registry: registry, queue: queue, metrics: metrics, logger: logger,
+            provision: { id in try await executor.run { try DeviceStore(connection: $0).provision(id: id) } },
+            readiness: {
+                if let failure = writer.failure { return Readiness(ready: false, detail: "database writes failing: \(failure)") }
+                return Readiness(ready: true, detail: "ready")
+            })
+        port = try await server.start()
+        if configuration.server.autoProvision {
+            logger.warning("auto-provisioning is on: any well-formed device id may connect without a token")
+        }
+    }
+
+    /// The number of live device connections.
+    public var deviceConnections: Int { server.deviceConnectionCount }
+
+    /// Graceful stop: stop reading, commit and ack, close sockets with 1001, stop the cluster.
+    public func stop() async {
+        logger.info("stopping: finishing ingest")
+        await server.quiesce()
+        await writer.shutdown()
+        await server.closeAll(.shuttingDown)
+        listener.stop()
+        executor.shutdown()
+        database.stop(force: true)
+        logger.info("stopped")
+    }
+}

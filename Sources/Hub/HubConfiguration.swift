@@ -1,0 +1,28 @@
+import Foundation
+import HubIngest
+import HubTransport
+
+/// Everything a hub is built from. The CLI fills it from flags and environment variables;
+/// tests fill it directly.
+public struct HubConfiguration: Sendable {
+    /// The data folder: the embedded PostgreSQL cluster and the generated API token live here.
+    public var dataDirectory = URL(fileURLWithPath: ".hub")
+    /// An existing PostgreSQL server; `nil` runs a private cluster in the data folder.
+    public var databaseURL: String?
+    /// The full-rights API token; `nil` generates one into the data folder.
+    public var apiToken: String?
+    public var server = ServerConfiguration()
+    /// Flush a batch once it holds this many readings…
+    public var batchRows = 5_000
+    /// …or once its oldest reading has waited this long.
+    public var flushInterval: Duration = .milliseconds(20)
+    /// The ingest queue bound, in readings (see `IngestQueue` for the memory it implies).
+    public var queueCapacityRows = 200_000
+    /// How long startup waits for the database before giving up.
+    public var databaseStartupTimeout: Duration = .seconds(30)
+
+    public init() {}
+
+    /// The embedded cluster's folder inside the data folder.
+    public var clusterDirectory: URL { dataDirectory.appendingPathComponent("postgres") }
+}

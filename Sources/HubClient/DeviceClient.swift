@@ -1,0 +1,231 @@
+import Foundation
+import HubProtocol
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+
+/// A device's WebSocket connection to a hub, on SwiftNIO.
+///
+/// `connect` returns once the welcome arrived. Acks, text messages and the close code
+/// arrive as `events`, or through the `onEvent` callback on the connection's event loop
+/// (for load tools that react without an async hop).
+public final class DeviceClient: Sendable {
+    public struct Welcome: Sendable, Equatable {
+        public var device: String
+        public var connection: String
+        public var session: Int64
+        public var lastSeq: UInt64
+        public var maxFrameBytes: Int
+        public var heartbeatSeconds: Int
+    }
+
+    public enum Event: Sendable, Equatable {
+        case ack(UInt64)
+        case text(String)
+        /// The hub closed the connection, with its close code if it sent one.
+        case closed(code: UInt16?)
+    }
+
+    public enum Failure: Error, Equatable, CustomStringConvertible {
+        /// The hub answered the upgrade with an HTTP status instead of 101.
+        case refused(status: Int)
+        case noWelcome
+
+        public var description: String {
+            switch self {
+            case .refused(let status): "the hub refused the connection with HTTP \(status)"
+            case .noWelcome: "the connection closed before the welcome"
+            }
+        }
+    }
+
+    public let welcome: Welcome
+    public let channel: Channel
+    public let events: AsyncStream<Event>
+
+    private init(welcome: Welcome, channel: Channel, events: AsyncStream<Event>) {
+        self.welcome = welcome
+        self.channel = channel
+        self.events = events
+    }
+
+    /// Connects `deviceID`, authenticating with `token` in the `Authorization` header (or
+    /// the `?token=` query when `tokenInQuery`), and waits for the welcome.
+    public static func connect(
+        host: String, port: Int, deviceID: String, token: String?, tokenInQuery: Bool = false,
+        maxFrameBytes: Int = 1 << 20, group: EventLoopGroup, onEvent: (@Sendable (Event) -> Void)? = nil
+    ) async throws -> DeviceClient {
+        var path = "/devices/\(deviceID)"
+        var headers = HTTPHeaders()
+        headers.add(name: "host", value: "\(host):\(port)")
+        if let token {
+            if tokenInQuery { path += "?token=\(token)" } else { headers.add(name: "authorization", value: "Bearer \(token)") }
+        }
+        let (stream, continuation) = AsyncStream<Event>.makeStream()
+        let sink: @Sendable (Event) -> Void = onEvent ?? { continuation.yield($0) }
+        let welcomePromise = group.next().makePromise(of: Welcome.self)
+        let requestPath = path
+        let requestHeaders = headers
+
+        let channel = try await ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let request = UpgradeRequestHandler(path: requestPath, headers: requestHeaders, failure: welcomePromise)
+                    let upgrader = NIOWebSocketClientUpgrader(
+                        maxFrameSize: maxFrameBytes, automaticErrorHandling: true,
+                        upgradePipelineHandler: { channel, _ in
+                            channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(
+                                    ClientFrameHandler(welcome: welcomePromise, onEvent: sink, finish: { continuation.finish() }))
+                            }
+                        })
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(
+                        leftOverBytesStrategy: .forwardBytes,
+                        withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
+                    try channel.pipeline.syncOperations.addHandler(request)
+                }
+            }
+            .connect(host: host, port: port)
+            .get()
+        channel.closeFuture.whenComplete { _ in welcomePromise.fail(Failure.noWelcome) }
+        do {
+            let welcome = try await welcomePromise.futureResult.get()
+            return DeviceClient(welcome: welcome, channel: channel, events: stream)
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+    }
+
+    /// Sends a frame (written and flushed).
+    public func send(_ frame: TelemetryFrame) {
+        sendBinary(frame.encoded())
+    }
+
+    /// Sends raw bytes as one binary message.
+    public func sendBinary(_ bytes: [UInt8], flush: Bool = true) {
+        write(opcode: .binary, data: channel.allocator.buffer(bytes: bytes), flush: flush)
+    }
+
+    public func sendText(_ text: String) {
+        write(opcode: .text, data: channel.allocator.buffer(string: text), flush: true)
+    }
+
+    public func flush() { channel.flush() }
+
+    /// Sends a close frame and waits for the socket to close.
+    public func close(code: UInt16 = 1000) async {
+        var data = channel.allocator.buffer(capacity: 2)
+        data.writeInteger(code)
+        write(opcode: .connectionClose, data: data, flush: true)
+        try? await channel.closeFuture.get()
+    }
+
+    /// Drops the TCP connection without a close frame, as a crashed device would.
+    public func abort() async {
+        try? await channel.close()
+    }
+
+    private func write(opcode: WebSocketOpcode, data: ByteBuffer, flush: Bool) {
+        let frame = WebSocketFrame(fin: true, opcode: opcode, maskKey: .random(), data: data)
+        if flush { channel.writeAndFlush(frame, promise: nil) } else { channel.write(frame, promise: nil) }
+    }
+}
+
+/// Sends the upgrade request, and turns a non-101 answer into `Failure.refused`.
+private final class UpgradeRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private let path: String
+    private let headers: HTTPHeaders
+    private let failure: EventLoopPromise<DeviceClient.Welcome>
+
+    init(path: String, headers: HTTPHeaders, failure: EventLoopPromise<DeviceClient.Welcome>) {
+        self.path = path
+        self.headers = headers
+        self.failure = failure
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let response) = unwrapInboundIn(data) {
+            failure.fail(DeviceClient.Failure.refused(status: Int(response.status.code)))
+            context.close(promise: nil)
+        }
+    }
+}
+
+/// Reads the welcome, then reports acks, texts and the close code.
+private final class ClientFrameHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private let welcome: EventLoopPromise<DeviceClient.Welcome>
+    private let onEvent: @Sendable (DeviceClient.Event) -> Void
+    private let finish: @Sendable () -> Void
+    private var welcomed = false
+    private var closeCode: UInt16?
+
+    init(welcome: EventLoopPromise<DeviceClient.Welcome>, onEvent: @escaping @Sendable (DeviceClient.Event) -> Void, finish: @escaping @Sendable () -> Void) {
+        self.welcome = welcome
+        self.onEvent = onEvent
+        self.finish = finish
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        var payload = frame.unmaskedData
+        switch frame.opcode {
+        case .text:
+            let text = payload.readString(length: payload.readableBytes) ?? ""
+            if !welcomed {
+                welcomed = true
+                if let parsed = Self.parseWelcome(text) { welcome.succeed(parsed) } else { welcome.fail(DeviceClient.Failure.noWelcome) }
+            } else {
+                onEvent(.text(text))
+            }
+        case .binary:
+            let bytes = payload.readBytes(length: payload.readableBytes) ?? []
+            if let ack = Ack(decoding: bytes) { onEvent(.ack(ack.seq)) }
+        case .ping:
+            context.writeAndFlush(
+                wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: payload)), promise: nil)
+        case .connectionClose:
+            closeCode = payload.readInteger(as: UInt16.self)
+            var reply = context.channel.allocator.buffer(capacity: 2)
+            reply.writeInteger(closeCode ?? 1000)
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: reply)))
+                .whenComplete { _ in context.close(promise: nil) }
+        default:
+            break
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        onEvent(.closed(code: closeCode))
+        finish()
+        context.fireChannelInactive()
+    }
+
+    static func parseWelcome(_ text: String) -> DeviceClient.Welcome? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+            object["type"] as? String == "welcome",
+            let device = object["device"] as? String, let connection = object["connection"] as? String,
+            let session = (object["session"] as? NSNumber)?.int64Value,
+            let lastSeq = (object["last_seq"] as? NSNumber)?.uint64Value
+        else { return nil }
+        return DeviceClient.Welcome(
+            device: device, connection: connection, session: session, lastSeq: lastSeq,
+            maxFrameBytes: (object["max_frame_bytes"] as? NSNumber)?.intValue ?? 0,
+            heartbeatSeconds: (object["heartbeat_s"] as? NSNumber)?.intValue ?? 0)
+    }
+}

@@ -1,0 +1,155 @@
+import Dispatch
+import Foundation
+import Logging
+import Metrics
+
+/// The writer thread: takes batches from the queue, commits each with one transaction,
+/// then acks every connection once. It retries with backoff while the database is away,
+/// keeping the batch and holding the acks, so nothing accepted is lost.
+public final class IngestWriter: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var policy: FlushPolicy
+        public var minBackoffNanos: UInt64 = 50_000_000
+        public var maxBackoffNanos: UInt64 = 2_000_000_000
+        /// On shutdown, how long the writer keeps retrying a failing database before it
+        /// gives up on the unacked rest (devices resend it after they reconnect).
+        public var shutdownGraceNanos: UInt64 = 10_000_000_000
+
+        public init(policy: FlushPolicy) { self.policy = policy }
+    }
+
+    private let queue: IngestQueue
+    private let sink: IngestSink
+    private let registry: DeviceRegistry
+    private let configuration: Configuration
+    private let logger: Logger
+    private let metrics: IngestMetrics
+    private let now: @Sendable () -> UInt64
+    private let finished = DispatchSemaphore(value: 0)
+    private let stateLock = NSLock()
+    private var stopDeadline: UInt64?
+    private var lastError: String?
+    private var committedBatches = 0
+
+    public init(
+        queue: IngestQueue, sink: IngestSink, registry: DeviceRegistry, configuration: Configuration,
+        logger: Logger, metrics: IngestMetrics = IngestMetrics(), now: @escaping @Sendable () -> UInt64 = { DispatchTime.now().uptimeNanoseconds }
+    ) {
+        self.queue = queue
+        self.sink = sink
+        self.registry = registry
+        self.configuration = configuration
+        self.logger = logger
+        self.metrics = metrics
+        self.now = now
+    }
+
+    /// Starts the thread.
+    public func start() {
+        let thread = Thread { [self] in
+            run()
+            finished.signal()
+        }
+        thread.name = "hub-ingest-writer"
+        thread.start()
+    }
+
+    /// Writes everything queued, then stops the thread; returns once it has.
+    public func shutdown() async {
+        stateLock.withLock { stopDeadline = now() &+ configuration.shutdownGraceNanos }
+        queue.close()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async { [finished] in
+                finished.wait()
+                continuation.resume()
+            }
+        }
+    }
+
+    /// The last write error, while the database is failing; `nil` when writes succeed.
+    public var failure: String? { stateLock.withLock { lastError } }
+
+    private func run() {
+        while true {
+            let bursts = queue.take(policy: configuration.policy, now: now)
+            if bursts.isEmpty { return }
+            let committed = commit(bursts)
+            if committed { acknowledge(bursts) }
+            queue.release(rows: bursts.reduce(0) { $0 + $1.rowCount })
+        }
+    }
+
+    /// Writes until it commits. - Returns: `false` only if shutdown gave up on it.
+    private func commit(_ bursts: [IngestBurst]) -> Bool {
+        var pending = bursts
+        var mustRecheck = false
+        var attempt = 0
+        var lastLog: UInt64 = 0
+        while true {
+            do {
+                if mustRecheck {
+                    let keys = Array(Set(pending.map(\.device.key)))
+                    pending = Self.dropCommitted(pending, marks: try sink.committedMarks(deviceKeys: keys))
+                    mustRecheck = false
+                }
+                let started = now()
+                try sink.write(pending)
+                metrics.commitSeconds.recordNanoseconds(Int64(now() &- started))
+                metrics.batchRows.record(pending.reduce(0) { $0 + $1.rowCount })
+                if attempt > 0 {
+                    logger.info("database writes recovered", metadata: ["attempts": "\(attempt)"])
+                }
+                stateLock.withLock { lastError = nil; committedBatches += 1 }
+                return true
+            } catch {
+                mustRecheck = true
+                attempt += 1
+                metrics.databaseErrors.increment()
+                let description = String(describing: error)
+                stateLock.withLock { lastError = description }
+                let time = now()
+                if attempt == 1 || time &- lastLog > 5_000_000_000 {
+                    logger.error("database write failed; holding the batch and retrying",
+                                 metadata: ["error": "\(description)", "attempt": "\(attempt)"])
+                    lastLog = time
+                }
+                if let deadline = stateLock.withLock({ stopDeadline }), time >= deadline {
+                    logger.error("shutting down with an unwritten batch; devices will resend it",
+                                 metadata: ["rows": "\(pending.reduce(0) { $0 + $1.rowCount })"])
+                    return false
+                }
+                let backoff = min(configuration.maxBackoffNanos, configuration.minBackoffNanos << min(attempt - 1, 16))
+                Thread.sleep(forTimeInterval: Double(backoff) / 1e9)
+            }
+        }
+    }
+
+    /// Removes what a failed attempt had in fact committed (its seq is at or below the mark).
+    static func dropCommitted(_ bursts: [IngestBurst], marks: [Int32: UInt64]) -> [IngestBurst] {
+        bursts.map { burst in
+            guard let mark = marks[burst.device.key] else { return burst }
+            var kept = burst
+            kept.frames.removeAll { $0.frame.seq <= mark }
+            kept.rejections.removeAll { ($0.seq ?? UInt64.max) <= mark }
+            return kept
+        }
+    }
+
+    private func acknowledge(_ bursts: [IngestBurst]) {
+        var marks: [String: UInt64] = [:]
+        var perConnection: [ObjectIdentifier: (connection: any DeviceConnection, seq: UInt64?, items: Int)] = [:]
+        for burst in bursts {
+            let seq = burst.highestSeq
+            if let seq { marks[burst.device.id] = max(marks[burst.device.id] ?? 0, seq) }
+            let id = ObjectIdentifier(burst.connection)
+            var entry = perConnection[id] ?? (burst.connection, nil, 0)
+            if let seq { entry.seq = max(entry.seq ?? 0, seq) }
+            entry.items += 1
+            perConnection[id] = entry
+        }
+        registry.raiseMarks(marks)
+        for entry in perConnection.values {
+            entry.connection.committed(upTo: entry.seq, items: entry.items)
+        }
+    }
+}

@@ -1,0 +1,149 @@
+import HubIngest
+import HubProtocol
+import Postgres
+
+/// Device rows in PostgreSQL: registration, tokens, removal. Every call blocks; use it from
+/// a CLI or a database thread, never an event loop.
+public struct DeviceStore {
+    public enum Failure: Error, CustomStringConvertible {
+        case invalidID(String)
+        case exists(String)
+        case notFound(String)
+
+        public var description: String {
+            switch self {
+            case .invalidID(let id): "invalid device id \(JSON.quote(id)): use 1-64 of A-Z a-z 0-9 . _ - (not only dots)"
+            case .exists(let id): "device \(id) already exists"
+            case .notFound(let id): "no device \(id)"
+            }
+        }
+    }
+
+    public struct Listing: Sendable {
+        public var id: String
+        public var enabled: Bool
+        public var lastSeq: UInt64
+        public var session: Int64
+        public var lastSeenMicros: Int64?
+        public var remote: String?
+    }
+
+    private let connection: PostgresConnection
+
+    public init(connection: PostgresConnection) {
+        self.connection = connection
+    }
+
+    static let recordColumns = "key, id, encode(token_hash, 'hex') AS token_hash, enabled, last_seq, session"
+
+    /// Registers a device. - Returns: its token, shown once.
+    public func add(id: String, labelsJSON: String = "{}") throws -> String {
+        try DeviceStore.validate(id)
+        let token = DeviceToken.generate()
+        let hash = hexString(DeviceToken.hash(token))
+        // A deleted row is revived: its mark continues.
+        let result = try connection.query(
+            """
+            INSERT INTO device_registry (id, token_hash, labels) VALUES ($1, decode($2, 'hex'), $3::jsonb)
+            ON CONFLICT (id) DO UPDATE SET token_hash = EXCLUDED.token_hash, labels = EXCLUDED.labels,
+                enabled = true, deleted = false
+                WHERE device_registry.deleted
+            RETURNING key
+            """, [id, hash, labelsJSON])
+        guard result.rows.count == 1 else { throw Failure.exists(id) }
+        return token
+    }
+
+    /// Registers a device without a token (auto-provisioning). Existing devices are left alone.
+    public func provision(id: String) throws -> DeviceRecord {
+        try DeviceStore.validate(id)
+        try connection.query(
+            """
+            INSERT INTO device_registry (id) VALUES ($1)
+            ON CONFLICT (id) DO UPDATE SET deleted = false, token_hash = NULL, enabled = true
+                WHERE device_registry.deleted
+            """, [id])
+        guard let record = try record(id: id) else { throw Failure.notFound(id) }
+        return record
+    }
+
+    /// Issues a new token; the old one stops working.
+    public func rotateToken(id: String) throws -> String {
+        let token = DeviceToken.generate()
+        let result = try connection.query(
+            "UPDATE device_registry SET token_hash = decode($2, 'hex') WHERE id = $1 AND NOT deleted RETURNING key",
+            [id, hexString(DeviceToken.hash(token))])
+        guard result.rows.count == 1 else { throw Failure.notFound(id) }
+        return token
+    }
+
+    /// Removes a device. Without `purge` its data and mark stay; with it, everything goes.
+    public func remove(id: String, purge: Bool = false) throws {
+        if purge {
+            try connection.transaction { () throws(PostgresError) in
+                let result = try connection.query("DELETE FROM device_registry WHERE id = $1 RETURNING key", [id])
+                guard let key = result.rows.first?[0] else { return }
+                try connection.query("DELETE FROM reading WHERE device_key = $1", [key])
+                try connection.query("DELETE FROM rejected_frames WHERE device_id = $1", [id])
+                try connection.query("DELETE FROM commands WHERE device_id = $1", [id])
+            }
+            return
+        }
+        let result = try connection.query(
+            "UPDATE device_registry SET deleted = true, token_hash = NULL WHERE id = $1 AND NOT deleted RETURNING key", [id])
+        guard result.rows.count == 1 else { throw Failure.notFound(id) }
+    }
+
+    public func list() throws -> [Listing] {
+        let result = try connection.query(
+            """
+            SELECT id, enabled, last_seq, session,
+                   (extract(epoch FROM last_seen) * 1000000)::bigint AS last_seen_us, remote
+            FROM device_registry WHERE NOT deleted ORDER BY id
+            """)
+        return result.rows.map { row in
+            Listing(
+                id: row[0]!, enabled: row[1] == "t", lastSeq: UInt64(row[2]!) ?? 0, session: Int64(row[3]!) ?? 0,
+                lastSeenMicros: row[4].flatMap { Int64($0) }, remote: row[5])
+        }
+    }
+
+    /// Every live (not deleted) device, for the hub's in-memory registry.
+    public func loadAll() throws -> [DeviceRecord] {
+        try connection.query("SELECT \(Self.recordColumns) FROM device_registry WHERE NOT deleted").rows.map(Self.record)
+    }
+
+    /// One live device, or `nil` if it is unknown or deleted.
+    public func record(id: String) throws -> DeviceRecord? {
+        try connection.query(
+            "SELECT \(Self.recordColumns) FROM device_registry WHERE id = $1 AND NOT deleted", [id]
+        ).rows.first.map(Self.record)
+    }
+
+    static func record(_ row: [String?]) -> DeviceRecord {
+        DeviceRecord(
+            key: Int32(row[0]!)!, id: row[1]!, tokenHash: row[2].map(bytes(hex:)), enabled: row[3] == "t",
+            mark: UInt64(row[4]!) ?? 0, session: Int64(row[5]!) ?? 0)
+    }
+
+    static func validate(_ id: String) throws {
+        guard DeviceID.isValid(id) else { throw Failure.invalidID(id) }
+    }
+}
+
+func hexString(_ bytes: [UInt8]) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var out: [UInt8] = []
+    out.reserveCapacity(bytes.count * 2)
+    for byte in bytes {
+        out.append(digits[Int(byte >> 4)])
+        out.append(digits[Int(byte & 0x0F)])
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+func bytes(hex: String) -> [UInt8] {
+    let utf8 = Array(hex.utf8)
+    func nibble(_ c: UInt8) -> UInt8 { c <= UInt8(ascii: "9") ? c - UInt8(ascii: "0") : (c | 0x20) - UInt8(ascii: "a") + 10 }
+    return stride(from: 0, to: utf8.count - 1, by: 2).map { nibble(utf8[$0]) << 4 | nibble(utf8[$0 + 1]) }
+}

@@ -1,0 +1,174 @@
+import HubIngest
+import HubProtocol
+import Postgres
+
+/// Commits ingest batches to PostgreSQL: one transaction per batch holding a binary COPY
+/// of the readings, a COPY of rejected frames, and the devices' new marks and sessions.
+///
+/// Used only by the writer thread. It reconnects on its own after a lost connection.
+public final class PostgresIngestSink: IngestSink {
+    private let url: String
+    private var connection: PostgresConnection?
+    /// Metric name → key. Grows with the number of distinct metric names.
+    private var metricKeys: [String: Int32] = [:]
+
+    public init(url: String) {
+        self.url = url
+    }
+
+    public func write(_ bursts: [IngestBurst]) throws {
+        let connection = try liveConnection()
+        do {
+            try ensureMetricKeys(for: bursts, on: connection)
+            let (readings, readingRows) = encodeReadings(bursts)
+            let (rejections, rejectionRows) = encodeRejections(bursts)
+            var markKeys: [String] = [], markSeqs: [String] = []
+            var sessionKeys: [String] = [], sessions: [String] = [], remotes: [String] = [], times: [String] = []
+            for burst in bursts {
+                if let seq = burst.highestSeq {
+                    markKeys.append(String(burst.device.key))
+                    markSeqs.append(String(seq))
+                }
+                if let start = burst.session {
+                    sessionKeys.append(String(burst.device.key))
+                    sessions.append(String(start.session))
+                    remotes.append(arrayElement(start.remote))
+                    times.append(String(start.atMicros))
+                }
+            }
+            try connection.transaction { () throws(PostgresError) in
+                if readingRows > 0 {
+                    try connection.copyIn(
+                        "COPY reading (device_key, metric_key, seq, ts, value_type, value, text_value) FROM STDIN (FORMAT binary)",
+                        data: readings)
+                }
+                if rejectionRows > 0 {
+                    try connection.copyIn(
+                        "COPY rejected_frames (device_id, seq, reason, payload, received_at) FROM STDIN (FORMAT binary)",
+                        data: rejections)
+                }
+                if !markKeys.isEmpty {
+                    try connection.query(
+                        """
+                        UPDATE device_registry d SET last_seq = v.seq
+                        FROM (SELECT key, max(seq) AS seq FROM unnest($1::int[], $2::bigint[]) AS u(key, seq) GROUP BY key) v
+                        WHERE d.key = v.key AND d.last_seq < v.seq
+                        """, [arrayLiteral(markKeys), arrayLiteral(markSeqs)])
+                }
+                if !sessionKeys.isEmpty {
+                    try connection.query(
+                        """
+                        UPDATE device_registry d SET session = GREATEST(d.session, v.session), remote = v.remote,
+                            last_seen = GREATEST(d.last_seen, 'epoch'::timestamptz + v.at * interval '1 microsecond')
+                        FROM unnest($1::int[], $2::bigint[], $3::text[], $4::bigint[]) AS v(key, session, remote, at)
+                        WHERE d.key = v.key
+                        """, [arrayLiteral(sessionKeys), arrayLiteral(sessions), arrayLiteral(remotes), arrayLiteral(times)])
+                }
+            }
+        } catch {
+            if !connection.isConnected { self.connection = nil }
+            throw error
+        }
+    }
+
+    public func committedMarks(deviceKeys: [Int32]) throws -> [Int32: UInt64] {
+        let connection = try liveConnection()
+        let result = try connection.query(
+            "SELECT key, last_seq FROM device_registry WHERE key = ANY($1::int[])",
+            [arrayLiteral(deviceKeys.map(String.init))])
+        var marks: [Int32: UInt64] = [:]
+        for row in result.rows {
+            if let key = row[0].flatMap({ Int32($0) }), let seq = row[1].flatMap({ UInt64($0) }) { marks[key] = seq }
+        }
+        return marks
+    }
+
+    private func liveConnection() throws(PostgresError) -> PostgresConnection {
+        if let connection, connection.isConnected { return connection }
+        self.connection = nil
+        let fresh = try PostgresConnection(url: url)
+        connection = fresh
+        return fresh
+    }
+
+    private func ensureMetricKeys(for bursts: [IngestBurst], on connection: PostgresConnection) throws(PostgresError) {
+        var missing: Set<String> = []
+        for burst in bursts {
+            for accepted in burst.frames {
+                for reading in accepted.frame.readings where metricKeys[reading.name] == nil {
+                    missing.insert(reading.name)
+                }
+            }
+        }
+        guard !missing.isEmpty else { return }
+        let names = arrayLiteral(missing.map(arrayElement))
+        try connection.query("INSERT INTO metric (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING", [names])
+        for row in try connection.query("SELECT key, name FROM metric WHERE name = ANY($1::text[])", [names]).rows {
+            metricKeys[row[1]!] = Int32(row[0]!)!
+        }
+    }
+
+    private func encodeReadings(_ bursts: [IngestBurst]) -> ([UInt8], Int) {
+        var encoder = BinaryCopyEncoder(reservingCapacity: 1 << 20)
+        for burst in bursts {
+            let deviceKey = burst.device.key
+            for accepted in burst.frames {
+                let base = accepted.baseMicros
+                let seq = Int64(accepted.frame.seq)
+                for reading in accepted.frame.readings {
+                    encoder.beginRow(fields: 7)
+                    encoder.appendInt32(deviceKey)
+                    encoder.appendInt32(metricKeys[reading.name]!)
+                    encoder.appendInt64(seq)
+                    encoder.appendTimestamp(unixMicros: base + Int64(reading.offsetMicros))
+                    encoder.appendInt16(Int16(reading.value.typeCode))
+                    switch reading.value {
+                    case .f64(let value):
+                        encoder.appendDouble(value)
+                        encoder.appendNull()
+                    case .i64(let value):
+                        encoder.appendDouble(Double(value))
+                        encoder.appendNull()
+                    case .bool(let value):
+                        encoder.appendDouble(value ? 1 : 0)
+                        encoder.appendNull()
+                    case .string(let value):
+                        encoder.appendNull()
+                        encoder.appendText(value)
+                    }
+                }
+            }
+        }
+        return (encoder.rowCount > 0 ? encoder.finish() : [], encoder.rowCount)
+    }
+
+    private func encodeRejections(_ bursts: [IngestBurst]) -> ([UInt8], Int) {
+        var encoder = BinaryCopyEncoder(reservingCapacity: 4096)
+        for burst in bursts {
+            for rejected in burst.rejections {
+                encoder.beginRow(fields: 5)
+                encoder.appendText(burst.device.id)
+                if let seq = rejected.seq { encoder.appendInt64(Int64(seq)) } else { encoder.appendNull() }
+                encoder.appendText(rejected.reason)
+                encoder.appendBytes(rejected.payload)
+                encoder.appendTimestamp(unixMicros: rejected.receivedAtMicros)
+            }
+        }
+        return (encoder.rowCount > 0 ? encoder.finish() : [], encoder.rowCount)
+    }
+}
+
+/// A PostgreSQL array literal of already-formatted elements: `{a,b,c}`.
+func arrayLiteral(_ elements: [String]) -> String {
+    "{" + elements.joined(separator: ",") + "}"
+}
+
+/// One text element of an array literal, quoted and escaped.
+func arrayElement(_ text: String) -> String {
+    var out = "\""
+    for character in text {
+        if character == "\"" || character == "\\" { out.append("\\") }
+        out.append(character)
+    }
+    return out + "\""
+}

@@ -1,0 +1,37 @@
+import HubIngest
+import Logging
+import NIOConcurrencyHelpers
+
+/// What every device connection shares: the registry, the ingest queue, settings, metrics.
+final class DeviceEnvironment: Sendable {
+    let registry: DeviceRegistry
+    let queue: IngestQueue
+    let configuration: ServerConfiguration
+    let logger: Logger
+    let metrics: IngestMetrics
+    let connections = ConnectionSet<DeviceHandler>()
+    private let rejectionLog = NIOLockedValueBox<(count: Int, since: Int64)>((0, 0))
+
+    init(registry: DeviceRegistry, queue: IngestQueue, configuration: ServerConfiguration, logger: Logger, metrics: IngestMetrics) {
+        self.registry = registry
+        self.queue = queue
+        self.configuration = configuration
+        self.logger = logger
+        self.metrics = metrics
+    }
+
+    /// Logs rejected frames at most once per 10 s, with the count since the last line.
+    func logRejection(device: String, reason: String) {
+        metrics.framesRejected.increment()
+        let now = WallClock.nowMicros()
+        let report: Int? = rejectionLog.withLockedValue { state in
+            state.count += 1
+            guard now - state.since >= 10_000_000 else { return nil }
+            defer { state = (0, now) }
+            return state.count
+        }
+        if let report {
+            logger.warning("rejected frames", metadata: ["device": "\(device)", "count": "\(report)", "last_reason": "\(reason)"])
+        }
+    }
+}

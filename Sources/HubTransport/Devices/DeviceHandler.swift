@@ -1,0 +1,331 @@
+import Foundation
+import HubIngest
+import HubProtocol
+import Logging
+import NIOCore
+import NIOWebSocket
+
+/// One device's WebSocket after the upgrade: sends the welcome, runs frames through the
+/// ingest state machine, hands them to the queue once per read cycle, and sends acks when
+/// the writer reports a commit.
+///
+/// All state is touched on the channel's event loop only; the `DeviceConnection` methods,
+/// called from other threads, hop there first.
+final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Sendable {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private enum State {
+        /// Waiting for an earlier connection's frames to commit; incoming frames are held.
+        case awaitingWelcome
+        case streaming
+        /// A newer connection took over, or the hub is stopping: frames are no longer taken.
+        case stopped
+        case inactive
+    }
+
+    let connectionID: String
+    private let device: DeviceRecordRef
+    private let remote: String
+    private let environment: DeviceEnvironment
+    private let eventLoop: EventLoop
+    private var logger: Logger
+    private var context: ChannelHandlerContext?
+    private var state = State.awaitingWelcome
+    private var stream: DeviceStream?
+    private var burst: IngestBurst?
+    private var held: [WebSocketFrame] = []
+    private var inFlight = 0
+    private var drainWaiters: [@Sendable () -> Void] = []
+    private var replaced = false
+    private var paused = false
+    private var readPending = false
+    private var pendingAck: UInt64?
+    private var closeAfterReadCycle: CloseReason?
+    private var closing = false
+    private var lastActivity = NIODeadline.now()
+    private var heartbeat: RepeatedTask?
+
+    init(device: DeviceRecordRef, remote: String, environment: DeviceEnvironment, eventLoop: EventLoop) {
+        self.device = device
+        self.remote = remote
+        self.environment = environment
+        self.eventLoop = eventLoop
+        connectionID = ConnectionID.make()
+        logger = environment.logger
+        logger[metadataKey: "device"] = "\(device.id)"
+        logger[metadataKey: "connection"] = "\(connectionID)"
+    }
+
+    // MARK: - Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        environment.connections.insert(self)
+        guard let (session, previous) = environment.registry.attach(self, deviceID: device.id) else {
+            closeSocket(.revoked)
+            return
+        }
+        logger.info("device connected", metadata: ["session": "\(session)", "remote": "\(remote)"])
+        var start = IngestBurst(device: device, connection: self)
+        start.session = SessionStart(session: session, remote: remote, atMicros: WallClock.nowMicros())
+        burst = start
+        pushBurst()
+        let loop = eventLoop
+        if let previous {
+            previous.replace(whenDrained: { loop.execute { self.sendWelcome(session: session) } })
+        } else {
+            sendWelcome(session: session)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        pushBurst()
+        state = .inactive
+        heartbeat?.cancel()
+        heartbeat = nil
+        logger.info("device disconnected")
+        checkDrained()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        environment.connections.remove(self)
+        self.context = nil
+    }
+
+    private func sendWelcome(session: Int64) {
+        guard case .awaitingWelcome = state, let context else { return }
+        let mark = environment.registry.record(id: device.id)?.mark ?? 0
+        stream = DeviceStream(mark: mark, limits: environment.configuration.streamLimits)
+        state = .streaming
+        let welcome = DeviceMessages.welcome(
+            device: device.id, connection: connectionID, session: session, lastSeq: mark,
+            serverTimeMicros: WallClock.nowMicros(), maxFrameBytes: environment.configuration.maxFrameBytes,
+            heartbeatSeconds: environment.configuration.heartbeatSeconds)
+        writeText(welcome, context: context)
+        context.flush()
+        startHeartbeat(context: context)
+        let early = held
+        held = []
+        for frame in early { receive(frame, context: context) }
+        if !early.isEmpty { channelReadComplete(context: context) }
+        if readPending { read(context: context) }
+    }
+
+    // MARK: - Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        lastActivity = .now()
+        switch frame.opcode {
+        case .binary, .text:
+            switch state {
+            case .awaitingWelcome: held.append(frame)
+            case .streaming: receive(frame, context: context)
+            case .stopped, .inactive: break  // not taken: never acked, so the device resends it
+            }
+        case .ping:
+            var pong = frame.unmaskedData
+            context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: pong.readSlice(length: pong.readableBytes)!)), promise: nil)
+            context.flush()
+        case .connectionClose:
+            if !closing {
+                closing = true
+                var data = frame.unmaskedData
+                let code = data.readInteger(as: UInt16.self) ?? 1000
+                var reply = context.channel.allocator.buffer(capacity: 2)
+                reply.writeInteger(code)
+                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: reply)))
+                    .whenComplete { _ in context.close(promise: nil) }
+            }
+        default:
+            break
+        }
+    }
+
+    private func receive(_ frame: WebSocketFrame, context: ChannelHandlerContext) {
+        if frame.opcode == .text {
+            receiveText(frame.unmaskedData, context: context)
+            return
+        }
+        let data = frame.unmaskedData
+        let now = WallClock.nowMicros()
+        let action = data.withUnsafeReadableBytes { stream!.receive($0, nowMicros: now) }
+        switch action {
+        case .accept(let accepted):
+            addToBurst { $0.frames.append(accepted) }
+        case .duplicate(let ackNow):
+            if let ackNow { pendingAck = max(pendingAck ?? 0, ackNow) }
+        case .reject(let rejected, let closeConnection):
+            addToBurst { $0.rejections.append(rejected) }
+            writeText(DeviceMessages.rejected(seq: rejected.seq, reason: rejected.reason), context: context)
+            environment.logRejection(device: device.id, reason: rejected.reason)
+            if closeConnection { closeAfterReadCycle = .tooManyBadFrames }
+        }
+    }
+
+    private func receiveText(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        let bytes = buffer.readableBytesView
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
+            let type = object["type"] as? String
+        else {
+            writeText(DeviceMessages.error(code: "bad_message", message: "expected a JSON object with a \"type\""), context: context)
+            return
+        }
+        switch type {
+        case "command_ack", "command_result":
+            // No command was sent to this connection with that id: ignored and counted.
+            environment.metrics.unknownCommandReplies.increment()
+        default:
+            writeText(DeviceMessages.error(code: "bad_message", message: "unknown message type \(type)"), context: context)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        pushBurst()
+        if let ack = pendingAck {
+            pendingAck = nil
+            writeAck(ack, context: context)
+        }
+        context.flush()
+        if let reason = closeAfterReadCycle {
+            closeAfterReadCycle = nil
+            closeSocket(reason)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if case NIOWebSocketFrameAggregator.Error.accumulatedFrameSizeIsTooLarge = error {
+            closeSocket(.frameTooLarge)
+        } else if error is NIOWebSocketError {
+            // The protocol error handler already sent the matching close code (1009 for size).
+            logger.info("websocket protocol error", metadata: ["error": "\(error)"])
+        } else {
+            logger.info("connection error", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: - Outbound: reads are held while paused
+
+    func read(context: ChannelHandlerContext) {
+        guard case .streaming = state, !paused else {
+            readPending = true
+            return
+        }
+        readPending = false
+        context.read()
+    }
+
+    // MARK: - Ingest hand-over
+
+    private func addToBurst(_ body: (inout IngestBurst) -> Void) {
+        if burst == nil { burst = IngestBurst(device: device, connection: self) }
+        body(&burst!)
+    }
+
+    private func pushBurst() {
+        guard let pending = burst else { return }
+        burst = nil
+        guard !pending.isEmpty else { return }
+        inFlight += 1
+        let hasRoom = environment.queue.push(pending, nowNanos: DispatchTime.now().uptimeNanoseconds)
+        if !hasRoom && !paused {
+            paused = true
+            environment.metrics.backpressurePauses.increment()
+            let loop = eventLoop
+            environment.queue.whenSpaceAvailable { loop.execute { self.resumeReading() } }
+        }
+    }
+
+    private func resumeReading() {
+        paused = false
+        if readPending, let context { read(context: context) }
+    }
+
+    // MARK: - DeviceConnection
+
+    func committed(upTo seq: UInt64?, items: Int) {
+        eventLoop.execute { [self] in
+            inFlight -= items
+            if let seq {
+                stream?.committed(upTo: seq)
+                if let context, !closing, state != .inactive {
+                    writeAck(seq, context: context)
+                    context.flush()
+                }
+            }
+            checkDrained()
+        }
+    }
+
+    func replace(whenDrained drained: @escaping @Sendable () -> Void) {
+        eventLoop.execute { [self] in
+            pushBurst()
+            replaced = true
+            if state != .inactive { state = .stopped }
+            drainWaiters.append(drained)
+            checkDrained()
+        }
+    }
+
+    func close(_ reason: CloseReason) {
+        eventLoop.execute { self.closeSocket(reason) }
+    }
+
+    /// Stops taking frames and hands over what was read (used on shutdown).
+    func quiesce() -> EventLoopFuture<Void> {
+        eventLoop.submit { [self] in
+            pushBurst()
+            if state != .inactive { state = .stopped }
+        }
+    }
+
+    private func checkDrained() {
+        guard inFlight == 0, burst == nil else { return }
+        let waiters = drainWaiters
+        drainWaiters = []
+        if replaced { closeSocket(.replaced) }
+        if state == .inactive { environment.registry.detach(self, deviceID: device.id) }
+        waiters.forEach { $0() }
+    }
+
+    // MARK: - Writing
+
+    private func writeAck(_ seq: UInt64, context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: Ack.size)
+        buffer.writeBytes(Ack(seq: seq).encoded())
+        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: buffer)), promise: nil)
+    }
+
+    private func writeText(_ text: String, context: ChannelHandlerContext) {
+        let buffer = context.channel.allocator.buffer(string: text)
+        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
+    }
+
+    private func closeSocket(_ reason: CloseReason) {
+        guard !closing, let context else { return }
+        closing = true
+        if state != .inactive { state = .stopped }
+        logger.info("closing device connection", metadata: ["reason": "\(reason.rawValue)", "code": "\(reason.code)"])
+        var data = context.channel.allocator.buffer(capacity: 2 + reason.rawValue.utf8.count)
+        data.writeInteger(reason.code)
+        data.writeString(reason.rawValue)
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
+            .whenComplete { _ in context.close(promise: nil) }
+    }
+
+    private func startHeartbeat(context: ChannelHandlerContext) {
+        let interval = TimeAmount.seconds(Int64(environment.configuration.heartbeatSeconds))
+        heartbeat = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
+            guard let context = self.context, !closing else { return }
+            if NIODeadline.now() - lastActivity > interval * 2 {
+                closeSocket(.heartbeatTimeout)
+            } else {
+                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))), promise: nil)
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+import HubIngest
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+
+/// Answers every request that was not upgraded to a WebSocket: the operations endpoints,
+/// and the HTTP status for a refused device upgrade. The routing is the table in `route`.
+final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let environment: HTTPEnvironment
+    private var head: HTTPRequestHead?
+
+    init(environment: HTTPEnvironment) {
+        self.environment = environment
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): self.head = head
+        case .body: break  // no call takes a body yet; it is discarded
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            respond(route(head), keepAlive: head.isKeepAlive, context: context)
+        }
+    }
+
+    private func route(_ head: HTTPRequestHead) -> HTTPReply {
+        let (path, _) = RequestTarget.split(head.uri)
+        switch (head.method, path) {
+        case (.GET, "/healthz"):
+            return .text(.ok, "ok\n")
+        case (.GET, "/readyz"):
+            let readiness = environment.readiness()
+            return .text(readiness.ready ? .ok : .serviceUnavailable, readiness.detail + "\n")
+        case (_, let path) where path.hasPrefix(DeviceRequest.pathPrefix):
+            return deviceRefusal(head)
+        default:
+            return .error(.notFound, code: "not_found", "no such path: \(path)")
+        }
+    }
+
+    /// Why a request on a device path was not upgraded.
+    private func deviceRefusal(_ head: HTTPRequestHead) -> HTTPReply {
+        do throws(DeviceRequest.Refusal) {
+            let request = try DeviceRequest(head: head)
+            let verdict = try request.authenticate(environment.registry)
+            if case .provision = verdict {
+                return .error(.serviceUnavailable, code: "unavailable", "could not register the device; try again")
+            }
+            return .error(.upgradeRequired, code: "upgrade_required", "connect with a WebSocket upgrade")
+        } catch {
+            let code = error.status == .badRequest ? "bad_request" : error.status == .forbidden ? "forbidden" : "unauthorized"
+            var reply = HTTPReply.error(error.status, code: code, error.message)
+            reply.close = true
+            return reply
+        }
+    }
+
+    private func respond(_ reply: HTTPReply, keepAlive: Bool, context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: reply.body.utf8.count)
+        buffer.writeString(reply.body)
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: reply.contentType)
+        headers.add(name: "content-length", value: String(buffer.readableBytes))
+        let close = reply.close || !keepAlive
+        if close { headers.add(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: reply.status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if close { done.whenComplete { _ in context.close(promise: nil) } }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // A refused upgrade arrives here as an error before the request itself; the
+        // request then gets its status from `route`.
+        if error is NIOWebSocketUpgradeError { return }
+        context.close(promise: nil)
+    }
+}
+
+/// What the HTTP routes read.
+struct HTTPEnvironment: Sendable {
+    let registry: DeviceRegistry
+    let readiness: @Sendable () -> Readiness
+}

@@ -1,0 +1,149 @@
+import HubIngest
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOConcurrencyHelpers
+import NIOPosix
+import NIOWebSocket
+
+/// The one-port server: device WebSockets, and HTTP for everything else.
+public final class HubServer: Sendable {
+    private let configuration: ServerConfiguration
+    private let devices: DeviceEnvironment
+    private let http: HTTPEnvironment
+    private let provision: @Sendable (String) async throws -> DeviceRecord
+    private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let listener = NIOLockedValueBoxChannel()
+
+    /// - Parameters:
+    ///   - provision: registers an unknown device (only called with `autoProvision`).
+    ///   - readiness: answers `/readyz`.
+    public init(
+        configuration: ServerConfiguration, registry: DeviceRegistry, queue: IngestQueue, metrics: IngestMetrics,
+        logger: Logger, provision: @escaping @Sendable (String) async throws -> DeviceRecord,
+        readiness: @escaping @Sendable () -> Readiness
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.provision = provision
+        devices = DeviceEnvironment(registry: registry, queue: queue, configuration: configuration, logger: logger, metrics: metrics)
+        http = HTTPEnvironment(registry: registry, readiness: readiness)
+        group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+    }
+
+    /// Binds and starts accepting. - Returns: the bound port.
+    public func start() async throws -> Int {
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: configuration.backlog)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try configurePipeline(channel) }
+            }
+            .bind(host: configuration.host, port: configuration.port)
+            .get()
+        listener.set(channel)
+        return channel.localAddress?.port ?? configuration.port
+    }
+
+    /// Stops accepting, and makes every device connection stop reading and hand over what
+    /// it has read, so the writer can commit and ack it before `closeAll`.
+    public func quiesce() async {
+        try? await listener.take()?.close()
+        for connection in devices.connections.all {
+            try? await connection.quiesce().get()
+        }
+    }
+
+    /// Closes every connection with `reason`, then stops the event loops.
+    public func closeAll(_ reason: CloseReason) async {
+        for connection in devices.connections.all { connection.close(reason) }
+        // Let the close frames go out before the loops stop.
+        try? await Task.sleep(for: .milliseconds(100))
+        try? await group.shutdownGracefully()
+    }
+
+    /// The number of live device connections.
+    public var deviceConnectionCount: Int { devices.connections.count }
+
+    private func configurePipeline(_ channel: Channel) throws {
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: configuration.maxFrameBytes,
+            automaticErrorHandling: true,
+            shouldUpgrade: { [self] channel, head in shouldUpgrade(channel: channel, head: head) },
+            upgradePipelineHandler: { [self] channel, head in
+                channel.eventLoop.makeCompletedFuture { try addDeviceHandlers(channel: channel, head: head) }
+            })
+        let httpHandler = HTTPHandler(environment: http)
+        let boundHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
+                context.pipeline.syncOperations.removeHandler(boundHandler.value, promise: nil)
+            }),
+            withErrorHandling: true)
+        try channel.pipeline.syncOperations.addHandler(httpHandler)
+    }
+
+    private func shouldUpgrade(channel: Channel, head: HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?> {
+        do throws(DeviceRequest.Refusal) {
+            let request = try DeviceRequest(head: head)
+            switch try request.authenticate(devices.registry) {
+            case .accepted:
+                return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+            case .provision:
+                let provision = self.provision
+                let registry = devices.registry
+                let logger = self.logger
+                let id = request.deviceID
+                return channel.eventLoop.makeFutureWithTask { () -> HTTPHeaders? in
+                    do {
+                        registry.upsert(try await provision(id))
+                        logger.warning("auto-provisioned a device", metadata: ["device": "\(id)"])
+                        return HTTPHeaders()
+                    } catch {
+                        logger.error("auto-provisioning failed", metadata: ["device": "\(id)", "error": "\(error)"])
+                        return nil
+                    }
+                }
+            case .unauthorized, .disabled:
+                return channel.eventLoop.makeSucceededFuture(nil)
+            }
+        } catch {
+            // Not a device path, or refused: the HTTP handler answers with the status.
+            return channel.eventLoop.makeSucceededFuture(nil)
+        }
+    }
+
+    private func addDeviceHandlers(channel: Channel, head: HTTPRequestHead) throws {
+        let request = try DeviceRequest(head: head)
+        guard let record = devices.registry.record(id: request.deviceID) else {
+            throw DeviceRequest.Refusal.unauthorized
+        }
+        let handler = DeviceHandler(
+            device: DeviceRecordRef(key: record.key, id: record.id), remote: Self.describe(channel.remoteAddress),
+            environment: devices, eventLoop: channel.eventLoop)
+        try channel.pipeline.syncOperations.addHandlers([
+            NIOWebSocketFrameAggregator(
+                minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 64,
+                maxAccumulatedFrameSize: configuration.maxFrameBytes),
+            handler,
+        ])
+    }
+
+    /// `host:port` of a peer, with an IPv4-mapped IPv6 prefix removed.
+    static func describe(_ address: SocketAddress?) -> String {
+        guard let address, let ip = address.ipAddress else { return "unknown" }
+        let host = ip.hasPrefix("::ffff:") ? String(ip.dropFirst(7)) : ip
+        let port = address.port.map(String.init) ?? "0"
+        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}
+
+/// Holds the listening channel until shutdown takes it.
+final class NIOLockedValueBoxChannel: Sendable {
+    private let box = NIOLockedValueBox<Channel?>(nil)
+    func set(_ channel: Channel) { box.withLockedValue { $0 = channel } }
+    func take() -> Channel? { box.withLockedValue { value in defer { value = nil }; return value } }
+}

@@ -1,0 +1,20 @@
+import HubIngest
+
+/// Listener and socket settings.
+public struct ServerConfiguration: Sendable {
+    public var host = "0.0.0.0"
+    /// `0` picks a free port; the bound one is reported by `HubServer.start()`.
+    public var port = 8080
+    /// The largest binary or text message a device may send (contract default 64 KiB).
+    public var maxFrameBytes = 65_536
+    /// Ping interval; a peer silent for twice this long is closed with 4002.
+    public var heartbeatSeconds = 30
+    /// The bad-frame limit (default more than 100 within 60 s closes with 1008).
+    public var streamLimits = DeviceStream.Limits()
+    /// Register unknown devices on first connect, without a token (development only).
+    public var autoProvision = false
+    /// The TCP listen backlog, raised above the usual 256 for reconnect storms.
+    public var backlog: Int32 = 4096
+
+    public init() {}
+}
