@@ -103,7 +103,7 @@ let package = Package(
         .testTarget(name: "HubIngestTests", dependencies: ["HubIngest"]),
         .testTarget(
             name: "HubLiveTests",
-            dependencies: ["Hub", "HubClient", "Postgres"]
+            dependencies: ["Hub", "HubClient", "HubStorage", "Postgres"]
         ),
     ]
 )

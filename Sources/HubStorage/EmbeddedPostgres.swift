@@ -86,28 +86,18 @@ public final class EmbeddedPostgres: @unchecked Sendable {
 
     @discardableResult
     private func run(_ tool: String, _ arguments: [String], quiet: Bool = false, asServiceUser: Bool = true) throws -> String {
-        let process = Process()
         let executable = tool.hasPrefix("/") ? tool : "\(binDirectory)/\(tool)"
-        if asServiceUser, let runAs {
-            process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
-            process.arguments = ["-u", runAs, "--", executable] + arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
+        let (status, output) =
+            if asServiceUser, let runAs {
+                try ChildProcess.run("/usr/sbin/runuser", ["-u", runAs, "--", executable] + arguments)
+            } else {
+                try ChildProcess.run(executable, arguments)
+            }
+        guard status == 0 else {
+            if !quiet { logger.debug("\(tool) failed", metadata: ["output": "\(output)"]) }
+            throw Failure(description: "\(tool) exited with \(status): \(output.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
-        process.currentDirectoryURL = URL(fileURLWithPath: "/")
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard process.terminationStatus == 0 else {
-            if !quiet { logger.debug("\(tool) failed", metadata: ["output": "\(text)"]) }
-            throw Failure(description: "\(tool) exited with \(process.terminationStatus): \(text.trimmingCharacters(in: .whitespacesAndNewlines))")
-        }
-        return text
+        return output
     }
 
     private static func findBinDirectory() throws -> String {

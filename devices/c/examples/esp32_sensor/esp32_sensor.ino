@@ -150,11 +150,10 @@ static void on_welcome(const char *msg, size_t len)
  * so handlers must be idempotent (or remember recent ids). */
 static void on_command(const char *msg, size_t len)
 {
-    hub_json_value id, name;
+    hub_json_value id;
     if (!hub_json_find(msg, len, "id", &id) || id.kind != HUB_JSON_STRING || id.len > 64) {
         return;
     }
-    hub_json_find(msg, len, "name", &name);
     snprintf(reply, sizeof reply, "{\"type\":\"command_ack\",\"id\":\"%.*s\"}", (int)id.len, id.ptr);
     webSocket.sendTXT(reply);
     /* This sketch knows no commands. */

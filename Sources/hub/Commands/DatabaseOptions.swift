@@ -1,0 +1,39 @@
+import ArgumentParser
+import Foundation
+import Hub
+import Logging
+
+/// Where the data lives: shared by `serve`, `devices` and `bench`.
+struct DatabaseOptions: ParsableArguments {
+    @Option(name: .customLong("data-dir"), help: "Data folder for the embedded PostgreSQL cluster and the API token (env HUB_DATA_DIR).")
+    var dataDirectory: String?
+
+    @Option(name: .customLong("database-url"), help: "Use this PostgreSQL server instead of the embedded one (env HUB_DATABASE_URL).")
+    var databaseURL: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (env HUB_LOG_LEVEL).")
+    var logLevel: String?
+
+    var resolvedDataDirectory: URL {
+        URL(fileURLWithPath: dataDirectory ?? Environment.value("HUB_DATA_DIR") ?? ".hub")
+    }
+
+    var resolvedDatabaseURL: String? { databaseURL ?? Environment.value("HUB_DATABASE_URL") }
+
+    func makeLogger(label: String = "hub") -> Logger {
+        let level = Logger.Level(rawValue: logLevel ?? Environment.value("HUB_LOG_LEVEL") ?? "info") ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        return Logger(label: label)
+    }
+}
+
+enum Environment {
+    static func value(_ name: String) -> String? {
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { return nil }
+        return value
+    }
+}

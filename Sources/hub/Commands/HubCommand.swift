@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct HubCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hub",
+        abstract: "An IoT telemetry hub: devices stream over WebSocket into PostgreSQL.",
+        subcommands: [ServeCommand.self, DevicesCommand.self],
+        defaultSubcommand: ServeCommand.self)
+}

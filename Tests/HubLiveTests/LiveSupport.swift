@@ -1,0 +1,192 @@
+import Foundation
+import Hub
+import HubClient
+import HubIngest
+import HubProtocol
+import HubStorage
+import Logging
+import NIOPosix
+import Postgres
+import Testing
+
+/// A throwaway PostgreSQL cluster for the live suite: created in a temporary folder when the
+/// suite starts, removed when it ends. Each test gets a database of its own.
+final class TestCluster: Sendable {
+    @TaskLocal static var current: TestCluster?
+
+    let cluster: EmbeddedPostgres
+    let folder: URL
+    private let counter = Counter()
+
+    init() throws {
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("hub-test-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: folder.path)
+        cluster = try EmbeddedPostgres(directory: folder.appendingPathComponent("pg"), logger: Logger(label: "test"))
+        try cluster.start()
+    }
+
+    func remove() {
+        try? cluster.stop()
+        try? FileManager.default.removeItem(at: folder)
+    }
+
+    /// A fresh, empty database with the hub's schema.
+    func makeDatabase() throws -> String {
+        let name = "test_\(counter.next())"
+        let admin = try PostgresConnection(url: cluster.url)
+        try admin.execute("CREATE DATABASE \(name)")
+        let url = cluster.url.replacingOccurrences(of: "dbname=hub", with: "dbname=\(name)")
+        try Schema.apply(on: PostgresConnection(url: url))
+        return url
+    }
+
+    final class Counter: @unchecked Sendable {
+        private var value = 0
+        private let lock = NSLock()
+        func next() -> Int { lock.withLock { value += 1; return value } }
+    }
+}
+
+/// Starts the throwaway cluster around the whole live suite.
+struct WithTestCluster: SuiteTrait, TestScoping {
+    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+        let cluster = try TestCluster()
+        defer { cluster.remove() }
+        try await TestCluster.$current.withValue(cluster) { try await function() }
+    }
+}
+
+extension Trait where Self == WithTestCluster {
+    static var withTestCluster: WithTestCluster { WithTestCluster() }
+}
+
+/// A hub on port 0 over its own database, plus the helpers tests use against it.
+struct TestHub: Sendable {
+    let hub: Hub
+    let databaseURL: String
+    let group: MultiThreadedEventLoopGroup
+
+    static let logger: Logger = {
+        var logger = Logger(label: "test-hub")
+        logger.logLevel = ProcessInfo.processInfo.environment["HUB_TEST_LOG"] == nil ? .critical : .debug
+        return logger
+    }()
+
+    static func start(databaseURL: String? = nil, _ configure: (inout HubConfiguration) -> Void = { _ in }) async throws -> TestHub {
+        let cluster = try #require(TestCluster.current)
+        let url = try databaseURL ?? cluster.makeDatabase()
+        var configuration = HubConfiguration()
+        configuration.databaseURL = url
+        configuration.dataDirectory = cluster.folder.appendingPathComponent("data-\(UUID().uuidString.prefix(8))")
+        configuration.server.port = 0
+        configuration.server.host = "127.0.0.1"
+        configure(&configuration)
+        let hub = try await Hub.start(configuration, logger: logger)
+        return TestHub(hub: hub, databaseURL: url, group: MultiThreadedEventLoopGroup(numberOfThreads: 1))
+    }
+
+    func stop() async {
+        await hub.stop()
+        try? await group.shutdownGracefully()
+    }
+
+    /// Registers a device directly in the database and waits until the hub knows it.
+    func addDevice(_ id: String) async throws -> String {
+        let token = try DeviceStore(connection: PostgresConnection(url: databaseURL)).add(id: id)
+        try await eventually { hub.registry.record(id: id) != nil }
+        return token
+    }
+
+    func connect(_ id: String, token: String?, tokenInQuery: Bool = false) async throws -> TestDevice {
+        let log = EventLog()
+        let client = try await DeviceClient.connect(
+            host: "127.0.0.1", port: hub.port, deviceID: id, token: token, tokenInQuery: tokenInQuery, group: group,
+            onEvent: { log.append($0) })
+        return TestDevice(client: client, log: log)
+    }
+
+    func query(_ sql: String, _ parameters: [String?] = []) throws -> PostgresResult {
+        try PostgresConnection(url: databaseURL).query(sql, parameters)
+    }
+
+    func count(_ sql: String, _ parameters: [String?] = []) throws -> Int {
+        Int(try query(sql, parameters).rows.first?.first??.description ?? "0") ?? 0
+    }
+}
+
+/// Waits until `condition` holds, failing after `timeout`.
+func eventually(timeout: Duration = .seconds(10), _ condition: () throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while try !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("condition not met within \(timeout)")
+            throw CancellationError()
+        }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}
+
+/// A connected test device: the client and every event it received.
+struct TestDevice: Sendable {
+    let client: DeviceClient
+    let log: EventLog
+
+    var welcome: DeviceClient.Welcome { client.welcome }
+
+    /// The highest ack so far (0 if none).
+    var highestAck: UInt64 { log.events.compactMap { if case .ack(let seq) = $0 { seq } else { nil } }.max() ?? 0 }
+
+    var texts: [String] { log.events.compactMap { if case .text(let text) = $0 { text } else { nil } } }
+
+    /// The close code, once the connection closed (`.some(nil)` if closed without one).
+    var closeCode: UInt16?? { log.events.lazy.compactMap { if case .closed(let code) = $0 { code } else { nil } }.first }
+
+    var isClosed: Bool { log.events.contains { if case .closed = $0 { true } else { false } } }
+
+    func waitForAck(_ seq: UInt64) async throws {
+        try await eventually { highestAck >= seq }
+    }
+
+    func waitForClose() async throws -> UInt16? {
+        try await eventually { isClosed }
+        return closeCode ?? nil
+    }
+}
+
+final class EventLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: [DeviceClient.Event] = []
+    private var observer: (@Sendable (DeviceClient.Event) -> Void)?
+
+    var events: [DeviceClient.Event] { lock.withLock { stored } }
+
+    func append(_ event: DeviceClient.Event) {
+        let observer = lock.withLock { stored.append(event); return self.observer }
+        observer?(event)
+    }
+
+    /// Calls `observer` on the connection's event loop for each later event.
+    func observe(_ observer: @escaping @Sendable (DeviceClient.Event) -> Void) {
+        lock.withLock { self.observer = observer }
+    }
+}
+
+/// A frame of `count` readings with distinct, checkable values.
+func sampleFrame(seq: UInt64, base: Int64 = 1_763_769_600_000_000, count: Int = 3) -> TelemetryFrame {
+    let readings: [Reading] = (0..<count).map { index in
+        switch index % 4 {
+        case 0: Reading(name: "temp", offsetMicros: Int32(index), value: .f64(Double(seq) + 0.5))
+        case 1: Reading(name: "rpm", offsetMicros: Int32(index), value: .i64(Int64(seq) * 10))
+        case 2: Reading(name: "door.open", offsetMicros: Int32(index), value: .bool(seq % 2 == 0))
+        default: Reading(name: "fw", offsetMicros: Int32(index), value: .string("v\(seq)"))
+        }
+    }
+    return TelemetryFrame(seq: seq, baseTime: base + Int64(seq) * 1000, readings: readings)
+}
+
+enum HubStorageAccess {
+    static func store(_ url: String) throws -> DeviceStore {
+        DeviceStore(connection: try PostgresConnection(url: url))
+    }
+}
