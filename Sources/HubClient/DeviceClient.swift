@@ -73,6 +73,7 @@ public final class DeviceClient: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let request = UpgradeRequestHandler(path: requestPath, headers: requestHeaders, failure: welcomePromise)
+                    let boundRequest = NIOLoopBound(request, eventLoop: channel.eventLoop)
                     let upgrader = NIOWebSocketClientUpgrader(
                         maxFrameSize: maxFrameBytes, automaticErrorHandling: true,
                         upgradePipelineHandler: { channel, _ in
@@ -83,7 +84,10 @@ public final class DeviceClient: Sendable {
                         })
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(
                         leftOverBytesStrategy: .forwardBytes,
-                        withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
+                        withClientUpgrade: (upgraders: [upgrader], completionHandler: { context in
+                            // After the 101 the request handler must not see WebSocket bytes.
+                            context.pipeline.syncOperations.removeHandler(boundRequest.value, promise: nil)
+                        }))
                     try channel.pipeline.syncOperations.addHandler(request)
                 }
             }

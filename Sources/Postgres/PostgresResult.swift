@@ -10,14 +10,15 @@ public struct PostgresResult: Sendable {
     init(_ result: OpaquePointer) {
         let columnCount = Int(PQnfields(result))
         let rowCount = Int(PQntuples(result))
-        columns = (0..<columnCount).map { String(cString: PQfname(result, Int32($0))) }
+        // COPY results have fields without names.
+        columns = (0..<columnCount).map { PQfname(result, Int32($0)).map { String(cString: $0) } ?? "" }
         rows = (0..<rowCount).map { row in
             (0..<columnCount).map { column in
                 PQgetisnull(result, Int32(row), Int32(column)) == 1
                     ? nil : String(cString: PQgetvalue(result, Int32(row), Int32(column)))
             }
         }
-        affectedRows = Int(String(cString: PQcmdTuples(result))) ?? 0
+        affectedRows = PQcmdTuples(result).flatMap { Int(String(cString: $0)) } ?? 0
     }
 
     /// The value at a row and column name, or `nil` for SQL NULL.

@@ -12,6 +12,10 @@ struct GoldenVectorFile {
         let invalid = (root["invalid"] as! [[String: Any]]).map { Invalid(why: $0["why"] as! String, hex: $0["hex"] as! String) }
         return GoldenVectorFile(invalid: invalid)
     }
+
+    static func hex(of why: String, in file: GoldenVectorFile) -> String {
+        file.invalid.first { $0.why == why }!.hex
+    }
 }
 
 func bytes(hex: String) -> [UInt8] {
