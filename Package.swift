@@ -93,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "hub",
             dependencies: [
-                "Hub", "HubClient",
+                "Hub", "HubClient", "Postgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]

@@ -1,0 +1,53 @@
+import ArgumentParser
+import Foundation
+
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Load tools that print figures.", subcommands: [IngestBenchCommand.self])
+}
+
+struct IngestBenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ingest",
+        abstract: "D devices stream frames of R readings as fast as acks allow; prints committed readings/s, ack latency, CPU, and the ratio to a plain binary COPY ceiling measured in the same run.")
+
+    @Option(name: .customShort("d"), help: "Simulated devices.") var devices = 100
+    @Option(name: .customShort("r"), help: "Readings per frame.") var readings = 10
+    @Option(name: .customShort("w"), help: "Unacked frames each device may have in flight.") var window = 64
+    @Option(name: .customShort("t"), help: "Measured seconds (after 2 s of warm-up).") var seconds = 10
+    @Option(help: "Target an already running hub (ws://host:port) started with --auto-provision, instead of starting one.")
+    var url: String?
+    @Option(name: .customLong("hub-args"), help: "Extra arguments for the hub the tool starts, e.g. \"--batch-rows 10000\".")
+    var hubArguments: String = ""
+    @Flag(name: .customLong("no-ceiling"), help: "Skip the plain-COPY ceiling measurement.") var noCeiling = false
+
+    func run() async throws {
+        let target: BenchTarget
+        if let url {
+            target = try BenchTarget(url: url)
+        } else {
+            print("starting a hub with its own embedded PostgreSQL…")
+            target = try BenchTarget.startHub(extraArguments: hubArguments.split(separator: " ").map(String.init))
+        }
+        defer { target.stop() }
+
+        let load = IngestLoad(devices: devices, readingsPerFrame: readings, window: window)
+        try await load.connect(host: target.host, port: target.port)
+        let result = try await load.run(warmUp: .seconds(2), measure: .seconds(seconds), cpu: target.cpuProbe)
+        await load.disconnect()
+
+        var lines = [
+            "ingest: D=\(devices) R=\(readings) window=\(window) T=\(seconds)s",
+            String(format: "  committed     %.0f readings/s  (%.0f frames/s)", result.readingsPerSecond, result.framesPerSecond),
+            String(format: "  ack latency   p50 %.2f ms   p99 %.2f ms   max %.2f ms", result.p50Millis, result.p99Millis, result.maxMillis),
+            "  cpu           hub \(result.hubCPU.map { String(format: "%.0f %%", $0) } ?? "n/a")   database \(result.databaseCPU.map { String(format: "%.0f %%", $0) } ?? "n/a")  (100 % = one core)",
+        ]
+        if !noCeiling, let databaseURL = target.databaseURL {
+            let ceiling = try CopyCeiling(url: databaseURL, readingsPerFrame: readings, devices: devices)
+                .measure(rows: max(200_000, Int(result.readingsPerSecond) * min(seconds, 5)))
+            lines.append(String(format: "  ceiling       %.0f rows/s  (plain binary COPY, one connection, batches of %d)", ceiling, CopyCeiling.batchRows))
+            lines.append(String(format: "  ratio         %.2f  (hub / ceiling)", result.readingsPerSecond / ceiling))
+        }
+        print(lines.joined(separator: "\n"))
+    }
+}
