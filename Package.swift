@@ -100,7 +100,10 @@ let package = Package(
         ),
 
         .testTarget(name: "HubProtocolTests", dependencies: ["HubProtocol"]),
-        .testTarget(name: "HubIngestTests", dependencies: ["HubIngest"]),
+        .testTarget(
+            name: "HubIngestTests",
+            dependencies: ["HubIngest", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
+        ),
         .testTarget(
             name: "HubLiveTests",
             dependencies: ["Hub", "HubClient", "HubStorage", "Postgres"]

@@ -26,12 +26,18 @@ public final class DeviceRegistry: Sendable {
         self.autoProvision = autoProvision
     }
 
-    /// Replaces the whole table, keeping live connections of devices that remain.
+    /// Replaces the whole table, keeping live connections of devices that remain. Marks and
+    /// sessions never go back (storage may lag the sessions started in memory).
     public func load(_ records: [DeviceRecord]) {
         entries.withLockedValue { entries in
             var fresh: [String: Entry] = [:]
-            for record in records {
-                fresh[record.id] = Entry(record: record, connection: entries[record.id]?.connection)
+            for var record in records {
+                let old = entries[record.id]
+                if let known = old?.record, known.key == record.key {
+                    record.mark = max(record.mark, known.mark)
+                    record.session = max(record.session, known.session)
+                }
+                fresh[record.id] = Entry(record: record, connection: old?.connection)
             }
             entries = fresh
         }

@@ -42,6 +42,9 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     private var paused = false
     private var readPending = false
     private var pendingAck: UInt64?
+    /// Counted per read cycle, reported to metrics once per cycle.
+    private var cycleCounts = (frames: 0, readings: 0, duplicates: 0)
+    private var reportedGaps = 0
     private var closeAfterReadCycle: CloseReason?
     private var closing = false
     private var lastActivity = NIODeadline.now()
@@ -63,6 +66,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         environment.connections.insert(self)
+        environment.metrics.devicesConnected.increment()
         guard let (session, previous) = environment.registry.attach(self, deviceID: device.id) else {
             closeSocket(.revoked)
             return
@@ -92,6 +96,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
 
     func handlerRemoved(context: ChannelHandlerContext) {
         environment.connections.remove(self)
+        environment.metrics.devicesConnected.decrement()
         self.context = nil
     }
 
@@ -155,8 +160,11 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         let action = data.withUnsafeReadableBytes { stream!.receive($0, nowMicros: now) }
         switch action {
         case .accept(let accepted):
+            cycleCounts.frames += 1
+            cycleCounts.readings += accepted.frame.readings.count
             addToBurst { $0.frames.append(accepted) }
         case .duplicate(let ackNow):
+            cycleCounts.duplicates += 1
             if let ackNow { pendingAck = max(pendingAck ?? 0, ackNow) }
         case .reject(let rejected, let closeConnection):
             addToBurst { $0.rejections.append(rejected) }
@@ -185,6 +193,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
 
     func channelReadComplete(context: ChannelHandlerContext) {
         pushBurst()
+        reportCycle()
         if let ack = pendingAck {
             pendingAck = nil
             writeAck(ack, context: context)
@@ -237,6 +246,20 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             environment.metrics.backpressurePauses.increment()
             let loop = eventLoop
             environment.queue.whenSpaceAvailable { loop.execute { self.resumeReading() } }
+        }
+    }
+
+    private func reportCycle() {
+        let metrics = environment.metrics
+        if cycleCounts.frames > 0 {
+            metrics.framesAccepted.increment(by: Int64(cycleCounts.frames))
+            metrics.readingsAccepted.increment(by: Int64(cycleCounts.readings))
+        }
+        if cycleCounts.duplicates > 0 { metrics.framesDuplicate.increment(by: Int64(cycleCounts.duplicates)) }
+        cycleCounts = (0, 0, 0)
+        if let gaps = stream?.gaps, gaps > reportedGaps {
+            metrics.seqGaps.increment(by: Int64(gaps - reportedGaps))
+            reportedGaps = gaps
         }
     }
 

@@ -1,0 +1,168 @@
+import Foundation
+import HubIngest
+import HubProtocol
+import Logging
+import NIOConcurrencyHelpers
+import Testing
+
+/// A sink that records writes and can be told to fail, standing in for PostgreSQL.
+final class FakeSink: IngestSink, @unchecked Sendable {
+    private let lock = NSLock()
+    private var failuresLeft = 0
+    private var commitThenFail = false
+    private(set) var written: [UInt64] = []
+    private var marks: [Int32: UInt64] = [:]
+
+    func failNext(_ count: Int, afterCommitting: Bool = false) {
+        lock.withLock {
+            failuresLeft = count
+            commitThenFail = afterCommitting
+        }
+    }
+
+    var seqs: [UInt64] { lock.withLock { written } }
+
+    func write(_ bursts: [IngestBurst]) throws {
+        try lock.withLock {
+            if failuresLeft > 0 {
+                failuresLeft -= 1
+                if commitThenFail { commit(bursts) }
+                throw FakeError()
+            }
+            commit(bursts)
+        }
+    }
+
+    private func commit(_ bursts: [IngestBurst]) {
+        for burst in bursts {
+            written += burst.frames.map(\.frame.seq)
+            if let seq = burst.highestSeq { marks[burst.device.key] = max(marks[burst.device.key] ?? 0, seq) }
+        }
+    }
+
+    func committedMarks(deviceKeys: [Int32]) throws -> [Int32: UInt64] {
+        lock.withLock { marks.filter { deviceKeys.contains($0.key) } }
+    }
+
+    struct FakeError: Error {}
+}
+
+/// A connection that records what the writer tells it.
+final class RecordingConnection: DeviceConnection, @unchecked Sendable {
+    let connectionID = "test"
+    private let lock = NSLock()
+    private(set) var acks: [UInt64] = []
+    private(set) var items = 0
+
+    func committed(upTo seq: UInt64?, items: Int) {
+        lock.withLock {
+            if let seq { acks.append(seq) }
+            self.items += items
+        }
+    }
+
+    func replace(whenDrained drained: @escaping @Sendable () -> Void) { drained() }
+    func close(_ reason: CloseReason) {}
+
+    var snapshot: (acks: [UInt64], items: Int) { lock.withLock { (acks, items) } }
+}
+
+@Suite("Ingest pipeline with a fake sink")
+struct IngestPipelineTests {
+    let device = DeviceRecordRef(key: 1, id: "d1")
+
+    func burst(_ seqs: ClosedRange<UInt64>, connection: RecordingConnection) -> IngestBurst {
+        var burst = IngestBurst(device: device, connection: connection)
+        burst.frames = seqs.map { seq in
+            AcceptedFrame(
+                frame: TelemetryFrame(seq: seq, baseTime: 1, readings: [Reading(name: "t", value: .i64(Int64(seq)))]),
+                receivedAtMicros: 1)
+        }
+        return burst
+    }
+
+    func makeWriter(_ sink: FakeSink, queue: IngestQueue, registry: DeviceRegistry, maxRows: Int = 100) -> IngestWriter {
+        var configuration = IngestWriter.Configuration(policy: FlushPolicy(maxRows: maxRows, maxDelayNanos: 1_000_000))
+        configuration.minBackoffNanos = 1_000_000
+        return IngestWriter(queue: queue, sink: sink, registry: registry, configuration: configuration, logger: Logger(label: "test"))
+    }
+
+    @Test("the writer commits, raises the mark, and acks the connection once per batch")
+    func commitsAndAcks() async throws {
+        let sink = FakeSink()
+        let queue = IngestQueue(capacityRows: 1000)
+        let registry = DeviceRegistry()
+        registry.load([DeviceRecord(key: 1, id: "d1", tokenHash: nil)])
+        let connection = RecordingConnection()
+        let writer = makeWriter(sink, queue: queue, registry: registry)
+        writer.start()
+        queue.push(burst(1...10, connection: connection), nowNanos: 0)
+        await writer.shutdown()
+        #expect(sink.seqs == Array(1...10))
+        #expect(connection.snapshot.acks == [10])
+        #expect(registry.record(id: "d1")?.mark == 10)
+        #expect(queue.depth == 0)
+    }
+
+    @Test("a failing sink is retried with the batch kept and acks held until it commits")
+    func retriesWithoutLoss() async throws {
+        let sink = FakeSink()
+        sink.failNext(3)
+        let queue = IngestQueue(capacityRows: 1000)
+        let registry = DeviceRegistry()
+        let connection = RecordingConnection()
+        let writer = makeWriter(sink, queue: queue, registry: registry)
+        writer.start()
+        queue.push(burst(1...5, connection: connection), nowNanos: 0)
+        await writer.shutdown()
+        #expect(sink.seqs == Array(1...5))
+        #expect(connection.snapshot.acks == [5])
+    }
+
+    @Test("a write that committed before failing is not written twice")
+    func unknownOutcomeIsNotDuplicated() async throws {
+        let sink = FakeSink()
+        sink.failNext(1, afterCommitting: true)
+        let queue = IngestQueue(capacityRows: 1000)
+        let connection = RecordingConnection()
+        let writer = makeWriter(sink, queue: queue, registry: DeviceRegistry())
+        writer.start()
+        queue.push(burst(1...5, connection: connection), nowNanos: 0)
+        await writer.shutdown()
+        #expect(sink.seqs == Array(1...5))
+        #expect(connection.snapshot.acks == [5])
+    }
+
+    @Test("over its bound the queue asks readers to pause, and calls them back once drained")
+    func backpressure() {
+        let queue = IngestQueue(capacityRows: 10, resumeBelowRows: 5)
+        let connection = RecordingConnection()
+        #expect(queue.push(burst(1...6, connection: connection), nowNanos: 0))
+        #expect(!queue.push(burst(7...12, connection: connection), nowNanos: 0))
+        let resumed = NIOLockedValueBox(false)
+        queue.whenSpaceAvailable { resumed.withLockedValue { $0 = true } }
+        #expect(!resumed.withLockedValue { $0 })
+        #expect(queue.depth == 12)
+    }
+
+    @Test("the flush policy flushes on size, on age, and everything when closing")
+    func flushPolicy() {
+        let policy = FlushPolicy(maxRows: 100, maxDelayNanos: 20)
+        #expect(policy.decide(queuedRows: 0, queuedBursts: 0, oldestNanos: nil, nowNanos: 5, closing: false) == .wait(untilNanos: nil))
+        #expect(policy.decide(queuedRows: 100, queuedBursts: 1, oldestNanos: 0, nowNanos: 1, closing: false) == .flush)
+        #expect(policy.decide(queuedRows: 5, queuedBursts: 1, oldestNanos: 10, nowNanos: 15, closing: false) == .wait(untilNanos: 30))
+        #expect(policy.decide(queuedRows: 5, queuedBursts: 1, oldestNanos: 10, nowNanos: 30, closing: false) == .flush)
+        #expect(policy.decide(queuedRows: 5, queuedBursts: 1, oldestNanos: 10, nowNanos: 11, closing: true) == .flush)
+        #expect(policy.decide(queuedRows: 0, queuedBursts: 0, oldestNanos: nil, nowNanos: 11, closing: true) == .stop)
+    }
+
+    @Test("tokens are 43 URL-safe characters and match only their own hash")
+    func tokens() {
+        let token = DeviceToken.generate()
+        #expect(token.count == 43)
+        #expect(token.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" })
+        let hash = DeviceToken.hash(token)
+        #expect(DeviceToken.matches(token, hash: hash))
+        #expect(!DeviceToken.matches(DeviceToken.generate(), hash: hash))
+    }
+}
