@@ -70,7 +70,8 @@ public final class Hub: Sendable {
         self.executor = executor
         let writer = self.writer
         server = HubServer(
-            configuration: configuration.server, registry: registry, queue: queue, metrics: metrics, logger: logger,
+            configuration: configuration.server, registry: registry, queue: queue, metrics: metrics,
+            tokens: APITokens(full: apiToken, readOnly: configuration.readToken), logger: logger,
             provision: { id in try await executor.run { try DeviceStore(connection: $0).provision(id: id) } },
             readiness: {
                 if let failure = writer.failure { return Readiness(ready: false, detail: "database writes failing: \(failure)") }

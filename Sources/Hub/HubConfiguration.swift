@@ -11,6 +11,8 @@ public struct HubConfiguration: Sendable {
     public var databaseURL: String?
     /// The full-rights API token; `nil` generates one into the data folder.
     public var apiToken: String?
+    /// A read-only API token: it may subscribe on `/live` but not send commands.
+    public var readToken: String?
     public var server = ServerConfiguration()
     /// Flush a batch once it holds this many readings…
     public var batchRows = 5_000

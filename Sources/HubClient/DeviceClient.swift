@@ -27,18 +27,7 @@ public final class DeviceClient: Sendable {
         case closed(code: UInt16?)
     }
 
-    public enum Failure: Error, Equatable, CustomStringConvertible {
-        /// The hub answered the upgrade with an HTTP status instead of 101.
-        case refused(status: Int)
-        case noWelcome
-
-        public var description: String {
-            switch self {
-            case .refused(let status): "the hub refused the connection with HTTP \(status)"
-            case .noWelcome: "the connection closed before the welcome"
-            }
-        }
-    }
+    public typealias Failure = ClientFailure
 
     public let welcome: Welcome
     public let channel: Channel
@@ -72,7 +61,7 @@ public final class DeviceClient: Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let request = UpgradeRequestHandler(path: requestPath, headers: requestHeaders, failure: welcomePromise)
+                    let request = UpgradeRequestHandler(path: requestPath, headers: requestHeaders, fail: { welcomePromise.fail($0) })
                     let boundRequest = NIOLoopBound(request, eventLoop: channel.eventLoop)
                     let upgrader = NIOWebSocketClientUpgrader(
                         maxFrameSize: maxFrameBytes, automaticErrorHandling: true,
@@ -135,36 +124,6 @@ public final class DeviceClient: Sendable {
     private func write(opcode: WebSocketOpcode, data: ByteBuffer, flush: Bool) {
         let frame = WebSocketFrame(fin: true, opcode: opcode, maskKey: .random(), data: data)
         if flush { channel.writeAndFlush(frame, promise: nil) } else { channel.write(frame, promise: nil) }
-    }
-}
-
-/// Sends the upgrade request, and turns a non-101 answer into `Failure.refused`.
-private final class UpgradeRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
-
-    private let path: String
-    private let headers: HTTPHeaders
-    private let failure: EventLoopPromise<DeviceClient.Welcome>
-
-    init(path: String, headers: HTTPHeaders, failure: EventLoopPromise<DeviceClient.Welcome>) {
-        self.path = path
-        self.headers = headers
-        self.failure = failure
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        context.fireChannelActive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head(let response) = unwrapInboundIn(data) {
-            failure.fail(DeviceClient.Failure.refused(status: Int(response.status.code)))
-            context.close(promise: nil)
-        }
     }
 }
 

@@ -73,6 +73,9 @@ struct TestHub: Sendable {
         return logger
     }()
 
+    static let apiToken = "test-full-token"
+    static let readToken = "test-read-token"
+
     static func start(databaseURL: String? = nil, _ configure: (inout HubConfiguration) -> Void = { _ in }) async throws -> TestHub {
         let cluster = try #require(TestCluster.current)
         let url = try databaseURL ?? cluster.makeDatabase()
@@ -81,6 +84,8 @@ struct TestHub: Sendable {
         configuration.dataDirectory = cluster.folder.appendingPathComponent("data-\(UUID().uuidString.prefix(8))")
         configuration.server.port = 0
         configuration.server.host = "127.0.0.1"
+        configuration.apiToken = TestHub.apiToken
+        configuration.readToken = TestHub.readToken
         configure(&configuration)
         let hub = try await Hub.start(configuration, logger: logger)
         return TestHub(hub: hub, databaseURL: url, group: MultiThreadedEventLoopGroup(numberOfThreads: 1))
@@ -104,6 +109,14 @@ struct TestHub: Sendable {
             host: "127.0.0.1", port: hub.port, deviceID: id, token: token, tokenInQuery: tokenInQuery, group: group,
             onEvent: { log.append($0) })
         return TestDevice(client: client, log: log)
+    }
+
+    func dashboard(token: String? = TestHub.apiToken, tokenInQuery: Bool = false) async throws -> TestDashboard {
+        let log = MessageLog()
+        let client = try await LiveClient.connect(
+            host: "127.0.0.1", port: hub.port, token: token, tokenInQuery: tokenInQuery, group: group,
+            onMessage: { log.append($0) }, onClose: { log.closed($0) })
+        return TestDashboard(client: client, log: log)
     }
 
     func query(_ sql: String, _ parameters: [String?] = []) throws -> PostgresResult {
@@ -189,4 +202,35 @@ enum HubStorageAccess {
     static func store(_ url: String) throws -> DeviceStore {
         DeviceStore(connection: try PostgresConnection(url: url))
     }
+}
+
+/// A connected test dashboard and every message it received, parsed.
+struct TestDashboard: Sendable {
+    let client: LiveClient
+    let log: MessageLog
+
+    var messages: [[String: Any]] {
+        log.texts.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+
+    func messages(ofType type: String) -> [[String: Any]] { messages.filter { $0["type"] as? String == type } }
+
+    func send(_ json: String) { client.send(json) }
+
+    /// Sends a subscribe and waits for `subscribed`.
+    func subscribe(_ json: String, id: String) async throws {
+        client.send(json)
+        try await eventually { messages(ofType: "subscribed").contains { $0["id"] as? String == id } }
+    }
+}
+
+final class MessageLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: [String] = []
+    private var closeCode: UInt16??
+
+    var texts: [String] { lock.withLock { stored } }
+    var isClosed: Bool { lock.withLock { closeCode != nil } }
+    func append(_ text: String) { lock.withLock { stored.append(text) } }
+    func closed(_ code: UInt16?) { lock.withLock { closeCode = .some(code) } }
 }

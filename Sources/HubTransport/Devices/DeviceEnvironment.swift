@@ -10,9 +10,11 @@ final class DeviceEnvironment: Sendable {
     let logger: Logger
     let metrics: IngestMetrics
     let connections = ConnectionSet<DeviceHandler>()
+    let fanout: LiveFanout
     private let rejectionLog = NIOLockedValueBox<(count: Int, since: Int64)>((0, 0))
 
-    init(registry: DeviceRegistry, queue: IngestQueue, configuration: ServerConfiguration, logger: Logger, metrics: IngestMetrics) {
+    init(registry: DeviceRegistry, queue: IngestQueue, configuration: ServerConfiguration, logger: Logger, metrics: IngestMetrics, fanout: LiveFanout) {
+        self.fanout = fanout
         self.registry = registry
         self.queue = queue
         self.configuration = configuration

@@ -49,6 +49,8 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     private var closing = false
     private var lastActivity = NIODeadline.now()
     private var heartbeat: RepeatedTask?
+    private var session: Int64 = 0
+    private var announcedOnline = false
 
     init(device: DeviceRecordRef, remote: String, environment: DeviceEnvironment, eventLoop: EventLoop) {
         self.device = device
@@ -71,6 +73,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             closeSocket(.revoked)
             return
         }
+        self.session = session
         logger.info("device connected", metadata: ["session": "\(session)", "remote": "\(remote)"])
         var start = IngestBurst(device: device, connection: self)
         start.session = SessionStart(session: session, remote: remote, atMicros: WallClock.nowMicros())
@@ -87,6 +90,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     func channelInactive(context: ChannelHandlerContext) {
         pushBurst()
         state = .inactive
+        announceOffline()
         heartbeat?.cancel()
         heartbeat = nil
         logger.info("device disconnected")
@@ -111,6 +115,9 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             heartbeatSeconds: environment.configuration.heartbeatSeconds)
         writeText(welcome, context: context)
         context.flush()
+        announcedOnline = true
+        environment.fanout.publishPresence(
+            device: device.id, online: true, session: session, connection: connectionID, remote: remote)
         startHeartbeat(context: context)
         let early = held
         held = []
@@ -235,10 +242,21 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         body(&burst!)
     }
 
+    /// Tells dashboards this connection is gone: before the takeover's welcome, so the old
+    /// session's offline event comes before the new session's online event.
+    private func announceOffline() {
+        guard announcedOnline else { return }
+        announcedOnline = false
+        environment.fanout.publishPresence(
+            device: device.id, online: false, session: session, connection: connectionID, remote: remote)
+    }
+
     private func pushBurst() {
         guard let pending = burst else { return }
         burst = nil
         guard !pending.isEmpty else { return }
+        // Dashboards see accepted frames at once, before the commit.
+        if !pending.frames.isEmpty { environment.fanout.publish(device: device.id, frames: pending.frames) }
         inFlight += 1
         let hasRoom = environment.queue.push(pending, nowNanos: DispatchTime.now().uptimeNanoseconds)
         if !hasRoom && !paused {
@@ -310,7 +328,10 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         guard inFlight == 0, burst == nil else { return }
         let waiters = drainWaiters
         drainWaiters = []
-        if replaced { closeSocket(.replaced) }
+        if replaced {
+            closeSocket(.replaced)
+            announceOffline()
+        }
         if state == .inactive { environment.registry.detach(self, deviceID: device.id) }
         waiters.forEach { $0() }
     }

@@ -37,6 +37,13 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return .text(readiness.ready ? .ok : .serviceUnavailable, readiness.detail + "\n")
         case (_, let path) where path.hasPrefix(DeviceRequest.pathPrefix):
             return deviceRefusal(head)
+        case (_, "/live"):
+            guard LiveRequest.access(head, tokens: environment.tokens) != nil else {
+                var reply = HTTPReply.error(.unauthorized, code: "unauthorized", "missing or invalid API token")
+                reply.close = true
+                return reply
+            }
+            return .error(.upgradeRequired, code: "upgrade_required", "connect with a WebSocket upgrade")
         default:
             return .error(.notFound, code: "not_found", "no such path: \(path)")
         }
@@ -84,5 +91,6 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 /// What the HTTP routes read.
 struct HTTPEnvironment: Sendable {
     let registry: DeviceRegistry
+    let tokens: APITokens
     let readiness: @Sendable () -> Readiness
 }

@@ -11,6 +11,7 @@ public final class HubServer: Sendable {
     private let configuration: ServerConfiguration
     private let devices: DeviceEnvironment
     private let http: HTTPEnvironment
+    private let live: LiveEnvironment
     private let provision: @Sendable (String) async throws -> DeviceRecord
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
@@ -21,14 +22,16 @@ public final class HubServer: Sendable {
     ///   - readiness: answers `/readyz`.
     public init(
         configuration: ServerConfiguration, registry: DeviceRegistry, queue: IngestQueue, metrics: IngestMetrics,
-        logger: Logger, provision: @escaping @Sendable (String) async throws -> DeviceRecord,
+        tokens: APITokens, logger: Logger, provision: @escaping @Sendable (String) async throws -> DeviceRecord,
         readiness: @escaping @Sendable () -> Readiness
     ) {
         self.configuration = configuration
         self.logger = logger
         self.provision = provision
-        devices = DeviceEnvironment(registry: registry, queue: queue, configuration: configuration, logger: logger, metrics: metrics)
-        http = HTTPEnvironment(registry: registry, readiness: readiness)
+        live = LiveEnvironment(tokens: tokens, configuration: configuration, logger: logger)
+        devices = DeviceEnvironment(
+            registry: registry, queue: queue, configuration: configuration, logger: logger, metrics: metrics, fanout: live.fanout)
+        http = HTTPEnvironment(registry: registry, tokens: tokens, readiness: readiness)
         group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
     }
 
@@ -60,6 +63,7 @@ public final class HubServer: Sendable {
     /// Closes every connection with `reason`, then stops the event loops.
     public func closeAll(_ reason: CloseReason) async {
         for connection in devices.connections.all { connection.close(reason) }
+        for dashboard in live.dashboards.all { dashboard.close(reason) }
         // Let the close frames go out before the loops stop.
         try? await Task.sleep(for: .milliseconds(100))
         try? await group.shutdownGracefully()
@@ -74,7 +78,7 @@ public final class HubServer: Sendable {
             automaticErrorHandling: true,
             shouldUpgrade: { [self] channel, head in shouldUpgrade(channel: channel, head: head) },
             upgradePipelineHandler: { [self] channel, head in
-                channel.eventLoop.makeCompletedFuture { try addDeviceHandlers(channel: channel, head: head) }
+                channel.eventLoop.makeCompletedFuture { try addHandlers(channel: channel, head: head) }
             })
         let httpHandler = HTTPHandler(environment: http)
         let boundHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
@@ -87,6 +91,10 @@ public final class HubServer: Sendable {
     }
 
     private func shouldUpgrade(channel: Channel, head: HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?> {
+        if LiveRequest.isLivePath(head.uri) {
+            let accepted = LiveRequest.access(head, tokens: live.tokens) != nil
+            return channel.eventLoop.makeSucceededFuture(accepted ? HTTPHeaders() : nil)
+        }
         do throws(DeviceRequest.Refusal) {
             let request = try DeviceRequest(head: head)
             switch try request.authenticate(devices.registry) {
@@ -116,7 +124,16 @@ public final class HubServer: Sendable {
         }
     }
 
-    private func addDeviceHandlers(channel: Channel, head: HTTPRequestHead) throws {
+    private func addHandlers(channel: Channel, head: HTTPRequestHead) throws {
+        let aggregator = NIOWebSocketFrameAggregator(
+            minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 64, maxAccumulatedFrameSize: configuration.maxFrameBytes)
+        if LiveRequest.isLivePath(head.uri) {
+            guard let access = LiveRequest.access(head, tokens: live.tokens) else { throw DeviceRequest.Refusal.unauthorized }
+            try channel.pipeline.syncOperations.addHandlers([
+                aggregator, DashboardHandler(access: access, environment: live, eventLoop: channel.eventLoop),
+            ])
+            return
+        }
         let request = try DeviceRequest(head: head)
         guard let record = devices.registry.record(id: request.deviceID) else {
             throw DeviceRequest.Refusal.unauthorized
@@ -124,12 +141,7 @@ public final class HubServer: Sendable {
         let handler = DeviceHandler(
             device: DeviceRecordRef(key: record.key, id: record.id), remote: Self.describe(channel.remoteAddress),
             environment: devices, eventLoop: channel.eventLoop)
-        try channel.pipeline.syncOperations.addHandlers([
-            NIOWebSocketFrameAggregator(
-                minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 64,
-                maxAccumulatedFrameSize: configuration.maxFrameBytes),
-            handler,
-        ])
+        try channel.pipeline.syncOperations.addHandlers([aggregator, handler])
     }
 
     /// `host:port` of a peer, with an IPv4-mapped IPv6 prefix removed.

@@ -13,6 +13,11 @@ public struct ServerConfiguration: Sendable {
     public var streamLimits = DeviceStream.Limits()
     /// Register unknown devices on first connect, without a token (development only).
     public var autoProvision = false
+    /// Subscriptions one dashboard connection may hold.
+    public var maxSubscriptionsPerDashboard = 100
+    /// Events waiting for one slow dashboard, in bytes; past it events are dropped and
+    /// counted, and the dashboard gets `lagged`.
+    public var maxDashboardQueueBytes = 4 << 20
     /// The TCP listen backlog, raised above the usual 256 for reconnect storms.
     public var backlog: Int32 = 4096
 

@@ -19,6 +19,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("api-token"), help: "Full-rights API token (env HUB_API_TOKEN; default: generated into the data folder).")
     var apiToken: String?
 
+    @Option(name: .customLong("read-token"), help: "Read-only API token: may subscribe on /live, not send commands (env HUB_READ_TOKEN).")
+    var readToken: String?
+
     @Flag(name: .customLong("auto-provision"), help: "Development only: any well-formed device id may connect without a token and is registered on first connect (env HUB_AUTO_PROVISION=1).")
     var autoProvision = false
 
@@ -43,6 +46,7 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.dataDirectory = database.resolvedDataDirectory
         configuration.databaseURL = database.resolvedDatabaseURL
         configuration.apiToken = apiToken ?? Environment.value("HUB_API_TOKEN")
+        configuration.readToken = readToken ?? Environment.value("HUB_READ_TOKEN")
         configuration.server.port = port ?? Environment.value("HUB_PORT").flatMap(Int.init) ?? 8080
         configuration.server.host = host ?? Environment.value("HUB_HOST") ?? "0.0.0.0"
         configuration.server.autoProvision = autoProvision || Environment.value("HUB_AUTO_PROVISION") == "1"
