@@ -71,7 +71,8 @@ public final class Hub: Sendable {
         let writer = self.writer
         server = HubServer(
             configuration: configuration.server, registry: registry, queue: queue, metrics: metrics,
-            tokens: APITokens(full: apiToken, readOnly: configuration.readToken), logger: logger,
+            tokens: APITokens(full: apiToken, readOnly: configuration.readToken),
+            history: PostgresTelemetryHistory(executor: executor), logger: logger,
             provision: { id in try await executor.run { try DeviceStore(connection: $0).provision(id: id) } },
             readiness: {
                 if let failure = writer.failure { return Readiness(ready: false, detail: "database writes failing: \(failure)") }

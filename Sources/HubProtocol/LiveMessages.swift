@@ -34,13 +34,27 @@ public enum LiveMessages {
     /// `"device":…,"seq":…,"readings":[…]}` for the readings that pass `metrics` (all if
     /// `nil`); `nil` when none pass.
     public static func telemetryBody(device: String, frame: TelemetryFrame, baseMicros: Int64, metrics: Set<String>?) -> String? {
-        var readings = ""
-        for reading in frame.readings where metrics?.contains(reading.name) ?? true {
-            if !readings.isEmpty { readings += "," }
-            readings += #"{"metric":\#(JSON.quote(reading.name)),"ts_us":\#(baseMicros + Int64(reading.offsetMicros)),"value":\#(json(reading.value))}"#
+        telemetryBody(
+            device: device, seq: frame.seq,
+            readings: frame.readings.lazy.filter { metrics?.contains($0.name) ?? true }.map {
+                (metric: $0.name, tsMicros: baseMicros + Int64($0.offsetMicros), value: $0.value)
+            })
+    }
+
+    /// The same body from readings given one by one (stored or conflated ones).
+    public static func telemetryBody<Readings: Sequence>(device: String, seq: UInt64, readings: Readings) -> String?
+    where Readings.Element == (metric: String, tsMicros: Int64, value: Value) {
+        var list = ""
+        for reading in readings {
+            if !list.isEmpty { list += "," }
+            list += #"{"metric":\#(JSON.quote(reading.metric)),"ts_us":\#(reading.tsMicros),"value":\#(json(reading.value))}"#
         }
-        guard !readings.isEmpty else { return nil }
-        return #""device":\#(JSON.quote(device)),"seq":\#(frame.seq),"readings":[\#(readings)]}"#
+        guard !list.isEmpty else { return nil }
+        return #""device":\#(JSON.quote(device)),"seq":\#(seq),"readings":[\#(list)]}"#
+    }
+
+    public static func replayDone(sub: String) -> String {
+        #"{"type":"replay_done","sub":\#(JSON.quote(sub))}"#
     }
 
     /// A value as JSON: a number, a boolean or a string.

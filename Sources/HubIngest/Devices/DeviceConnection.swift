@@ -24,6 +24,7 @@ public enum CloseReason: String, Sendable, CaseIterable {
     case replaced
     case heartbeatTimeout = "heartbeat_timeout"
     case revoked
+    case slowConsumer = "slow_consumer"
 
     public var code: UInt16 {
         switch self {
@@ -34,6 +35,7 @@ public enum CloseReason: String, Sendable, CaseIterable {
         case .replaced: 4001
         case .heartbeatTimeout: 4002
         case .revoked: 4003
+        case .slowConsumer: 4008
         }
     }
 }

@@ -21,6 +21,9 @@ public final class IngestQueue: @unchecked Sendable {
     private var waitingForSpace: [@Sendable () -> Void] = []
     private var closed = false
     private var pauses = 0
+    private var pushedBursts = 0
+    private var releasedBursts = 0
+    private var barriers: [(target: Int, callback: @Sendable () -> Void)] = []
 
     public init(capacityRows: Int, resumeBelowRows: Int? = nil) {
         precondition(capacityRows > 0)
@@ -35,6 +38,7 @@ public final class IngestQueue: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         bursts.append(burst)
+        pushedBursts += 1
         queuedRows += rows
         accountedRows += rows
         if oldestPushNanos == nil { oldestPushNanos = nowNanos }
@@ -90,16 +94,34 @@ public final class IngestQueue: @unchecked Sendable {
     }
 
     /// Called after a write committed: frees its rows and wakes paused readers.
-    func release(rows: Int) {
+    func release(rows: Int, bursts count: Int) {
         condition.lock()
         accountedRows -= rows
+        releasedBursts += count
         var wake: [@Sendable () -> Void] = []
         if accountedRows <= resumeBelowRows {
             wake = waitingForSpace
             waitingForSpace = []
         }
+        let released = releasedBursts
+        let due = barriers.filter { $0.target <= released }
+        barriers.removeAll { $0.target <= released }
         condition.unlock()
         wake.forEach { $0() }
+        due.forEach { $0.callback() }
+    }
+
+    /// Calls `callback` (from any thread) once every burst pushed before this call has been
+    /// written: from then on, everything accepted so far is readable in the database.
+    public func whenWritten(_ callback: @escaping @Sendable () -> Void) {
+        condition.lock()
+        if releasedBursts >= pushedBursts {
+            condition.unlock()
+            callback()
+            return
+        }
+        barriers.append((pushedBursts, callback))
+        condition.unlock()
     }
 
     /// Stops taking new work; the writer drains what is queued, then stops.

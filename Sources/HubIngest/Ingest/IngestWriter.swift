@@ -75,7 +75,7 @@ public final class IngestWriter: @unchecked Sendable {
             if bursts.isEmpty { return }
             let committed = commit(bursts)
             if committed { acknowledge(bursts) }
-            queue.release(rows: bursts.reduce(0) { $0 + $1.rowCount })
+            queue.release(rows: bursts.reduce(0) { $0 + $1.rowCount }, bursts: bursts.count)
         }
     }
 

@@ -255,10 +255,11 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         guard let pending = burst else { return }
         burst = nil
         guard !pending.isEmpty else { return }
-        // Dashboards see accepted frames at once, before the commit.
-        if !pending.frames.isEmpty { environment.fanout.publish(device: device.id, frames: pending.frames) }
         inFlight += 1
         let hasRoom = environment.queue.push(pending, nowNanos: DispatchTime.now().uptimeNanoseconds)
+        // Dashboards see accepted frames at once, before the commit. Publishing after the
+        // push is what makes replay gap-free (see DashboardHandler's replay).
+        if !pending.frames.isEmpty { environment.fanout.publish(device: device.id, frames: pending.frames) }
         if !hasRoom && !paused {
             paused = true
             environment.metrics.backpressurePauses.increment()

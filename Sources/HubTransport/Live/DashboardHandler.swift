@@ -18,14 +18,15 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
     let eventLoop: EventLoop
     let connectionID = ConnectionID.make()
     private let access: APITokens.Access
-    private let environment: LiveEnvironment
-    private var logger: Logger
-    private var context: ChannelHandlerContext?
-    private var subscriptions: [String: LiveSubscription] = [:]
-    private var queued: [(event: LiveEvent, bytes: Int)] = []
-    private var queuedBytes = 0
-    private var dropped: [String: Int] = [:]
-    private var closing = false
+    let environment: LiveEnvironment
+    var logger: Logger
+    var context: ChannelHandlerContext?
+    var subscriptions: [String: LiveSubscription] = [:]
+    var outbox = Outbox()
+    var rate = RateLimiter()
+    var rateTimer: Scheduled<Void>?
+    var replays: [String: ReplayBuffer] = [:]
+    var closing = false
 
     init(access: APITokens.Access, environment: LiveEnvironment, eventLoop: EventLoop) {
         self.access = access
@@ -44,6 +45,7 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        rateTimer?.cancel()
         for subscription in subscriptions.values { environment.fanout.index.remove(subscription, patterns: subscription.patterns) }
         subscriptions = [:]
         environment.dashboards.remove(self)
@@ -90,6 +92,8 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
                 return
             }
             environment.fanout.index.remove(subscription, patterns: subscription.patterns)
+            replays[id] = nil
+            rate.remove(sub: id)
         case "command":
             if access == .readOnly {
                 sendError("forbidden", "a read-only token cannot send commands", context: context)
@@ -128,106 +132,86 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
             }
             metrics = Set(names)
         }
-        if message["since_us"] != nil || message["resume"] != nil || message["max_rate_hz"] != nil {
-            sendError("unsupported", "since_us, resume and max_rate_hz are not available in this version of the hub", context: context)
-            return
+        var maxRate: Double?
+        if let raw = message["max_rate_hz"] {
+            guard let rate = (raw as? NSNumber)?.doubleValue, rate > 0, rate <= 1_000 else {
+                sendError("bad_subscription", "\"max_rate_hz\" must be a number above 0 and at most 1000", context: context)
+                return
+            }
+            maxRate = rate
+        }
+        var since: Int64?
+        if let raw = message["since_us"] {
+            guard let value = raw as? NSNumber, value.int64Value >= 0 else {
+                sendError("bad_subscription", "\"since_us\" must be a non-negative integer of microseconds", context: context)
+                return
+            }
+            since = value.int64Value
+        }
+        var resume: [String: UInt64] = [:]
+        if let raw = message["resume"] {
+            guard let object = raw as? [String: Any] else {
+                sendError("bad_subscription", "\"resume\" must map device ids to the last seq seen", context: context)
+                return
+            }
+            for (device, seq) in object {
+                guard DeviceID.isValid(device), let number = seq as? NSNumber, number.int64Value >= 0 else {
+                    sendError("bad_subscription", "\"resume\" must map device ids to the last seq seen", context: context)
+                    return
+                }
+                resume[device] = number.uint64Value
+            }
         }
         if subscriptions[id] == nil && subscriptions.count >= environment.maxSubscriptions {
             sendError("too_many_subscriptions", "at most \(environment.maxSubscriptions) subscriptions per connection", context: context)
             return
         }
         if let previous = subscriptions[id] { environment.fanout.index.remove(previous, patterns: previous.patterns) }
-        let subscription = LiveSubscription(id: id, patterns: patterns, metrics: metrics, dashboard: self)
+        let subscription = LiveSubscription(id: id, patterns: patterns, metrics: metrics, maxRateHz: maxRate, dashboard: self)
         subscriptions[id] = subscription
+        replays[id] = nil
+        let replaying = since != nil || !resume.isEmpty
+        // Buffer live events before registering, so none slips between replay and live.
+        if replaying { replays[id] = ReplayBuffer(resume: resume) }
         environment.fanout.index.add(subscription, patterns: patterns)
         send(LiveMessages.subscribed(id: id), context: context)
+        if replaying { startReplay(subscription, since: since, resume: resume) }
     }
 
-    // MARK: - Outbound
+    // MARK: - Writing
 
-    /// Events from the fan-out, on this loop.
-    func deliver(_ events: [LiveEvent]) {
-        guard let context, !closing else { return }
-        for event in events {
-            if case .telemetry(let subscription, _, _, _) = event, subscriptions[subscription.id] !== subscription { continue }
-            if queued.isEmpty && context.channel.isWritable {
-                write(event, context: context)
-            } else {
-                enqueue(event)
-            }
-        }
-        context.flush()
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { drain(context: context) }
-        context.fireChannelWritabilityChanged()
-    }
-
-    private func enqueue(_ event: LiveEvent) {
-        let bytes = event.text.utf8.count
-        if queuedBytes + bytes > environment.maxQueuedBytes, case .telemetry(let subscription, _, _, _) = event {
-            dropped[subscription.id, default: 0] += 1
-            environment.metrics.dropped.increment()
-            return
-        }
-        queued.append((event, bytes))
-        queuedBytes += bytes
-    }
-
-    private func drain(context: ChannelHandlerContext) {
-        var index = 0
-        while index < queued.count && context.channel.isWritable {
-            write(queued[index].event, context: context)
-            queuedBytes -= queued[index].bytes
-            index += 1
-        }
-        queued.removeFirst(index)
-        if queued.isEmpty && !dropped.isEmpty {
-            for (sub, count) in dropped where subscriptions[sub] != nil {
-                send(LiveMessages.lagged(sub: sub, dropped: count), context: context)
-                environment.metrics.lagged.increment()
-            }
-            dropped = [:]
-        }
-        context.flush()
-    }
-
-    private func write(_ event: LiveEvent, context: ChannelHandlerContext) {
-        send(event.text, context: context)
-        environment.metrics.deliveries.increment()
-    }
-
-    private func send(_ text: String, context: ChannelHandlerContext) {
+    /// Writes one text message (not flushed). - Returns: whether the socket is still writable.
+    @discardableResult
+    func send(_ text: String, context: ChannelHandlerContext) -> Bool {
         context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(string: text))), promise: nil)
+        return context.channel.isWritable
     }
 
-    private func sendError(_ code: String, _ message: String, context: ChannelHandlerContext) {
+    /// Writes and flushes one message; the future completes once it is on the socket.
+    func sendAndFlush(_ text: String, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(string: text))))
+    }
+
+    func sendError(_ code: String, _ message: String, context: ChannelHandlerContext) {
         send(LiveMessages.error(code: code, message: message), context: context)
     }
 
     /// Closes with a close code (shutdown uses 1001).
     func close(_ reason: CloseReason) {
         eventLoop.execute { [self] in
-            if let context { close(code: reason.code, context: context) }
+            if let context { close(code: reason.code, reason: reason.rawValue, context: context) }
         }
     }
 
-    private func close(code: UInt16, context: ChannelHandlerContext) {
+    func close(code: UInt16, reason: String = "", context: ChannelHandlerContext) {
         guard !closing else { return }
         closing = true
-        var data = context.channel.allocator.buffer(capacity: 2)
+        if !reason.isEmpty { logger.info("closing dashboard", metadata: ["reason": "\(reason)", "code": "\(code)"]) }
+        var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
         data.writeInteger(code)
+        data.writeString(reason)
         context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
             .whenComplete { _ in context.close(promise: nil) }
     }
 }
 
-extension LiveEvent {
-    var text: String {
-        switch self {
-        case .telemetry(_, _, _, let text): text
-        case .control(let text): text
-        }
-    }
-}

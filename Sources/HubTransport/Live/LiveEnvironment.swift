@@ -1,3 +1,4 @@
+import HubIngest
 import Logging
 import Metrics
 
@@ -7,20 +8,33 @@ final class LiveEnvironment: Sendable {
         let deliveries = Counter(label: "hub_live_deliveries_total")
         let dropped = Counter(label: "hub_live_dropped_total")
         let lagged = Counter(label: "hub_live_lagged_total")
+        let conflated = Counter(label: "hub_live_conflated_total")
+        let slowClosed = Counter(label: "hub_live_slow_consumers_closed_total")
     }
 
     let fanout = LiveFanout()
     let dashboards = ConnectionSet<DashboardHandler>()
     let tokens: APITokens
+    let registry: DeviceRegistry
+    let queue: IngestQueue
+    let history: TelemetryHistory
     let maxSubscriptions: Int
     let maxQueuedBytes: Int
+    let stallLimitNanos: UInt64
     let logger: Logger
     let metrics = Counters()
 
-    init(tokens: APITokens, configuration: ServerConfiguration, logger: Logger) {
+    init(
+        tokens: APITokens, registry: DeviceRegistry, queue: IngestQueue, history: TelemetryHistory,
+        configuration: ServerConfiguration, logger: Logger
+    ) {
         self.tokens = tokens
+        self.registry = registry
+        self.queue = queue
+        self.history = history
         maxSubscriptions = configuration.maxSubscriptionsPerDashboard
         maxQueuedBytes = configuration.maxDashboardQueueBytes
+        stallLimitNanos = UInt64(configuration.dashboardStallSeconds) * 1_000_000_000
         self.logger = logger
     }
 }

@@ -24,7 +24,7 @@ final class LiveFanout: Sendable {
             let prefix = LiveMessages.telemetryPrefix(sub: subscription.id)
             for (frame, body) in zip(frames, encoded) {
                 guard let body else { continue }
-                deliveries.add(.telemetry(subscription: subscription, device: device, seq: frame.frame.seq, text: prefix + body), to: subscription.dashboard)
+                deliveries.add(.telemetry(subscription: subscription, device: device, frame: frame, text: prefix + body), to: subscription.dashboard)
             }
         }
         deliveries.send()
@@ -48,7 +48,7 @@ final class LiveFanout: Sendable {
 
 /// An event on its way to one dashboard.
 enum LiveEvent: Sendable {
-    case telemetry(subscription: LiveSubscription, device: String, seq: UInt64, text: String)
+    case telemetry(subscription: LiveSubscription, device: String, frame: AcceptedFrame, text: String)
     case control(String)
 }
 

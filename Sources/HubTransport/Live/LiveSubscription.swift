@@ -1,4 +1,5 @@
 import HubIngest
+import HubProtocol
 
 /// One `subscribe` of one dashboard connection.
 final class LiveSubscription: Sendable {
@@ -6,12 +7,33 @@ final class LiveSubscription: Sendable {
     let patterns: [DevicePattern]
     /// `nil` means every metric.
     let metrics: Set<String>?
+    /// At most one event per device and metric per this interval (`max_rate_hz`), if set.
+    let minIntervalNanos: UInt64?
     unowned let dashboard: DashboardHandler
 
-    init(id: String, patterns: [DevicePattern], metrics: Set<String>?, dashboard: DashboardHandler) {
+    init(id: String, patterns: [DevicePattern], metrics: Set<String>?, maxRateHz: Double?, dashboard: DashboardHandler) {
         self.id = id
         self.patterns = patterns
         self.metrics = metrics
+        minIntervalNanos = maxRateHz.map { UInt64(1e9 / $0) }
         self.dashboard = dashboard
     }
+
+    /// The readings of `frame` this subscription wants.
+    func readings(of frame: AcceptedFrame) -> [ConflatedReading] {
+        frame.frame.readings.compactMap { reading in
+            guard metrics?.contains(reading.name) ?? true else { return nil }
+            return ConflatedReading(
+                seq: frame.frame.seq, metric: reading.name, tsMicros: frame.baseMicros + Int64(reading.offsetMicros),
+                value: reading.value)
+        }
+    }
+}
+
+/// One reading held back for a subscription (conflation, rate limit, replay).
+struct ConflatedReading: Sendable {
+    var seq: UInt64
+    var metric: String
+    var tsMicros: Int64
+    var value: Value
 }

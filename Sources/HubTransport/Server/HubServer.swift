@@ -22,13 +22,14 @@ public final class HubServer: Sendable {
     ///   - readiness: answers `/readyz`.
     public init(
         configuration: ServerConfiguration, registry: DeviceRegistry, queue: IngestQueue, metrics: IngestMetrics,
-        tokens: APITokens, logger: Logger, provision: @escaping @Sendable (String) async throws -> DeviceRecord,
+        tokens: APITokens, history: TelemetryHistory, logger: Logger, provision: @escaping @Sendable (String) async throws -> DeviceRecord,
         readiness: @escaping @Sendable () -> Readiness
     ) {
         self.configuration = configuration
         self.logger = logger
         self.provision = provision
-        live = LiveEnvironment(tokens: tokens, configuration: configuration, logger: logger)
+        live = LiveEnvironment(
+            tokens: tokens, registry: registry, queue: queue, history: history, configuration: configuration, logger: logger)
         devices = DeviceEnvironment(
             registry: registry, queue: queue, configuration: configuration, logger: logger, metrics: metrics, fanout: live.fanout)
         http = HTTPEnvironment(registry: registry, tokens: tokens, readiness: readiness)

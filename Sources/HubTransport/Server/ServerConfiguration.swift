@@ -18,6 +18,8 @@ public struct ServerConfiguration: Sendable {
     /// Events waiting for one slow dashboard, in bytes; past it events are dropped and
     /// counted, and the dashboard gets `lagged`.
     public var maxDashboardQueueBytes = 4 << 20
+    /// A dashboard that cannot take events for this long is closed with 4008 (slow_consumer).
+    public var dashboardStallSeconds = 60
     /// The TCP listen backlog, raised above the usual 256 for reconnect storms.
     public var backlog: Int32 = 4096
 

@@ -8,12 +8,14 @@ import json
 from typing import Any, Dict, List, Optional
 
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from hub_device.frames import decode_frame, encode_ack
 
 
 class FakeHub:
-    def __init__(self, last_seq: int = 0, ack: bool = True) -> None:
+    def __init__(self, last_seq: int = 0, ack: bool = True, port: int = 0) -> None:
+        self.port = port
         self.mark = last_seq  # highest committed seq
         self.ack = ack  # commit and ack each frame as it arrives
         self.stored: Dict[int, Any] = {}  # seq -> decoded frame, committed ones only
@@ -25,7 +27,7 @@ class FakeHub:
         self.ws: Optional[ServerConnection] = None
 
     async def __aenter__(self) -> "FakeHub":
-        self._server = await serve(self._handler, "127.0.0.1", 0)
+        self._server = await serve(self._handler, "127.0.0.1", self.port)
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"ws://127.0.0.1:{port}"
         return self
@@ -58,6 +60,8 @@ class FakeHub:
                         await ws.send(encode_ack(self.mark))
                 else:
                     self.replies.append(json.loads(message))
+        except ConnectionClosed:
+            pass
         finally:
             self.close_codes.append(ws.close_code)
 

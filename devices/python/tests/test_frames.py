@@ -101,7 +101,7 @@ def test_explicit_type_override():
 
 
 def test_readings_as_tuples_with_offsets():
-    frame = decode_frame(encode_telemetry(3, 0, [("x", -0.25, None, -500)]))
+    frame = decode_frame(encode_telemetry(7, 0, [("x", -0.25, None, -500)]))
     assert frame == decode_frame(bytes.fromhex(VECTORS["valid"][2]["hex"]))
 
 

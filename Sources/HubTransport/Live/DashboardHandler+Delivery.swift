@@ -1,0 +1,90 @@
+import Dispatch
+import HubIngest
+import HubProtocol
+import NIOCore
+
+/// Pushing events to one dashboard without ever waiting for it (see `Outbox`).
+extension DashboardHandler {
+    /// Events from the fan-out, on this loop.
+    func deliver(_ events: [LiveEvent]) {
+        guard let context, !closing else { return }
+        for event in events {
+            switch event {
+            case .control(let text):
+                emit(control: text, context: context)
+            case .telemetry(let subscription, let device, let frame, let text):
+                guard subscriptions[subscription.id] === subscription else { continue }
+                if replays[subscription.id] != nil {
+                    replays[subscription.id]!.hold(event, maxBytes: environment.maxQueuedBytes)
+                } else if let interval = subscription.minIntervalNanos {
+                    let now = DispatchTime.now().uptimeNanoseconds
+                    let readings = subscription.readings(of: frame)
+                    if let ready = rate.offer(sub: subscription.id, device: device, readings: readings, intervalNanos: interval, nowNanos: now) {
+                        emit(telemetry: text, sub: subscription.id, device: device, readings: { ready }, context: context)
+                    } else {
+                        scheduleRateFlush(context: context)
+                    }
+                } else {
+                    emit(telemetry: text, sub: subscription.id, device: device, readings: { subscription.readings(of: frame) }, context: context)
+                }
+            }
+        }
+        context.flush()
+    }
+
+    func emit(control text: String, context: ChannelHandlerContext) {
+        let decision = outbox.offer(
+            control: text, writable: context.channel.isWritable, nowNanos: DispatchTime.now().uptimeNanoseconds,
+            maxBytes: environment.maxQueuedBytes, stallLimitNanos: environment.stallLimitNanos)
+        perform(decision, text: text, context: context)
+    }
+
+    func emit(telemetry text: String, sub: String, device: String, readings: () -> [ConflatedReading], context: ChannelHandlerContext) {
+        let decision = outbox.offer(
+            telemetry: text, sub: sub, device: device, readings: readings, writable: context.channel.isWritable,
+            nowNanos: DispatchTime.now().uptimeNanoseconds, maxBytes: environment.maxQueuedBytes,
+            stallLimitNanos: environment.stallLimitNanos)
+        perform(decision, text: text, context: context)
+        if decision == .write { environment.metrics.deliveries.increment() }
+    }
+
+    private func perform(_ decision: Outbox.Decision, text: String, context: ChannelHandlerContext) {
+        switch decision {
+        case .write: send(text, context: context)
+        case .held: break
+        case .closeSlowConsumer:
+            environment.metrics.slowClosed.increment()
+            close(code: CloseReason.slowConsumer.code, reason: CloseReason.slowConsumer.rawValue, context: context)
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable && !outbox.isIdle {
+            let dropped = outbox.drain(isSubscribed: { self.subscriptions[$0] != nil }, write: { self.send($0, context: context) })
+            if dropped > 0 {
+                environment.metrics.lagged.increment()
+                environment.metrics.conflated.increment(by: Int64(dropped))
+            }
+            context.flush()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Sends held `max_rate_hz` readings when they fall due.
+    private func scheduleRateFlush(context: ChannelHandlerContext) {
+        guard let due = rate.nextDue, rate.timerDue.map({ due < $0 }) ?? true else { return }
+        rateTimer?.cancel()
+        rate.timerDue = due
+        let delay = Int64(due &- min(due, DispatchTime.now().uptimeNanoseconds))
+        rateTimer = eventLoop.scheduleTask(in: .nanoseconds(delay)) { [self] in
+            rate.timerDue = nil
+            guard let context = self.context, !closing else { return }
+            let ready = rate.takeDue(nowNanos: DispatchTime.now().uptimeNanoseconds)
+            for message in Outbox.messages(ready, isSubscribed: { self.subscriptions[$0] != nil }) {
+                emit(control: message, context: context)
+            }
+            context.flush()
+            scheduleRateFlush(context: context)
+        }
+    }
+}

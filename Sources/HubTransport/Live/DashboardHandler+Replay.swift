@@ -1,0 +1,119 @@
+import HubIngest
+import HubProtocol
+import NIOCore
+
+/// Live events held for a subscription while its history replays.
+struct ReplayBuffer {
+    let resume: [String: UInt64]
+    private(set) var events: [LiveEvent] = []
+    private var bytes = 0
+    /// Past the byte bound, readings are conflated here (newest per device and metric).
+    private(set) var overflow: [Outbox.Key: ConflatedReading] = [:]
+    private(set) var dropped = 0
+
+    init(resume: [String: UInt64]) {
+        self.resume = resume
+    }
+
+    mutating func hold(_ event: LiveEvent, maxBytes: Int) {
+        guard case .telemetry(let subscription, let device, let frame, let text) = event else { return }
+        if overflow.isEmpty && bytes + text.utf8.count <= maxBytes {
+            events.append(event)
+            bytes += text.utf8.count
+            return
+        }
+        for reading in subscription.readings(of: frame) {
+            let key = Outbox.Key(sub: subscription.id, device: device, metric: reading.metric)
+            if overflow.updateValue(reading, forKey: key) != nil { dropped += 1 }
+        }
+    }
+}
+
+/// History replay with a gap-free, repeat-free handover to live events.
+///
+/// Order matters: live events for the subscription are buffered from the moment it is
+/// registered; the replay then waits until every frame accepted before that moment is
+/// committed (`IngestQueue.whenWritten`), so the database holds everything not buffered.
+/// Buffered events at or below the last replayed (or resumed) seq of their device are
+/// dropped as repeats.
+extension DashboardHandler {
+    func startReplay(_ subscription: LiveSubscription, since: Int64?, resume: [String: UInt64]) {
+        let targets = environment.registry.records
+            .filter { record in subscription.patterns.contains { $0.matches(record.id) } }
+            .filter { since != nil || resume[$0.id] != nil }
+            .sorted { $0.id < $1.id }
+        environment.queue.whenWritten { [self] in
+            Task { await replay(subscription, targets: targets, since: since, resume: resume) }
+        }
+    }
+
+    private func replay(_ subscription: LiveSubscription, targets: [DeviceRecord], since: Int64?, resume: [String: UInt64]) async {
+        var replayed: [String: UInt64] = [:]
+        do {
+            for target in targets {
+                let resumeSeq = resume[target.id]
+                var after = resumeSeq ?? 0
+                while true {
+                    let page = try await environment.history.page(
+                        deviceKey: target.key, afterSeq: after, sinceMicros: resumeSeq == nil ? since : nil,
+                        metrics: subscription.metrics)
+                    guard let last = page.last else { break }
+                    let messages = Self.messages(page, sub: subscription.id, device: target.id)
+                    // Wait for each page to be written out: memory stays at one page.
+                    try await eventLoop.flatSubmit { [self] () -> EventLoopFuture<Void> in
+                        guard let context, subscriptions[subscription.id] === subscription, !closing else {
+                            return eventLoop.makeSucceededFuture(())
+                        }
+                        for message in messages.dropLast() { send(message, context: context) }
+                        environment.metrics.deliveries.increment(by: Int64(messages.count))
+                        return sendAndFlush(messages.last ?? "", context: context)
+                    }.get()
+                    after = last.seq
+                    replayed[target.id] = last.seq
+                }
+            }
+        } catch {
+            logger.warning("replay failed", metadata: ["error": "\(error)"])
+            eventLoop.execute { [self] in
+                if let context { sendError("replay_failed", "history could not be read; live events follow", context: context) }
+            }
+        }
+        eventLoop.execute { [self] in finishReplay(subscription, replayed: replayed) }
+    }
+
+    /// Sends `replay_done`, then the buffered live events that are not repeats.
+    private func finishReplay(_ subscription: LiveSubscription, replayed: [String: UInt64]) {
+        guard let context, subscriptions[subscription.id] === subscription,
+            let buffer = replays.removeValue(forKey: subscription.id)
+        else { return }
+        func seen(_ device: String) -> UInt64 { max(replayed[device] ?? 0, buffer.resume[device] ?? 0) }
+        emit(control: LiveMessages.replayDone(sub: subscription.id), context: context)
+        deliver(buffer.events.filter { event in
+            guard case .telemetry(_, let device, let frame, _) = event else { return true }
+            return frame.frame.seq > seen(device)
+        })
+        let overflow = buffer.overflow.filter { $0.value.seq > seen($0.key.device) }
+        for message in Outbox.messages(overflow, isSubscribed: { _ in true }) { emit(control: message, context: context) }
+        if buffer.dropped > 0 { emit(control: LiveMessages.lagged(sub: subscription.id, dropped: buffer.dropped), context: context) }
+        context.flush()
+    }
+
+    /// Stored readings as telemetry messages, one per frame.
+    static func messages(_ readings: [StoredReading], sub: String, device: String) -> [String] {
+        var messages: [String] = []
+        var start = readings.startIndex
+        let prefix = LiveMessages.telemetryPrefix(sub: sub)
+        while start < readings.endIndex {
+            let seq = readings[start].seq
+            let end = readings[start...].firstIndex { $0.seq != seq } ?? readings.endIndex
+            if let body = LiveMessages.telemetryBody(
+                device: device, seq: seq,
+                readings: readings[start..<end].map { (metric: $0.metric, tsMicros: $0.tsMicros, value: $0.value) })
+            {
+                messages.append(prefix + body)
+            }
+            start = end
+        }
+        return messages
+    }
+}

@@ -1,0 +1,121 @@
+import HubProtocol
+
+/// What a dashboard has not been able to take yet: the slow-consumer policy, as a value
+/// type with no I/O.
+///
+/// While the socket is writable events pass straight through. Otherwise they queue, up to
+/// `maxBytes`; past that, telemetry is conflated: the newest reading per (subscription,
+/// device, metric) is kept and every reading it replaces is counted. Once the socket
+/// drains, the queue goes out, then the conflated readings (one message per frame), then
+/// `lagged` with the counts. A dashboard stalled for longer than `stallLimitNanos` is closed.
+struct Outbox {
+    struct Key: Hashable {
+        var sub: String
+        var device: String
+        var metric: String
+    }
+
+    enum Decision: Equatable {
+        case write
+        case held
+        case closeSlowConsumer
+    }
+
+    private var queued: [String] = []
+    private var head = 0
+    private(set) var queuedBytes = 0
+    private var conflated: [Key: ConflatedReading] = [:]
+    private var dropped: [String: Int] = [:]
+    private var stalledSince: UInt64?
+
+    var isIdle: Bool { head == queued.count && conflated.isEmpty }
+
+    /// A control message (hello, presence, errors…): written, or queued in order.
+    mutating func offer(control text: String, writable: Bool, nowNanos: UInt64, maxBytes: Int, stallLimitNanos: UInt64) -> Decision {
+        if isIdle && writable { return .write }
+        if stalled(nowNanos, limit: stallLimitNanos) || queuedBytes > 2 * maxBytes { return .closeSlowConsumer }
+        enqueue(text)
+        return .held
+    }
+
+    /// A telemetry message: written, queued, or conflated into its readings.
+    mutating func offer(
+        telemetry text: String, sub: String, device: String, readings: () -> [ConflatedReading], writable: Bool,
+        nowNanos: UInt64, maxBytes: Int, stallLimitNanos: UInt64
+    ) -> Decision {
+        if isIdle && writable { return .write }
+        if stalled(nowNanos, limit: stallLimitNanos) { return .closeSlowConsumer }
+        if conflated.isEmpty && queuedBytes + text.utf8.count <= maxBytes {
+            enqueue(text)
+        } else {
+            for reading in readings() {
+                let key = Key(sub: sub, device: device, metric: reading.metric)
+                if conflated.updateValue(reading, forKey: key) != nil { dropped[sub, default: 0] += 1 }
+            }
+        }
+        return .held
+    }
+
+    /// Sends what waits while `write` reports the socket still writable. Conflated readings
+    /// and `lagged` follow only once the queue is empty.
+    /// - Returns: how many conflated readings were reported as dropped.
+    @discardableResult
+    mutating func drain(isSubscribed: (String) -> Bool, write: (String) -> Bool) -> Int {
+        while head < queued.count {
+            let text = queued[head]
+            queued[head] = ""
+            head += 1
+            queuedBytes -= text.utf8.count
+            if !write(text) { break }
+        }
+        if head == queued.count {
+            queued.removeAll(keepingCapacity: true)
+            head = 0
+        } else {
+            return 0
+        }
+        for message in Self.messages(conflated, isSubscribed: isSubscribed) { _ = write(message) }
+        conflated = [:]
+        var reported = 0
+        for (sub, count) in dropped.sorted(by: { $0.key < $1.key }) where isSubscribed(sub) {
+            _ = write(LiveMessages.lagged(sub: sub, dropped: count))
+            reported += count
+        }
+        dropped = [:]
+        stalledSince = nil
+        return reported
+    }
+
+    /// Readings grouped back into one telemetry message per (subscription, device, seq).
+    static func messages(_ readings: [Key: ConflatedReading], isSubscribed: (String) -> Bool) -> [String] {
+        var frames: [FrameKey: [ConflatedReading]] = [:]
+        for (key, reading) in readings where isSubscribed(key.sub) {
+            frames[FrameKey(sub: key.sub, device: key.device, seq: reading.seq), default: []].append(reading)
+        }
+        return frames.sorted { ($0.key.seq, $0.key.device, $0.key.sub) < ($1.key.seq, $1.key.device, $1.key.sub) }.compactMap { key, readings in
+            LiveMessages.telemetryBody(
+                device: key.device, seq: key.seq,
+                readings: readings.sorted { $0.metric < $1.metric }.map { (metric: $0.metric, tsMicros: $0.tsMicros, value: $0.value) }
+            ).map { LiveMessages.telemetryPrefix(sub: key.sub) + $0 }
+        }
+    }
+
+    private struct FrameKey: Hashable {
+        var sub: String
+        var device: String
+        var seq: UInt64
+    }
+
+    private mutating func enqueue(_ text: String) {
+        queued.append(text)
+        queuedBytes += text.utf8.count
+    }
+
+    private mutating func stalled(_ now: UInt64, limit: UInt64) -> Bool {
+        guard let since = stalledSince else {
+            stalledSince = now
+            return false
+        }
+        return now &- since > limit
+    }
+}
