@@ -22,6 +22,16 @@ public final class LiveClient: Sendable {
         host: String, port: Int, token: String?, tokenInQuery: Bool = false, group: EventLoopGroup,
         onMessage: @escaping @Sendable (String) -> Void, onClose: @escaping @Sendable (UInt16?) -> Void = { _ in }
     ) async throws -> LiveClient {
+        try await connect(
+            host: host, port: port, token: token, tokenInQuery: tokenInQuery, group: group,
+            onBytes: { buffer in onMessage(String(buffer: buffer)) }, onClose: onClose)
+    }
+
+    /// The same, handing each message over as bytes, on the event loop (for load tools).
+    public static func connect(
+        host: String, port: Int, token: String?, tokenInQuery: Bool = false, group: EventLoopGroup,
+        onBytes: @escaping @Sendable (ByteBuffer) -> Void, onClose: @escaping @Sendable (UInt16?) -> Void = { _ in }
+    ) async throws -> LiveClient {
         var path = "/live"
         var headers = HTTPHeaders()
         headers.add(name: "host", value: "\(host):\(port)")
@@ -41,7 +51,7 @@ public final class LiveClient: Sendable {
                         upgradePipelineHandler: { channel, _ in
                             channel.eventLoop.makeCompletedFuture {
                                 try channel.pipeline.syncOperations.addHandler(
-                                    LiveFrameHandler(hello: helloPromise, onMessage: onMessage, onClose: onClose))
+                                    LiveFrameHandler(hello: helloPromise, onMessage: onBytes, onClose: onClose))
                             }
                         })
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(
@@ -87,12 +97,12 @@ private final class LiveFrameHandler: ChannelInboundHandler {
     typealias OutboundOut = WebSocketFrame
 
     private let hello: EventLoopPromise<String>
-    private let onMessage: @Sendable (String) -> Void
+    private let onMessage: @Sendable (ByteBuffer) -> Void
     private let onClose: @Sendable (UInt16?) -> Void
     private var greeted = false
     private var closeCode: UInt16?
 
-    init(hello: EventLoopPromise<String>, onMessage: @escaping @Sendable (String) -> Void, onClose: @escaping @Sendable (UInt16?) -> Void) {
+    init(hello: EventLoopPromise<String>, onMessage: @escaping @Sendable (ByteBuffer) -> Void, onClose: @escaping @Sendable (UInt16?) -> Void) {
         self.hello = hello
         self.onMessage = onMessage
         self.onClose = onClose
@@ -103,10 +113,9 @@ private final class LiveFrameHandler: ChannelInboundHandler {
         var payload = frame.unmaskedData
         switch frame.opcode {
         case .text:
-            let text = payload.readString(length: payload.readableBytes) ?? ""
-            if greeted { onMessage(text) } else {
+            if greeted { onMessage(payload) } else {
                 greeted = true
-                hello.succeed(text)
+                hello.succeed(payload.readString(length: payload.readableBytes) ?? "")
             }
         case .ping:
             context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: payload)), promise: nil)

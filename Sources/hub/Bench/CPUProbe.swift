@@ -30,6 +30,15 @@ struct CPUProbe: Sendable {
         return (hub, Double(database) / hertz / seconds * 100)
     }
 
+    /// The hub's resident set size in bytes.
+    func hubRSS() -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(hubPID)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+            let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "")
+        else { return nil }
+        return kilobytes * 1024
+    }
+
     /// utime + stime of a process, in clock ticks.
     static func ticks(_ pid: Int32) -> Int? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
