@@ -50,6 +50,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     private var lastActivity = NIODeadline.now()
     private var heartbeat: RepeatedTask?
     private var session: Int64 = 0
+    private let fanout: FanoutBatch
     private var announcedOnline = false
 
     init(device: DeviceRecordRef, remote: String, environment: DeviceEnvironment, eventLoop: EventLoop) {
@@ -58,6 +59,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         self.environment = environment
         self.eventLoop = eventLoop
         connectionID = ConnectionID.make()
+        fanout = environment.fanout.batch(for: eventLoop)
         logger = environment.logger
         logger[metadataKey: "device"] = "\(device.id)"
         logger[metadataKey: "connection"] = "\(connectionID)"
@@ -117,7 +119,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         context.flush()
         announcedOnline = true
         environment.fanout.publishPresence(
-            device: device.id, online: true, session: session, connection: connectionID, remote: remote)
+            device: device.id, online: true, session: session, connection: connectionID, remote: remote, on: fanout)
         startHeartbeat(context: context)
         let early = held
         held = []
@@ -248,7 +250,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         guard announcedOnline else { return }
         announcedOnline = false
         environment.fanout.publishPresence(
-            device: device.id, online: false, session: session, connection: connectionID, remote: remote)
+            device: device.id, online: false, session: session, connection: connectionID, remote: remote, on: fanout)
     }
 
     private func pushBurst() {
@@ -259,7 +261,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         let hasRoom = environment.queue.push(pending, nowNanos: DispatchTime.now().uptimeNanoseconds)
         // Dashboards see accepted frames at once, before the commit. Publishing after the
         // push is what makes replay gap-free (see DashboardHandler's replay).
-        if !pending.frames.isEmpty { environment.fanout.publish(device: device.id, frames: pending.frames) }
+        if !pending.frames.isEmpty { environment.fanout.publish(device: device.id, frames: pending.frames, on: fanout) }
         if !hasRoom && !paused {
             paused = true
             environment.metrics.backpressurePauses.increment()

@@ -1,20 +1,32 @@
 import HubIngest
 import HubProtocol
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// Pushes accepted frames and presence changes to matching dashboard subscriptions.
 ///
 /// Called on a device's event loop once per read cycle. Each frame's JSON body is built
-/// once per distinct metric filter; deliveries are grouped per dashboard event loop, so a
-/// read cycle costs one task per loop, not one per frame or per subscriber.
+/// once per distinct metric filter. Deliveries collect in a batch of the publishing loop
+/// and go out when that loop finishes its current pass: one task per dashboard loop and
+/// one flush per dashboard for everything the pass read, however many devices sent.
 final class LiveFanout: Sendable {
     let index = SubscriptionIndex<LiveSubscription>()
+    private let batches = NIOLockedValueBox<[ObjectIdentifier: FanoutBatch]>([:])
 
-    func publish(device: String, frames: [AcceptedFrame]) {
+    /// The batch of deliveries gathered on `loop`; use it only on that loop.
+    func batch(for loop: EventLoop) -> FanoutBatch {
+        batches.withLockedValue { batches in
+            if let batch = batches[ObjectIdentifier(loop)] { return batch }
+            let batch = FanoutBatch(loop: loop)
+            batches[ObjectIdentifier(loop)] = batch
+            return batch
+        }
+    }
+
+    func publish(device: String, frames: [AcceptedFrame], on batch: FanoutBatch) {
         let subscriptions = index.matching(device)
         guard !subscriptions.isEmpty else { return }
         var bodies: [Set<String>?: [String?]] = [:]
-        var deliveries = Deliveries()
         for subscription in subscriptions {
             let filter = subscription.metrics
             let encoded = bodies[filter] ?? frames.map {
@@ -24,25 +36,22 @@ final class LiveFanout: Sendable {
             let prefix = LiveMessages.telemetryPrefix(sub: subscription.id)
             for (frame, body) in zip(frames, encoded) {
                 guard let body else { continue }
-                deliveries.add(.telemetry(subscription: subscription, device: device, frame: frame, text: prefix + body), to: subscription.dashboard)
+                batch.add(.telemetry(subscription: subscription, device: device, frame: frame, text: prefix + body), to: subscription.dashboard)
             }
         }
-        deliveries.send()
     }
 
-    func publishPresence(device: String, online: Bool, session: Int64, connection: String, remote: String) {
+    func publishPresence(device: String, online: Bool, session: Int64, connection: String, remote: String, on batch: FanoutBatch) {
         let subscriptions = index.matching(device)
         guard !subscriptions.isEmpty else { return }
         let text = LiveMessages.presence(
             device: device, online: online, session: session, connection: connection, remote: remote,
             atMicros: WallClock.nowMicros())
-        var deliveries = Deliveries()
         var seen: Set<ObjectIdentifier> = []
         // One presence event per dashboard, however many of its subscriptions match.
         for subscription in subscriptions where seen.insert(ObjectIdentifier(subscription.dashboard)).inserted {
-            deliveries.add(.control(text), to: subscription.dashboard)
+            batch.add(.control(text), to: subscription.dashboard)
         }
-        deliveries.send()
     }
 }
 
@@ -52,22 +61,41 @@ enum LiveEvent: Sendable {
     case control(String)
 }
 
-/// Events grouped by dashboard and by event loop, sent with one task per loop.
-private struct Deliveries {
+/// Events gathered on one event loop during its current pass, grouped by dashboard loop
+/// and dashboard; sent when the pass ends. Touched only on its own loop.
+final class FanoutBatch: @unchecked Sendable {
+    private let loop: EventLoop
     private var byLoop: [ObjectIdentifier: (loop: EventLoop, batches: [ObjectIdentifier: (DashboardHandler, [LiveEvent])])] = [:]
+    private var scheduled = false
 
-    mutating func add(_ event: LiveEvent, to dashboard: DashboardHandler) {
+    init(loop: EventLoop) {
+        self.loop = loop
+    }
+
+    func add(_ event: LiveEvent, to dashboard: DashboardHandler) {
         let loopKey = ObjectIdentifier(dashboard.eventLoop)
         let dashboardKey = ObjectIdentifier(dashboard)
         if byLoop[loopKey] == nil { byLoop[loopKey] = (dashboard.eventLoop, [:]) }
         byLoop[loopKey]!.batches[dashboardKey, default: (dashboard, [])].1.append(event)
+        if !scheduled {
+            scheduled = true
+            // Runs after the loop has handled the I/O it is processing now.
+            loop.execute { self.send() }
+        }
     }
 
-    func send() {
-        for (_, entry) in byLoop {
+    private func send() {
+        scheduled = false
+        let pending = byLoop
+        byLoop = [:]
+        for (_, entry) in pending {
             let batches = Array(entry.batches.values)
-            entry.loop.execute {
+            if entry.loop === loop {
                 for (dashboard, events) in batches { dashboard.deliver(events) }
+            } else {
+                entry.loop.execute {
+                    for (dashboard, events) in batches { dashboard.deliver(events) }
+                }
             }
         }
     }

@@ -102,10 +102,15 @@ final class FanoutLoad: @unchecked Sendable {
             stats.published()
         }
         if framesPerSecond > 0 {
-            var credit = 0.0
+            // A random phase, so devices do not all send in the same millisecond.
+            var credit = Double.random(in: 0..<1)
+            var last = NIODeadline.now()
             loop.scheduleRepeatedTask(initialDelay: .milliseconds(1), delay: .milliseconds(1)) { task in
                 guard running.withLockedValue({ $0 }) else { task.cancel(); return }
-                credit += framesPerSecond / 1000
+                // Credit by elapsed time: timer ticks drift, the offered rate must not.
+                let now = NIODeadline.now()
+                credit += framesPerSecond * Double((now - last).nanoseconds) / 1e9
+                last = now
                 while credit >= 1 {
                     send()
                     credit -= 1
