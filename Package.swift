@@ -105,6 +105,7 @@ let package = Package(
             name: "HubIngestTests",
             dependencies: ["HubIngest", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
         ),
+        .testTarget(name: "HubTransportTests", dependencies: ["HubTransport", "HubProtocol"]),
         .testTarget(
             name: "HubLiveTests",
             dependencies: ["Hub", "HubClient", "HubStorage", "Postgres"]

@@ -48,6 +48,7 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
         rateTimer?.cancel()
         for subscription in subscriptions.values { environment.fanout.index.remove(subscription, patterns: subscription.patterns) }
         subscriptions = [:]
+        replays = [:]
         environment.dashboards.remove(self)
         self.context = nil
         logger.info("dashboard disconnected")

@@ -52,6 +52,9 @@ final class LiveFanout: Sendable {
         for subscription in subscriptions where seen.insert(ObjectIdentifier(subscription.dashboard)).inserted {
             batch.add(.control(text), to: subscription.dashboard)
         }
+        // Presence goes out at once, behind the frames gathered before it: a takeover's
+        // offline event must reach dashboards before the new session's online event.
+        batch.sendNow()
     }
 }
 
@@ -80,12 +83,13 @@ final class FanoutBatch: @unchecked Sendable {
         if !scheduled {
             scheduled = true
             // Runs after the loop has handled the I/O it is processing now.
-            loop.execute { self.send() }
+            loop.execute { self.sendNow() }
         }
     }
 
-    private func send() {
+    func sendNow() {
         scheduled = false
+        guard !byLoop.isEmpty else { return }
         let pending = byLoop
         byLoop = [:]
         for (_, entry) in pending {

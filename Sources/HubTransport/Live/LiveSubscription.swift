@@ -9,7 +9,9 @@ final class LiveSubscription: Sendable {
     let metrics: Set<String>?
     /// At most one event per device and metric per this interval (`max_rate_hz`), if set.
     let minIntervalNanos: UInt64?
-    unowned let dashboard: DashboardHandler
+    /// Strong: events in flight may outlive the connection; the handler breaks the cycle
+    /// by dropping its subscriptions when it is removed.
+    let dashboard: DashboardHandler
 
     init(id: String, patterns: [DevicePattern], metrics: Set<String>?, maxRateHz: Double?, dashboard: DashboardHandler) {
         self.id = id

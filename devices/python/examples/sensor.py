@@ -35,22 +35,27 @@ async def main() -> None:
         interval = seconds
         return {"interval_s": interval}
 
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-
-    async with client:  # on exit: waits (10 s at most) for the last acks, closes with 1000
+    async def sample() -> None:
         count, door_open = 0, False
-        while not stop.is_set():
+        while True:
             count += 1
             temperature = 21.0 + 3.0 * math.sin(count / 60) + random.gauss(0, 0.1)
-            door_open = door_open != (random.random() < 0.05)  # now and then someone opens or closes it
+            door_open = door_open != (random.random() < 0.05)  # now and then the door opens or closes
             seq = await client.send({"temp": round(temperature, 2), "count": count, "door.open": door_open})
             logging.debug("sent frame %d", seq)
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
+            await asyncio.sleep(interval)
+
+    async with client:  # on exit: waits (10 s at most) for the last acks, then closes with 1000
+        sampler = asyncio.ensure_future(sample())
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([sampler, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if sampler.done():
+            sampler.result()  # it only ends by an error: raise it
+        sampler.cancel()
+        stopping.cancel()
 
 
 if __name__ == "__main__":

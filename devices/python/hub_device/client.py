@@ -155,8 +155,7 @@ class DeviceClient:
         Waits while the buffer is full, and before the very first welcome if no spool
         remembers the sequence; never drops a frame.
         """
-        if self._task is None:
-            raise RuntimeError("start() the client first (or use `async with`)")
+        self._check_started()
         if self._closing:
             raise ClientClosed("the client is closed")
         if base_time is None:
@@ -179,6 +178,7 @@ class DeviceClient:
 
     async def wait_acked(self, timeout: Optional[float] = None) -> bool:
         """Waits until the hub has acked every frame sent so far; False on timeout."""
+        self._check_started()
 
         async def drained() -> None:
             while len(self._buffer):
@@ -192,6 +192,7 @@ class DeviceClient:
 
     async def wait_connected(self, timeout: Optional[float] = None) -> bool:
         """Waits for a welcome; False on timeout."""
+        self._check_started()
 
         async def welcomed() -> None:
             while self._ws is None:
@@ -244,6 +245,10 @@ class DeviceClient:
 
     # ------------------------------------------------------------------ connection
 
+    def _check_started(self) -> None:
+        if self._task is None:
+            raise RuntimeError("start() the client first (or use `async with`)")
+
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
@@ -263,11 +268,11 @@ class DeviceClient:
                         raise ProtocolError(f"expected a welcome, got {welcome.type}")
                     attempt = 0
                     await self._serve(ws, welcome)
-                    log.info("connection closed: %s %s", ws.close_code, ws.close_reason or "")
+                    log.info("connection closed: %s %s", ws.protocol.close_code, ws.protocol.close_reason)
             except InvalidStatus as e:
                 log.error("hub refused the connection: HTTP %s", e.response.status_code)
             except (OSError, asyncio.TimeoutError, WebSocketException, ProtocolError) as e:
-                log.warning("connection lost: %s", e or type(e).__name__)
+                log.warning("connection lost: %s", str(e) or type(e).__name__)
             except Exception:
                 log.exception("connection failed")
             if self._closing:

@@ -63,7 +63,7 @@ class FakeHub:
         except ConnectionClosed:
             pass
         finally:
-            self.close_codes.append(ws.close_code)
+            self.close_codes.append(ws.protocol.close_code)
 
     def commit(self, seq: int, frame: Any = None) -> None:
         if seq > self.mark:  # the duplicate check: at or below the mark is not stored again
