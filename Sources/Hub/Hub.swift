@@ -46,6 +46,7 @@ public final class Hub: Sendable {
         self.logger = logger
         apiToken = try configuration.apiToken ?? APIToken.loadOrCreate(in: configuration.dataDirectory)
 
+        HubMetrics.bootstrap()
         let registry = DeviceRegistry(autoProvision: configuration.server.autoProvision)
         registry.load(try DeviceStore(connection: PostgresConnection(url: database.url)).loadAll())
         self.registry = registry
@@ -74,6 +75,10 @@ public final class Hub: Sendable {
             tokens: APITokens(full: apiToken, readOnly: configuration.readToken),
             history: PostgresTelemetryHistory(executor: executor), logger: logger,
             provision: { id in try await executor.run { try DeviceStore(connection: $0).provision(id: id) } },
+            metricsText: { [queue] in
+                HubMetrics.queueDepth.record(queue.depth)
+                return HubMetrics.text()
+            },
             readiness: {
                 if let failure = writer.failure { return Readiness(ready: false, detail: "database writes failing: \(failure)") }
                 return Readiness(ready: true, detail: "ready")

@@ -32,6 +32,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch (head.method, path) {
         case (.GET, "/healthz"):
             return .text(.ok, "ok\n")
+        case (.GET, "/metrics"):
+            return HTTPReply(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: environment.metricsText())
         case (.GET, "/readyz"):
             let readiness = environment.readiness()
             return .text(readiness.ready ? .ok : .serviceUnavailable, readiness.detail + "\n")
@@ -92,5 +94,6 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 struct HTTPEnvironment: Sendable {
     let registry: DeviceRegistry
     let tokens: APITokens
+    let metricsText: @Sendable () -> String
     let readiness: @Sendable () -> Readiness
 }

@@ -19,11 +19,13 @@ public final class HubServer: Sendable {
 
     /// - Parameters:
     ///   - provision: registers an unknown device (only called with `autoProvision`).
+    ///   - metricsText: answers `/metrics` (Prometheus text).
     ///   - readiness: answers `/readyz`.
     public init(
         configuration: ServerConfiguration, registry: DeviceRegistry, queue: IngestQueue, metrics: IngestMetrics,
-        tokens: APITokens, history: TelemetryHistory, logger: Logger, provision: @escaping @Sendable (String) async throws -> DeviceRecord,
-        readiness: @escaping @Sendable () -> Readiness
+        tokens: APITokens, history: TelemetryHistory, logger: Logger,
+        provision: @escaping @Sendable (String) async throws -> DeviceRecord,
+        metricsText: @escaping @Sendable () -> String, readiness: @escaping @Sendable () -> Readiness
     ) {
         self.configuration = configuration
         self.logger = logger
@@ -32,7 +34,7 @@ public final class HubServer: Sendable {
             tokens: tokens, registry: registry, queue: queue, history: history, configuration: configuration, logger: logger)
         devices = DeviceEnvironment(
             registry: registry, queue: queue, configuration: configuration, logger: logger, metrics: metrics, fanout: live.fanout)
-        http = HTTPEnvironment(registry: registry, tokens: tokens, readiness: readiness)
+        http = HTTPEnvironment(registry: registry, tokens: tokens, metricsText: metricsText, readiness: readiness)
         group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
     }
 

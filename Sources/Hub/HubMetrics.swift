@@ -1,0 +1,25 @@
+import Metrics
+import Prometheus
+
+/// The process's metrics: swift-metrics, backed by swift-prometheus, served at `/metrics`.
+public enum HubMetrics {
+    /// Everything every hub in this process counts.
+    public static let registry = PrometheusCollectorRegistry()
+
+    private static let bootstrapped: Void = {
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    }()
+
+    /// Readings queued or being written, sampled at each scrape.
+    static let queueDepth = Gauge(label: "hub_ingest_queue_depth")
+
+    /// Installs the Prometheus backend once per process (the first hub does it).
+    static func bootstrap() {
+        _ = bootstrapped
+    }
+
+    /// The Prometheus text exposition of every metric.
+    static func text() -> String {
+        registry.emitToString()
+    }
+}
