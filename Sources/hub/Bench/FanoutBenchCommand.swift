@@ -13,6 +13,7 @@ struct FanoutBenchCommand: AsyncParsableCommand {
     @Option(help: "Target an already running hub (ws://host:port) started with --auto-provision and --api-token.")
     var url: String?
     @Option(name: .customLong("api-token"), help: "API token for --url.") var apiToken: String?
+    @Option(name: .customLong("client-threads"), help: "Event-loop threads of the tool's own clients.") var clientThreads = 2
 
     func run() async throws {
         let target: BenchTarget
@@ -27,7 +28,7 @@ struct FanoutBenchCommand: AsyncParsableCommand {
             target = try BenchTarget.startHub(extraArguments: ["--api-token", token])
         }
         defer { target.stop() }
-        let load = FanoutLoad(publishers: publishers, subscribers: subscribers, offeredDeliveries: rate)
+        let load = FanoutLoad(publishers: publishers, subscribers: subscribers, offeredDeliveries: rate, clientThreads: clientThreads)
         try await load.connect(host: target.host, port: target.port, token: token)
         let result = try await load.run(warmUp: .seconds(2), measure: .seconds(seconds), cpu: target.cpuProbe)
         await load.disconnect()

@@ -24,13 +24,15 @@ final class FanoutLoad: @unchecked Sendable {
     let subscribers: Int
     /// Offered deliveries per second in total; 0 means as fast as acks allow.
     let offeredDeliveries: Int
-    private let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+    /// The tool's own client threads.
+    private let group: MultiThreadedEventLoopGroup
     private var devices: [DeviceClient] = []
     private var dashboards: [LiveClient] = []
     private let stats = FanoutStats()
     private let running = NIOLockedValueBox(true)
 
-    init(publishers: Int, subscribers: Int, offeredDeliveries: Int) {
+    init(publishers: Int, subscribers: Int, offeredDeliveries: Int, clientThreads: Int) {
+        group = MultiThreadedEventLoopGroup(numberOfThreads: clientThreads)
         self.publishers = publishers
         self.subscribers = subscribers
         self.offeredDeliveries = offeredDeliveries
