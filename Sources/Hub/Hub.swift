@@ -73,7 +73,8 @@ public final class Hub: Sendable {
         server = HubServer(
             configuration: configuration.server, registry: registry, queue: queue, metrics: metrics,
             tokens: APITokens(full: apiToken, readOnly: configuration.readToken),
-            history: PostgresTelemetryHistory(executor: executor), logger: logger,
+            history: PostgresTelemetryHistory(executor: executor), admin: PostgresDeviceAdmin(executor: executor),
+            logger: logger,
             provision: { id in try await executor.run { try DeviceStore(connection: $0).provision(id: id) } },
             metricsText: { [queue] in
                 HubMetrics.queueDepth.record(queue.depth)

@@ -38,6 +38,11 @@ public struct DeviceStore {
 
     /// Registers a device. - Returns: its token, shown once.
     public func add(id: String, labelsJSON: String = "{}") throws -> String {
+        try create(id: id, labelsJSON: labelsJSON).token
+    }
+
+    /// Registers a device. - Returns: its record and its token, shown once.
+    public func create(id: String, labelsJSON: String = "{}") throws -> (record: DeviceRecord, token: String) {
         try DeviceStore.validate(id)
         let token = DeviceToken.generate()
         let hash = hexString(DeviceToken.hash(token))
@@ -48,10 +53,10 @@ public struct DeviceStore {
             ON CONFLICT (id) DO UPDATE SET token_hash = EXCLUDED.token_hash, labels = EXCLUDED.labels,
                 enabled = true, deleted = false
                 WHERE device_registry.deleted
-            RETURNING key
+            RETURNING \(Self.recordColumns)
             """, [id, hash, labelsJSON])
-        guard result.rows.count == 1 else { throw Failure.exists(id) }
-        return token
+        guard let row = result.rows.first else { throw Failure.exists(id) }
+        return (Self.record(row), token)
     }
 
     /// Registers a device without a token (auto-provisioning). Existing devices are left alone.
@@ -69,29 +74,64 @@ public struct DeviceStore {
 
     /// Issues a new token; the old one stops working.
     public func rotateToken(id: String) throws -> String {
+        try rotate(id: id).token
+    }
+
+    /// Issues a new token. - Returns: the record and the token.
+    public func rotate(id: String) throws -> (record: DeviceRecord, token: String) {
         let token = DeviceToken.generate()
         let result = try connection.query(
-            "UPDATE device_registry SET token_hash = decode($2, 'hex') WHERE id = $1 AND NOT deleted RETURNING key",
+            "UPDATE device_registry SET token_hash = decode($2, 'hex') WHERE id = $1 AND NOT deleted RETURNING \(Self.recordColumns)",
             [id, hexString(DeviceToken.hash(token))])
-        guard result.rows.count == 1 else { throw Failure.notFound(id) }
-        return token
+        guard let row = result.rows.first else { throw Failure.notFound(id) }
+        return (Self.record(row), token)
     }
 
     /// Removes a device. Without `purge` its data and mark stay; with it, everything goes.
     public func remove(id: String, purge: Bool = false) throws {
         if purge {
-            try connection.transaction { () throws(PostgresError) in
-                let result = try connection.query("DELETE FROM device_registry WHERE id = $1 RETURNING key", [id])
-                guard let key = result.rows.first?[0] else { return }
+            let existed = try connection.transaction { () throws(PostgresError) -> Bool in
+                let result = try connection.query("DELETE FROM device_registry WHERE id = $1 RETURNING key, deleted", [id])
+                guard let row = result.rows.first, let key = row[0] else { return false }
                 try connection.query("DELETE FROM reading WHERE device_key = $1", [key])
                 try connection.query("DELETE FROM rejected_frames WHERE device_id = $1", [id])
                 try connection.query("DELETE FROM commands WHERE device_id = $1", [id])
+                return row[1] == "f"
             }
+            guard existed else { throw Failure.notFound(id) }
             return
         }
         let result = try connection.query(
             "UPDATE device_registry SET deleted = true, token_hash = NULL WHERE id = $1 AND NOT deleted RETURNING key", [id])
         guard result.rows.count == 1 else { throw Failure.notFound(id) }
+    }
+
+    /// Devices for the REST API, optionally only ids starting with `prefix`.
+    public func infos(prefix: String? = nil, id: String? = nil) throws -> [DeviceInfo] {
+        let result = try connection.query(
+            """
+            SELECT id, labels::text, enabled, last_seq, session,
+                   (extract(epoch FROM last_seen) * 1000000)::bigint, remote
+            FROM device_registry
+            WHERE NOT deleted AND ($1::text IS NULL OR starts_with(id, $1)) AND ($2::text IS NULL OR id = $2)
+            ORDER BY id
+            """, [prefix, id])
+        return result.rows.map { row in
+            DeviceInfo(
+                id: row[0]!, labelsJSON: row[1] ?? "{}", enabled: row[2] == "t", lastSeq: UInt64(row[3]!) ?? 0,
+                session: Int64(row[4]!) ?? 0, lastSeenMicros: row[5].flatMap { Int64($0) }, remote: row[6])
+        }
+    }
+
+    /// Changes `enabled` and/or replaces the labels. - Returns: the record, or `nil` if unknown.
+    public func update(id: String, enabled: Bool?, labelsJSON: String?) throws -> DeviceRecord? {
+        let result = try connection.query(
+            """
+            UPDATE device_registry SET enabled = COALESCE($2::boolean, enabled), labels = COALESCE($3::jsonb, labels)
+            WHERE id = $1 AND NOT deleted
+            RETURNING \(Self.recordColumns)
+            """, [id, enabled.map { $0 ? "true" : "false" }, labelsJSON])
+        return result.rows.first.map(Self.record)
     }
 
     public func list() throws -> [Listing] {

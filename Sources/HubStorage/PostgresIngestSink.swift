@@ -50,7 +50,7 @@ public final class PostgresIngestSink: IngestSink {
                 if !markKeys.isEmpty {
                     try connection.query(
                         """
-                        UPDATE device_registry d SET last_seq = v.seq
+                        UPDATE device_registry d SET last_seq = v.seq, last_seen = now()
                         FROM (SELECT key, max(seq) AS seq FROM unnest($1::int[], $2::bigint[]) AS u(key, seq) GROUP BY key) v
                         WHERE d.key = v.key AND d.last_seq < v.seq
                         """, [arrayLiteral(markKeys), arrayLiteral(markSeqs)])

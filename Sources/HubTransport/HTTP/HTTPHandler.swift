@@ -11,6 +11,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private let environment: HTTPEnvironment
     private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+    private var bodyTooLarge = false
 
     init(environment: HTTPEnvironment) {
         self.environment = environment
@@ -18,12 +20,66 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
-        case .head(let head): self.head = head
-        case .body: break  // no call takes a body yet; it is discarded
+        case .head(let head):
+            self.head = head
+            body = []
+            bodyTooLarge = false
+        case .body(let chunk):
+            if body.count + chunk.readableBytes > environment.maxBodyBytes {
+                bodyTooLarge = true
+            } else if !bodyTooLarge {
+                body += chunk.readableBytesView
+            }
         case .end:
             guard let head else { return }
             self.head = nil
-            respond(route(head), keepAlive: head.isKeepAlive, context: context)
+            if bodyTooLarge {
+                var reply = HTTPReply.error(.payloadTooLarge, code: "too_large", "the body is over \(environment.maxBodyBytes) bytes")
+                reply.close = true
+                respond(reply, keepAlive: false, context: context)
+            } else if RequestTarget.split(head.uri).path.hasPrefix("/api/") {
+                handleREST(head, body: body, context: context)
+            } else {
+                respond(route(head), keepAlive: head.isKeepAlive, context: context)
+            }
+        }
+    }
+
+    /// `/api/v1`: the API token first (401, and 403 for a read-only token on a change),
+    /// then the route table, run off the event loop's critical path as a task.
+    private func handleREST(_ head: HTTPRequestHead, body: [UInt8], context: ChannelHandlerContext) {
+        let keepAlive = head.isKeepAlive
+        guard let access = environment.tokens.access(for: RequestTarget.bearerToken(head.headers)) else {
+            respond(.error(.unauthorized, code: "unauthorized", "missing or invalid API token"), keepAlive: keepAlive, context: context)
+            return
+        }
+        if access == .readOnly && head.method != .GET {
+            respond(.error(.forbidden, code: "forbidden", "a read-only token cannot change anything"), keepAlive: keepAlive, context: context)
+            return
+        }
+        let (path, query) = RequestTarget.split(head.uri)
+        let request = RESTRequest(
+            method: head.method, path: path.split(separator: "/"), query: RequestTarget.queryItems(query), body: body,
+            access: access)
+        switch environment.router.match(request) {
+        case .failure(let error):
+            respond(error.reply, keepAlive: keepAlive, context: context)
+        case .success(let (handler, bound)):
+            let promise = context.eventLoop.makePromise(of: HTTPReply.self)
+            promise.completeWithTask {
+                do {
+                    return try await handler(bound)
+                } catch let error as RESTError {
+                    return error.reply
+                } catch {
+                    return .error(.serviceUnavailable, code: "unavailable", "the database is not reachable; try again")
+                }
+            }
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            promise.futureResult.whenSuccess { reply in
+                let (handler, context) = loopBound.value
+                handler.respond(reply, keepAlive: keepAlive, context: context)
+            }
         }
     }
 
@@ -72,12 +128,15 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         var buffer = context.channel.allocator.buffer(capacity: reply.body.utf8.count)
         buffer.writeString(reply.body)
         var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: reply.contentType)
-        headers.add(name: "content-length", value: String(buffer.readableBytes))
+        // A 204 carries no body and no body headers.
+        if reply.status != .noContent {
+            headers.add(name: "content-type", value: reply.contentType)
+            headers.add(name: "content-length", value: String(buffer.readableBytes))
+        }
         let close = reply.close || !keepAlive
         if close { headers.add(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: reply.status, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        if buffer.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil) }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if close { done.whenComplete { _ in context.close(promise: nil) } }
     }
@@ -95,5 +154,8 @@ struct HTTPEnvironment: Sendable {
     let registry: DeviceRegistry
     let tokens: APITokens
     let metricsText: @Sendable () -> String
+    let router: RESTRouter
+    /// The largest request body taken; larger gets 413.
+    let maxBodyBytes: Int
     let readiness: @Sendable () -> Readiness
 }

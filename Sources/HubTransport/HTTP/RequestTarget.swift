@@ -17,6 +17,18 @@ enum RequestTarget {
         return nil
     }
 
+    /// Every `name=value` of a query string, percent-decoded (the last one wins).
+    static func queryItems(_ query: Substring) -> [String: String] {
+        var items: [String: String] = [:]
+        for pair in query.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            if let name = percentDecode(parts[0]), let value = percentDecode(parts.count == 2 ? parts[1] : "") {
+                items[name] = value
+            }
+        }
+        return items
+    }
+
     /// The token of an `Authorization: Bearer <token>` header.
     static func bearerToken(_ headers: HTTPHeaders) -> String? {
         guard let value = headers.first(name: "authorization") else { return nil }

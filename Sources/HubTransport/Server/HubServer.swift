@@ -23,7 +23,7 @@ public final class HubServer: Sendable {
     ///   - readiness: answers `/readyz`.
     public init(
         configuration: ServerConfiguration, registry: DeviceRegistry, queue: IngestQueue, metrics: IngestMetrics,
-        tokens: APITokens, history: TelemetryHistory, logger: Logger,
+        tokens: APITokens, history: TelemetryHistory, admin: DeviceAdmin, logger: Logger,
         provision: @escaping @Sendable (String) async throws -> DeviceRecord,
         metricsText: @escaping @Sendable () -> String, readiness: @escaping @Sendable () -> Readiness
     ) {
@@ -34,7 +34,10 @@ public final class HubServer: Sendable {
             tokens: tokens, registry: registry, queue: queue, history: history, configuration: configuration, logger: logger)
         devices = DeviceEnvironment(
             registry: registry, queue: queue, configuration: configuration, logger: logger, metrics: metrics, fanout: live.fanout)
-        http = HTTPEnvironment(registry: registry, tokens: tokens, metricsText: metricsText, readiness: readiness)
+        http = HTTPEnvironment(
+            registry: registry, tokens: tokens, metricsText: metricsText,
+            router: RESTRouter(routes: DeviceRoutes(admin: admin, registry: registry).routes),
+            maxBodyBytes: configuration.maxRequestBodyBytes, readiness: readiness)
         group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
     }
 

@@ -1,0 +1,116 @@
+import Foundation
+import HubIngest
+import HubProtocol
+import NIOHTTP1
+
+/// `/api/v1/devices…`: registration, listing, changes, removal and token rotation.
+/// Changes reach the in-memory registry at once, and close a live connection with 4003
+/// when they revoke it.
+struct DeviceRoutes: Sendable {
+    let admin: DeviceAdmin
+    let registry: DeviceRegistry
+
+    var routes: [RESTRouter.Route] {
+        [
+            .init(.POST, "/api/v1/devices", create),
+            .init(.GET, "/api/v1/devices", list),
+            .init(.GET, "/api/v1/devices/:id", show),
+            .init(.PATCH, "/api/v1/devices/:id", update),
+            .init(.DELETE, "/api/v1/devices/:id", delete),
+            .init(.POST, "/api/v1/devices/:id/token", rotate),
+        ]
+    }
+
+    @Sendable func create(_ request: RESTRequest) async throws -> HTTPReply {
+        let body = try request.jsonObject()
+        guard let id = body["id"] as? String else { throw RESTError(.badRequest, "bad_request", "\"id\" is required") }
+        guard DeviceID.isValid(id) else { throw Self.invalidID }
+        let labels = try Self.labels(body["labels"]) ?? "{}"
+        do {
+            let (record, token) = try await admin.create(id: id, labelsJSON: labels)
+            registry.upsert(record)
+            return .json(.created, ["id": id, "token": token])
+        } catch DeviceAdminError.exists {
+            throw RESTError(.conflict, "exists", "device \(id) already exists")
+        }
+    }
+
+    @Sendable func list(_ request: RESTRequest) async throws -> HTTPReply {
+        var online: Bool?
+        if let raw = request.query["online"] {
+            guard let value = Bool(raw) else { throw RESTError(.badRequest, "bad_request", "online must be true or false") }
+            online = value
+        }
+        let devices = try await admin.list(prefix: request.query["prefix"]).filter { online == nil || registry.isOnline(id: $0.id) == online }
+        return .json(.ok, devices.map(json))
+    }
+
+    @Sendable func show(_ request: RESTRequest) async throws -> HTTPReply {
+        let id = try Self.id(request)
+        guard let device = try await admin.info(id: id) else { throw RESTError.notFound("no device \(id)") }
+        return .json(.ok, json(device))
+    }
+
+    @Sendable func update(_ request: RESTRequest) async throws -> HTTPReply {
+        let id = try Self.id(request)
+        let body = try request.jsonObject()
+        var enabled: Bool?
+        if let raw = body["enabled"] {
+            guard let value = raw as? Bool else { throw RESTError(.badRequest, "bad_request", "\"enabled\" must be true or false") }
+            enabled = value
+        }
+        let labels = try Self.labels(body["labels"])
+        guard let record = try await admin.update(id: id, enabled: enabled, labelsJSON: labels) else {
+            throw RESTError.notFound("no device \(id)")
+        }
+        registry.upsert(record)?.close(.revoked)
+        guard let device = try await admin.info(id: id) else { throw RESTError.notFound("no device \(id)") }
+        return .json(.ok, json(device))
+    }
+
+    @Sendable func delete(_ request: RESTRequest) async throws -> HTTPReply {
+        let id = try Self.id(request)
+        let purge = request.query["purge"] == "true"
+        guard try await admin.delete(id: id, purge: purge) else { throw RESTError.notFound("no device \(id)") }
+        registry.remove(id: id)?.close(.revoked)
+        return .noContent
+    }
+
+    @Sendable func rotate(_ request: RESTRequest) async throws -> HTTPReply {
+        let id = try Self.id(request)
+        guard let (record, token) = try await admin.rotateToken(id: id) else { throw RESTError.notFound("no device \(id)") }
+        registry.upsert(record)?.close(.revoked)
+        return .json(.ok, ["token": token])
+    }
+
+    /// The contract's device object.
+    private func json(_ device: DeviceInfo) -> [String: Any] {
+        [
+            "id": device.id,
+            "labels": (try? JSONSerialization.jsonObject(with: Data(device.labelsJSON.utf8))) ?? [String: Any](),
+            "enabled": device.enabled,
+            "online": registry.isOnline(id: device.id),
+            "session": device.session,
+            "last_seq": device.lastSeq,
+            "last_seen_us": device.lastSeenMicros.map { $0 as Any } ?? NSNull(),
+            "remote": device.remote.map { $0 as Any } ?? NSNull(),
+        ]
+    }
+
+    static let invalidID = RESTError(.badRequest, "bad_request", "invalid device id: use 1-64 characters of A-Z a-z 0-9 . _ - (not only dots)")
+
+    static func id(_ request: RESTRequest) throws(RESTError) -> String {
+        let id = request.parameters["id"] ?? ""
+        guard DeviceID.isValid(id) else { throw invalidID }
+        return id
+    }
+
+    /// Labels must be a JSON object of strings. - Returns: its JSON text, or `nil` if absent.
+    static func labels(_ value: Any?) throws(RESTError) -> String? {
+        guard let value else { return nil }
+        guard let object = value as? [String: Any], object.values.allSatisfy({ $0 is String }),
+            let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        else { throw RESTError(.badRequest, "bad_request", "\"labels\" must be an object of strings") }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
