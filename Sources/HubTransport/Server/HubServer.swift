@@ -23,7 +23,7 @@ public final class HubServer: Sendable {
     ///   - readiness: answers `/readyz`.
     public init(
         configuration: ServerConfiguration, registry: DeviceRegistry, queue: IngestQueue, metrics: IngestMetrics,
-        tokens: APITokens, history: TelemetryHistory, admin: DeviceAdmin, logger: Logger,
+        tokens: APITokens, history: TelemetryHistory, admin: DeviceAdmin, queries: TelemetryQueries, logger: Logger,
         provision: @escaping @Sendable (String) async throws -> DeviceRecord,
         metricsText: @escaping @Sendable () -> String, readiness: @escaping @Sendable () -> Readiness
     ) {
@@ -36,7 +36,9 @@ public final class HubServer: Sendable {
             registry: registry, queue: queue, configuration: configuration, logger: logger, metrics: metrics, fanout: live.fanout)
         http = HTTPEnvironment(
             registry: registry, tokens: tokens, metricsText: metricsText,
-            router: RESTRouter(routes: DeviceRoutes(admin: admin, registry: registry).routes),
+            router: RESTRouter(
+                routes: DeviceRoutes(admin: admin, registry: registry).routes
+                    + TelemetryRoutes(queries: queries, registry: registry).routes),
             maxBodyBytes: configuration.maxRequestBodyBytes, readiness: readiness)
         group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
     }

@@ -1,0 +1,79 @@
+import Foundation
+import HubIngest
+import HubProtocol
+import NIOHTTP1
+
+/// `/api/v1/devices/{id}/telemetry` (raw or bucketed) and `/api/v1/devices/{id}/latest`.
+struct TelemetryRoutes: Sendable {
+    /// Rows per answer unless `limit` says otherwise…
+    static let defaultLimit = 1_000
+    /// …and at most this many.
+    static let maxLimit = 10_000
+
+    let queries: TelemetryQueries
+    let registry: DeviceRegistry
+
+    var routes: [RESTRouter.Route] {
+        [
+            .init(.GET, "/api/v1/devices/:id/telemetry", telemetry),
+            .init(.GET, "/api/v1/devices/:id/latest", latest),
+        ]
+    }
+
+    @Sendable func telemetry(_ request: RESTRequest) async throws -> HTTPReply {
+        let key = try deviceKey(request)
+        let query = request.query
+        let from = try Self.integer(query, "from_us")
+        let to = try Self.integer(query, "to_us")
+        if let from, let to, from > to { throw RESTError(.badRequest, "bad_request", "from_us is after to_us") }
+        let limit = try Self.integer(query, "limit").map(Int.init) ?? Self.defaultLimit
+        guard (1...Self.maxLimit).contains(limit) else {
+            throw RESTError(.badRequest, "bad_request", "limit must be between 1 and \(Self.maxLimit)")
+        }
+        let metric = query["metric"].flatMap { $0.isEmpty ? nil : $0 }
+        let bucket = try Self.integer(query, "bucket_s")
+        if bucket == nil, query["agg"] != nil { throw RESTError(.badRequest, "bad_request", "agg needs bucket_s") }
+        guard let bucket else {
+            let rows = try await queries.raw(deviceKey: key, metric: metric, fromMicros: from, toMicros: to, limit: limit)
+            return .json(.ok, rows.map { ["ts_us": $0.tsMicros, "metric": $0.metric, "seq": $0.seq ?? 0, "value": Self.json($0.value)] })
+        }
+        guard bucket > 0 else { throw RESTError(.badRequest, "bad_request", "bucket_s must be a positive number of seconds") }
+        let name = query["agg"] ?? "avg"
+        guard let aggregate = Aggregate(rawValue: name) else {
+            throw RESTError(.badRequest, "bad_request", "agg must be one of \(Aggregate.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let rows = try await queries.buckets(
+            deviceKey: key, metric: metric, fromMicros: from, toMicros: to, bucketSeconds: bucket, aggregate: aggregate, limit: limit)
+        return .json(.ok, rows.map { ["ts_us": $0.tsMicros, "metric": $0.metric, "value": Self.json($0.value)] })
+    }
+
+    @Sendable func latest(_ request: RESTRequest) async throws -> HTTPReply {
+        let rows = try await queries.latest(deviceKey: try deviceKey(request))
+        var answer: [String: Any] = [:]
+        for row in rows { answer[row.metric] = ["ts_us": row.tsMicros, "value": Self.json(row.value)] }
+        return .json(.ok, answer)
+    }
+
+    private func deviceKey(_ request: RESTRequest) throws -> Int32 {
+        let id = try DeviceRoutes.id(request)
+        guard let record = registry.record(id: id) else { throw RESTError.notFound("no device \(id)") }
+        return record.key
+    }
+
+    /// An optional integer query parameter; 400 naming it when it is not one.
+    static func integer(_ query: [String: String], _ name: String) throws(RESTError) -> Int64? {
+        guard let raw = query[name] else { return nil }
+        guard let value = Int64(raw) else { throw RESTError(.badRequest, "bad_request", "\(name) must be an integer") }
+        return value
+    }
+
+    static func json(_ value: Value?) -> Any {
+        switch value {
+        case .f64(let double)?: double
+        case .i64(let int)?: int
+        case .bool(let bool)?: bool ? 1 : 0
+        case .string(let string)?: string
+        case nil: NSNull()
+        }
+    }
+}
