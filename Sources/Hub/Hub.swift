@@ -74,7 +74,7 @@ public final class Hub: Sendable {
             configuration: configuration.server, registry: registry, queue: queue, metrics: metrics,
             tokens: APITokens(full: apiToken, readOnly: configuration.readToken),
             history: PostgresTelemetryHistory(executor: executor), admin: PostgresDeviceAdmin(executor: executor),
-            queries: PostgresTelemetryQueries(executor: executor),
+            queries: PostgresTelemetryQueries(executor: executor), commandStore: PostgresCommandStore(executor: executor),
             logger: logger,
             provision: { id in try await executor.run { try DeviceStore(connection: $0).provision(id: id) } },
             metricsText: { [queue] in

@@ -23,6 +23,12 @@ public struct HubConfiguration: Sendable {
     /// How long startup waits for the database before giving up.
     public var databaseStartupTimeout: Duration = .seconds(30)
 
+    /// Commands per device that are not final; more get 429.
+    public var maxPendingCommands: Int {
+        get { server.maxPendingCommandsPerDevice }
+        set { server.maxPendingCommandsPerDevice = newValue }
+    }
+
     public init() {}
 
     /// The embedded cluster's folder inside the data folder.

@@ -13,6 +13,11 @@ public enum DeviceMessages {
         #"{"type":"rejected","seq":\#(seq.map(String.init) ?? "null"),"reason":\#(JSON.quote(reason))}"#
     }
 
+    /// A command for the device; `paramsJSON` is a JSON object's text.
+    public static func command(id: String, name: String, paramsJSON: String, expiresAtMicros: Int64) -> String {
+        #"{"type":"command","id":\#(JSON.quote(id)),"name":\#(JSON.quote(name)),"params":\#(paramsJSON),"expires_at_us":\#(expiresAtMicros)}"#
+    }
+
     public static func error(code: String, message: String) -> String {
         #"{"type":"error","code":\#(JSON.quote(code)),"message":\#(JSON.quote(message))}"#
     }

@@ -63,6 +63,7 @@ final class RecordingConnection: DeviceConnection, @unchecked Sendable {
 
     func replace(whenDrained drained: @escaping @Sendable () -> Void) { drained() }
     func close(_ reason: CloseReason) {}
+    func send(text: String) {}
 
     var snapshot: (acks: [UInt64], items: Int) { lock.withLock { (acks, items) } }
 }

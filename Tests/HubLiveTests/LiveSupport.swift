@@ -129,9 +129,9 @@ struct TestHub: Sendable {
 }
 
 /// Waits until `condition` holds, failing after `timeout`.
-func eventually(timeout: Duration = .seconds(10), _ condition: () throws -> Bool) async throws {
+func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
-    while try !condition() {
+    while try await !condition() {
         guard ContinuousClock.now < deadline else {
             Issue.record("condition not met within \(timeout)")
             throw CancellationError()

@@ -13,6 +13,9 @@ public protocol DeviceConnection: AnyObject, Sendable {
 
     /// Closes the connection with a close code (deleted, disabled, shutting down…).
     func close(_ reason: CloseReason)
+
+    /// Sends a text message (a command) once the welcome has gone out.
+    func send(text: String)
 }
 
 /// Why the hub closes a device or dashboard socket; each has its WebSocket close code.

@@ -11,10 +11,12 @@ final class DeviceEnvironment: Sendable {
     let metrics: IngestMetrics
     let connections = ConnectionSet<DeviceHandler>()
     let fanout: LiveFanout
+    let commands: CommandCenter
     private let rejectionLog = NIOLockedValueBox<(count: Int, since: Int64)>((0, 0))
 
-    init(registry: DeviceRegistry, queue: IngestQueue, configuration: ServerConfiguration, logger: Logger, metrics: IngestMetrics, fanout: LiveFanout) {
+    init(registry: DeviceRegistry, queue: IngestQueue, configuration: ServerConfiguration, logger: Logger, metrics: IngestMetrics, fanout: LiveFanout, commands: CommandCenter) {
         self.fanout = fanout
+        self.commands = commands
         self.registry = registry
         self.queue = queue
         self.configuration = configuration

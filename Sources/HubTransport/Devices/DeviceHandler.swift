@@ -120,6 +120,9 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         announcedOnline = true
         environment.fanout.publishPresence(
             device: device.id, online: true, session: session, connection: connectionID, remote: remote, on: fanout)
+        let commands = environment.commands
+        let id = device.id
+        Task { await commands.deviceReady(id, connection: self) }
         startHeartbeat(context: context)
         let early = held
         held = []
@@ -191,10 +194,23 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             writeText(DeviceMessages.error(code: "bad_message", message: "expected a JSON object with a \"type\""), context: context)
             return
         }
+        let commands = environment.commands
+        let device = self.device.id
         switch type {
-        case "command_ack", "command_result":
-            // No command was sent to this connection with that id: ignored and counted.
-            environment.metrics.unknownCommandReplies.increment()
+        case "command_ack":
+            guard let id = object["id"] as? String else {
+                writeText(DeviceMessages.error(code: "bad_message", message: "command_ack needs a string \"id\""), context: context)
+                return
+            }
+            Task { await commands.acknowledged(id: id, by: device) }
+        case "command_result":
+            guard let id = object["id"] as? String, let ok = object["ok"] as? Bool else {
+                writeText(DeviceMessages.error(code: "bad_message", message: "command_result needs a string \"id\" and a boolean \"ok\""), context: context)
+                return
+            }
+            let result = object["result"].flatMap(CommandJSON.text)
+            let error = object["error"].map { ($0 as? String) ?? CommandJSON.text($0) ?? "failed" }
+            Task { await commands.finished(id: id, by: device, ok: ok, resultJSON: result, error: error) }
         default:
             writeText(DeviceMessages.error(code: "bad_message", message: "unknown message type \(type)"), context: context)
         }
@@ -249,6 +265,9 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     private func announceOffline() {
         guard announcedOnline else { return }
         announcedOnline = false
+        let commands = environment.commands
+        let id = device.id
+        Task { await commands.deviceGone(id, connection: self) }
         environment.fanout.publishPresence(
             device: device.id, online: false, session: session, connection: connectionID, remote: remote, on: fanout)
     }
@@ -317,6 +336,14 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
 
     func close(_ reason: CloseReason) {
         eventLoop.execute { self.closeSocket(reason) }
+    }
+
+    func send(text: String) {
+        eventLoop.execute { [self] in
+            guard state == .streaming, !closing, let context else { return }
+            writeText(text, context: context)
+            context.flush()
+        }
     }
 
     /// Stops taking frames and hands over what was read (used on shutdown).

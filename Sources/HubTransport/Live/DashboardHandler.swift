@@ -96,16 +96,50 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
             replays[id] = nil
             rate.remove(sub: id)
         case "command":
-            if access == .readOnly {
+            guard access == .full else {
                 sendError("forbidden", "a read-only token cannot send commands", context: context)
-            } else {
-                sendError("unavailable", "commands are not available in this version of the hub", context: context)
+                return
             }
+            command(message, context: context)
         case let type?:
             sendError("unknown_type", "unknown message type \(type)", context: context)
         case nil:
             sendError("bad_message", "a message needs a string \"type\"", context: context)
         }
+    }
+
+    /// `command`: stored and routed like a REST one; answered with `command_status` and `ref`.
+    private func command(_ message: [String: Any], context: ChannelHandlerContext) {
+        let ref = message["ref"] as? String
+        guard let device = message["device"] as? String, DeviceID.isValid(device), environment.registry.record(id: device) != nil else {
+            sendError("not_found", "\"device\" must name a registered device", context: context)
+            return
+        }
+        let order: CommandOrder
+        do {
+            order = try CommandOrder(message, settings: environment.commands.settings)
+        } catch {
+            sendError("bad_command", error.message, context: context)
+            return
+        }
+        let commands = environment.commands
+        Task { [self] in
+            do {
+                // The answer (`queued`, with the ref) comes from the command center.
+                _ = try await commands.create(
+                    device: device, name: order.name, paramsJSON: order.paramsJSON, ttlSeconds: order.ttlSeconds, ref: ref, origin: self)
+            } catch CommandStoreError.tooManyPending {
+                eventLoop.execute { self.deliverError("too_many_pending", "device \(device) has too many pending commands") }
+            } catch {
+                eventLoop.execute { self.deliverError("unavailable", "the command could not be stored; try again") }
+            }
+        }
+    }
+
+    private func deliverError(_ code: String, _ message: String) {
+        guard let context else { return }
+        sendError(code, message, context: context)
+        context.flush()
     }
 
     private func subscribe(_ message: [String: Any], context: ChannelHandlerContext) {

@@ -12,7 +12,8 @@ final class LiveEnvironment: Sendable {
         let slowClosed = Counter(label: "hub_live_slow_consumers_closed_total")
     }
 
-    let fanout = LiveFanout()
+    let fanout: LiveFanout
+    let commands: CommandCenter
     let dashboards = ConnectionSet<DashboardHandler>()
     let tokens: APITokens
     let registry: DeviceRegistry
@@ -25,9 +26,11 @@ final class LiveEnvironment: Sendable {
     let metrics = Counters()
 
     init(
-        tokens: APITokens, registry: DeviceRegistry, queue: IngestQueue, history: TelemetryHistory,
-        configuration: ServerConfiguration, logger: Logger
+        tokens: APITokens, registry: DeviceRegistry, queue: IngestQueue, history: TelemetryHistory, fanout: LiveFanout,
+        commands: CommandCenter, configuration: ServerConfiguration, logger: Logger
     ) {
+        self.fanout = fanout
+        self.commands = commands
         self.tokens = tokens
         self.registry = registry
         self.queue = queue

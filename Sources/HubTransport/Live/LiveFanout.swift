@@ -41,6 +41,16 @@ final class LiveFanout: Sendable {
         }
     }
 
+    /// A rare event (a command's status) to every dashboard subscribed to `device`, and to
+    /// `origin` (the dashboard that asked) whether subscribed or not; each once, at once.
+    func publishNow(device: String, text: String, alsoTo origin: DashboardHandler?) {
+        var seen: Set<ObjectIdentifier> = []
+        for dashboard in index.matching(device).map(\.dashboard) + (origin.map { [$0] } ?? [])
+        where seen.insert(ObjectIdentifier(dashboard)).inserted {
+            dashboard.eventLoop.execute { dashboard.deliver([.control(text)]) }
+        }
+    }
+
     func publishPresence(device: String, online: Bool, session: Int64, connection: String, remote: String, on batch: FanoutBatch) {
         let subscriptions = index.matching(device)
         guard !subscriptions.isEmpty else { return }

@@ -12,6 +12,7 @@ public final class HubServer: Sendable {
     private let devices: DeviceEnvironment
     private let http: HTTPEnvironment
     private let live: LiveEnvironment
+    private let commands: CommandCenter
     private let provision: @Sendable (String) async throws -> DeviceRecord
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
@@ -23,28 +24,37 @@ public final class HubServer: Sendable {
     ///   - readiness: answers `/readyz`.
     public init(
         configuration: ServerConfiguration, registry: DeviceRegistry, queue: IngestQueue, metrics: IngestMetrics,
-        tokens: APITokens, history: TelemetryHistory, admin: DeviceAdmin, queries: TelemetryQueries, logger: Logger,
+        tokens: APITokens, history: TelemetryHistory, admin: DeviceAdmin, queries: TelemetryQueries,
+        commandStore: CommandStore, logger: Logger,
         provision: @escaping @Sendable (String) async throws -> DeviceRecord,
         metricsText: @escaping @Sendable () -> String, readiness: @escaping @Sendable () -> Readiness
     ) {
         self.configuration = configuration
         self.logger = logger
         self.provision = provision
+        let fanout = LiveFanout()
+        var commandSettings = CommandCenter.Settings()
+        commandSettings.maxPendingPerDevice = configuration.maxPendingCommandsPerDevice
+        commands = CommandCenter(store: commandStore, fanout: fanout, settings: commandSettings, logger: logger)
         live = LiveEnvironment(
-            tokens: tokens, registry: registry, queue: queue, history: history, configuration: configuration, logger: logger)
+            tokens: tokens, registry: registry, queue: queue, history: history, fanout: fanout, commands: commands,
+            configuration: configuration, logger: logger)
         devices = DeviceEnvironment(
-            registry: registry, queue: queue, configuration: configuration, logger: logger, metrics: metrics, fanout: live.fanout)
+            registry: registry, queue: queue, configuration: configuration, logger: logger, metrics: metrics,
+            fanout: live.fanout, commands: commands)
         http = HTTPEnvironment(
             registry: registry, tokens: tokens, metricsText: metricsText,
             router: RESTRouter(
                 routes: DeviceRoutes(admin: admin, registry: registry).routes
-                    + TelemetryRoutes(queries: queries, registry: registry).routes),
+                    + TelemetryRoutes(queries: queries, registry: registry).routes
+                    + CommandRoutes(commands: commands, store: commandStore, registry: registry).routes),
             maxBodyBytes: configuration.maxRequestBodyBytes, readiness: readiness)
         group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
     }
 
     /// Binds and starts accepting. - Returns: the bound port.
     public func start() async throws -> Int {
+        await commands.start()
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: configuration.backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -74,6 +84,7 @@ public final class HubServer: Sendable {
         for dashboard in live.dashboards.all { dashboard.close(reason) }
         // Let the close frames go out before the loops stop.
         try? await Task.sleep(for: .milliseconds(100))
+        await commands.stop()
         try? await group.shutdownGracefully()
     }
 

@@ -20,6 +20,8 @@ public struct ServerConfiguration: Sendable {
     public var maxDashboardQueueBytes = 4 << 20
     /// A dashboard that cannot take events for this long is closed with 4008 (slow_consumer).
     public var dashboardStallSeconds = 60
+    /// Commands per device that are not final; more get 429.
+    public var maxPendingCommandsPerDevice = 1_000
     /// The largest REST request body; larger gets 413.
     public var maxRequestBodyBytes = 1 << 20
     /// The TCP listen backlog, raised above the usual 256 for reconnect storms.
