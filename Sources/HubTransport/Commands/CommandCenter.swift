@@ -30,6 +30,8 @@ actor CommandCenter {
     /// `ref`s of commands sent from `/live`, until the command is final.
     private var refs: [String: String] = [:]
     private var waiters: [String: [CheckedContinuation<Void, Never>]] = [:]
+    /// Commands someone waits for: how many wait, and how many changes happened meanwhile.
+    private var watching: [String: (waiters: Int, changes: Int)] = [:]
     private var expiries = Heap<Expiry>()
     private var timer: Task<Void, Never>?
 
@@ -87,18 +89,25 @@ actor CommandCenter {
     /// Waits up to `seconds` for the command to reach a final state. - Returns: it as it is then.
     func wait(id: String, seconds: Int) async throws -> Command? {
         let deadline = ContinuousClock.now + .seconds(min(seconds, settings.maxWaitSeconds))
-        while let command = try await store.command(id: id), !command.isFinal {
-            guard ContinuousClock.now < deadline else { return command }
+        watching[id, default: (0, 0)].waiters += 1
+        defer {
+            watching[id]!.waiters -= 1
+            if watching[id]!.waiters == 0 { watching[id] = nil }
+        }
+        while true {
+            // A change while the store is read (the actor is reentrant) means: read again.
+            let changesBefore = watching[id]!.changes
+            guard let command = try await store.command(id: id) else { return nil }
+            if command.isFinal || ContinuousClock.now >= deadline { return command }
+            guard watching[id]!.changes == changesBefore else { continue }
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 waiters[id, default: []].append(continuation)
-                let wake = deadline
                 Task { [weak self] in
-                    try? await Task.sleep(until: wake)
+                    try? await Task.sleep(until: deadline)
                     await self?.wake(id)
                 }
             }
         }
-        return try await store.command(id: id)
     }
 
     /// Cancels a queued command. - Returns: it, cancelled; `nil` if it is not queued.
@@ -188,6 +197,10 @@ actor CommandCenter {
 
     private func changed(_ command: Command) {
         publish(command, alsoTo: nil)
+        if watching[command.id] != nil {
+            watching[command.id]!.changes += 1
+            wake(command.id)
+        }
         if command.isFinal {
             refs[command.id] = nil
             wake(command.id)
