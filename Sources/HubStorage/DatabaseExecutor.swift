@@ -2,8 +2,10 @@ import Foundation
 import Logging
 import Postgres
 
-/// A dedicated thread with its own connection for control-plane queries (registrations,
-/// lookups). Jobs run one at a time in order; callers await them without blocking a loop.
+/// Dedicated threads, each with its own connection, for control-plane queries
+/// (registrations, lookups, commands, replays). Jobs start in the order they were queued;
+/// with several threads they run concurrently, and PostgreSQL commits them together.
+/// Callers await them without blocking an event loop.
 ///
 /// Bound: at most `maxPendingJobs` jobs wait; more fail at once with `busy`.
 public final class DatabaseExecutor: @unchecked Sendable {
@@ -17,13 +19,15 @@ public final class DatabaseExecutor: @unchecked Sendable {
     private let condition = NSCondition()
     private var jobs: [(PostgresConnection?) -> Void] = []
     private var stopped = false
-    private var connection: PostgresConnection?
 
-    public init(url: String, name: String) {
+    /// - Parameter threads: concurrent connections (default 4).
+    public init(url: String, name: String, threads: Int = 4) {
         self.url = url
-        let thread = Thread { [self] in loop() }
-        thread.name = name
-        thread.start()
+        for index in 0..<max(1, threads) {
+            let thread = Thread { [self] in loop() }
+            thread.name = "\(name)-\(index)"
+            thread.start()
+        }
     }
 
     /// Runs `body` on the database thread, reconnecting first if needed.
@@ -56,6 +60,7 @@ public final class DatabaseExecutor: @unchecked Sendable {
     }
 
     private func loop() {
+        var connection: PostgresConnection?
         while true {
             condition.lock()
             while jobs.isEmpty && !stopped { condition.wait() }
@@ -66,13 +71,8 @@ public final class DatabaseExecutor: @unchecked Sendable {
             }
             let job = jobs.removeFirst()
             condition.unlock()
-            job(liveConnection())
+            if connection?.isConnected != true { connection = try? PostgresConnection(url: url) }
+            job(connection)
         }
-    }
-
-    private func liveConnection() -> PostgresConnection? {
-        if let connection, connection.isConnected { return connection }
-        connection = try? PostgresConnection(url: url)
-        return connection
     }
 }

@@ -166,12 +166,17 @@ actor CommandCenter {
 
     // MARK: - Internals
 
-    /// Writes the command to the device and marks it sent (if it was queued).
+    /// Marks the command sent (if it was queued), then writes it to the device. Marking
+    /// first means a reply can never arrive for a command still stored as queued; if the
+    /// write is lost with the connection, the command is re-sent on reconnect.
     private func send(_ command: Command, over connection: any DeviceConnection) async throws -> Command? {
+        var sent: Command?
+        if command.status == .queued {
+            sent = try await store.transition(id: command.id, device: nil, from: [.queued], to: .sent, resultJSON: nil, error: nil)
+            guard sent != nil else { return nil }  // cancelled or expired meanwhile
+        }
         connection.send(text: DeviceMessages.command(
             id: command.id, name: command.name, paramsJSON: command.paramsJSON, expiresAtMicros: command.expiresMicros))
-        guard command.status == .queued else { return nil }
-        let sent = try await store.transition(id: command.id, device: nil, from: [.queued], to: .sent, resultJSON: nil, error: nil)
         if let sent { changed(sent) }
         return sent
     }
