@@ -26,6 +26,7 @@ extension IngestLiveTests {
         #expect(value(of: "hub_frames_accepted_total", in: after.body) - value(of: "hub_frames_accepted_total", in: before.body) == 25)
         #expect(value(of: "hub_readings_accepted_total", in: after.body) - value(of: "hub_readings_accepted_total", in: before.body) == 75)
         #expect(after.body.contains("hub_ingest_queue_depth"))
+        #expect(after.body.contains("hub_dashboards_connected"))
         let missing = try await get(hub, "/nothing-here")
         #expect(missing.status == 404)
         #expect(missing.body.contains(#""code":"not_found""#))

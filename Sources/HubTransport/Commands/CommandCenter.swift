@@ -25,6 +25,10 @@ actor CommandCenter {
     private let fanout: LiveFanout
     private let logger: Logger
     private let ignoredReplies = Counter(label: "hub_command_replies_unknown_total")
+    /// Changes into each state, `hub_commands_total{status="…"}`.
+    private let transitions = Dictionary(uniqueKeysWithValues: CommandStatus.allCases.map {
+        ($0, Counter(label: "hub_commands_total", dimensions: [("status", $0.rawValue)]))
+    })
     /// Connections that have had their welcome, by device id.
     private var ready: [String: any DeviceConnection] = [:]
     /// `ref`s of commands sent from `/live`, until the command is final.
@@ -80,6 +84,7 @@ actor CommandCenter {
         expiries.insert(Expiry(atMicros: command.expiresMicros, id: command.id))
         // The asking dashboard hears `queued` (with its ref) before any later change.
         publish(command, alsoTo: origin)
+        transitions[.queued]?.increment()
         if let connection = ready[device] {
             command = try await send(command, over: connection) ?? command
         }
@@ -202,6 +207,7 @@ actor CommandCenter {
 
     private func changed(_ command: Command) {
         publish(command, alsoTo: nil)
+        transitions[command.status]?.increment()
         if watching[command.id] != nil {
             watching[command.id]!.changes += 1
             wake(command.id)

@@ -50,6 +50,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     private var lastActivity = NIODeadline.now()
     private var heartbeat: RepeatedTask?
     private var session: Int64 = 0
+    private var replies: Task<Void, Never>?
     private let fanout: FanoutBatch
     private var announcedOnline = false
 
@@ -202,7 +203,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
                 writeText(DeviceMessages.error(code: "bad_message", message: "command_ack needs a string \"id\""), context: context)
                 return
             }
-            Task { await commands.acknowledged(id: id, by: device) }
+            inOrder { await commands.acknowledged(id: id, by: device) }
         case "command_result":
             guard let id = object["id"] as? String, let ok = object["ok"] as? Bool else {
                 writeText(DeviceMessages.error(code: "bad_message", message: "command_result needs a string \"id\" and a boolean \"ok\""), context: context)
@@ -210,9 +211,19 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             }
             let result = object["result"].flatMap(CommandJSON.text)
             let error = object["error"].map { ($0 as? String) ?? CommandJSON.text($0) ?? "failed" }
-            Task { await commands.finished(id: id, by: device, ok: ok, resultJSON: result, error: error) }
+            inOrder { await commands.finished(id: id, by: device, ok: ok, resultJSON: result, error: error) }
         default:
             writeText(DeviceMessages.error(code: "bad_message", message: "unknown message type \(type)"), context: context)
+        }
+    }
+
+    /// Runs command replies one after another, in the order the device sent them (an ack
+    /// must not overtake its result).
+    private func inOrder(_ work: @escaping @Sendable () async -> Void) {
+        let previous = replies
+        replies = Task {
+            await previous?.value
+            await work()
         }
     }
 

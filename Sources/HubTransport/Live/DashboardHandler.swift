@@ -39,6 +39,7 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         environment.dashboards.insert(self)
+        environment.metrics.connected.increment()
         send(LiveMessages.hello(connection: connectionID, serverTimeMicros: WallClock.nowMicros()), context: context)
         context.flush()
         logger.info("dashboard connected")
@@ -50,6 +51,7 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
         subscriptions = [:]
         replays = [:]
         environment.dashboards.remove(self)
+        environment.metrics.connected.decrement()
         self.context = nil
         logger.info("dashboard disconnected")
     }

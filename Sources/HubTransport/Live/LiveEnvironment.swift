@@ -10,6 +10,7 @@ final class LiveEnvironment: Sendable {
         let lagged = Counter(label: "hub_live_lagged_total")
         let conflated = Counter(label: "hub_live_conflated_total")
         let slowClosed = Counter(label: "hub_live_slow_consumers_closed_total")
+        let connected = Meter(label: "hub_dashboards_connected")
     }
 
     let fanout: LiveFanout
