@@ -69,7 +69,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "HeapModule", package: "swift-collections"),
-            ]
+            ],
+            resources: [.copy("Page/index.html")]
         ),
 
         // A device client on NIO: used by the simulator, the load tool and the tests.

@@ -86,6 +86,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func route(_ head: HTTPRequestHead) -> HTTPReply {
         let (path, _) = RequestTarget.split(head.uri)
         switch (head.method, path) {
+        case (.GET, "/"):
+            return HTTPReply(status: .ok, contentType: "text/html; charset=utf-8", body: DashboardPage.html)
         case (.GET, "/healthz"):
             return .text(.ok, "ok\n")
         case (.GET, "/metrics"):
