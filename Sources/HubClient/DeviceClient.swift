@@ -57,7 +57,9 @@ public final class DeviceClient: Sendable {
         let requestPath = path
         let requestHeaders = headers
 
-        let channel = try await ClientBootstrap(group: group)
+        let channel: Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -82,6 +84,11 @@ public final class DeviceClient: Sendable {
             }
             .connect(host: host, port: port)
             .get()
+        } catch {
+            // Never leave the promise unfulfilled: NIO treats that as a bug.
+            welcomePromise.fail(error)
+            throw error
+        }
         channel.closeFuture.whenComplete { _ in welcomePromise.fail(Failure.noWelcome) }
         do {
             let welcome = try await welcomePromise.futureResult.get()

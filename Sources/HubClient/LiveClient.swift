@@ -41,7 +41,9 @@ public final class LiveClient: Sendable {
         let helloPromise = group.next().makePromise(of: String.self)
         let requestPath = path
         let requestHeaders = headers
-        let channel = try await ClientBootstrap(group: group)
+        let channel: Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let request = UpgradeRequestHandler(path: requestPath, headers: requestHeaders, fail: { helloPromise.fail($0) })
@@ -64,6 +66,11 @@ public final class LiveClient: Sendable {
             }
             .connect(host: host, port: port)
             .get()
+        } catch {
+            // Never leave the promise unfulfilled: NIO treats that as a bug.
+            helloPromise.fail(error)
+            throw error
+        }
         channel.closeFuture.whenComplete { _ in helloPromise.fail(ClientFailure.noWelcome) }
         do {
             return LiveClient(channel: channel, hello: try await helloPromise.futureResult.get())

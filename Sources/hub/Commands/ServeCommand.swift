@@ -76,7 +76,11 @@ enum Banner {
             "  data folder  \(configuration.dataDirectory.standardizedFileURL.path)",
             "  api token    \(configuration.apiToken == nil ? hub.apiToken + "  (generated; stored in the data folder)" : "(from --api-token)")",
         ]
-        // Written straight to the descriptor: stdout may be a pipe, where print() buffers.
+        write(lines)
+    }
+
+    /// Writes straight to the descriptor: stdout may be a pipe, where print() buffers.
+    static func write(_ lines: [String]) {
         FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
     }
 }
