@@ -77,7 +77,7 @@ final class SimulatedDevice: @unchecked Sendable {
         let temperature = baseTemperature + 3 * sin(now / 60 + phase) + Double.random(in: -0.2...0.2)
         var readings = [
             Reading(name: "temp", value: .f64((temperature * 100).rounded() / 100)),
-            Reading(name: "humidity", value: .f64(45 + 10 * cos(now / 90 + phase) + Double.random(in: -1...1))),
+            Reading(name: "humidity", value: .f64(((45 + 10 * cos(now / 90 + phase) + Double.random(in: -1...1)) * 10).rounded() / 10)),
             Reading(name: "count", value: .i64(counter)),
             Reading(name: "door.open", value: .bool(door)),
         ]
