@@ -81,14 +81,29 @@ public final class Hub: Sendable {
                 HubMetrics.queueDepth.record(queue.depth)
                 return HubMetrics.text()
             },
-            readiness: {
-                if let failure = writer.failure { return Readiness(ready: false, detail: "database writes failing: \(failure)") }
-                return Readiness(ready: true, detail: "ready")
-            })
+            readiness: { await Hub.readiness(writer: writer, executor: executor) })
         port = try await server.start()
         if configuration.server.autoProvision {
             logger.warning("auto-provisioning is on: any well-formed device id may connect without a token")
         }
+    }
+
+    /// `/readyz`: the database answers within 2 s, writes succeed, and ingest is not stalled
+    /// (readings waiting with no commit for 10 s).
+    static func readiness(writer: IngestWriter, executor: DatabaseExecutor) async -> Readiness {
+        if let failure = writer.failure { return Readiness(ready: false, detail: "database writes failing: \(failure)") }
+        if writer.isStalled(limitNanos: 10_000_000_000) { return Readiness(ready: false, detail: "ingest stalled: no commit for 10 s") }
+        let reachable = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { (try? await executor.run { _ = try $0.query("SELECT 1") }) != nil }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(2))
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        return reachable ? Readiness(ready: true, detail: "ready") : Readiness(ready: false, detail: "database unreachable")
     }
 
     /// The number of live device connections.

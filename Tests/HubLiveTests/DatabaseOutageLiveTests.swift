@@ -22,7 +22,9 @@ extension IngestLiveTests {
             if next > 1000 && !stopped {
                 stopped = true
                 try cluster.cluster.stop()
-                try await Task.sleep(for: .seconds(2))
+                let readiness = try await get(hub, "/readyz")
+                #expect(readiness.status == 503, "\(readiness.body)")
+                try await Task.sleep(for: .seconds(1))
                 try cluster.cluster.start()
             }
             try await Task.sleep(for: .milliseconds(5))
@@ -34,6 +36,7 @@ extension IngestLiveTests {
         }
         try await device.waitForAck(total)
         #expect(stopped)
+        try await eventually { try await get(hub, "/readyz").status == 200 }
         #expect(try hub.count("SELECT count(*) FROM telemetry WHERE device_id = 'survivor'") == Int(total) * 3)
         #expect(try hub.count("SELECT count(DISTINCT (seq, metric)) FROM telemetry WHERE device_id = 'survivor'") == Int(total) * 3)
     }

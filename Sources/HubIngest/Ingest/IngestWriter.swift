@@ -26,10 +26,12 @@ public final class IngestWriter: @unchecked Sendable {
     private let metrics: IngestMetrics
     private let now: @Sendable () -> UInt64
     private let finished = DispatchSemaphore(value: 0)
+    private let startedNanos: UInt64
     private let stateLock = NSLock()
     private var stopDeadline: UInt64?
     private var lastError: String?
     private var committedBatches = 0
+    private var lastCommitNanos: UInt64?
 
     public init(
         queue: IngestQueue, sink: IngestSink, registry: DeviceRegistry, configuration: Configuration,
@@ -42,6 +44,7 @@ public final class IngestWriter: @unchecked Sendable {
         self.logger = logger
         self.metrics = metrics
         self.now = now
+        startedNanos = now()
     }
 
     /// Starts the thread.
@@ -64,6 +67,13 @@ public final class IngestWriter: @unchecked Sendable {
                 continuation.resume()
             }
         }
+    }
+
+    /// Whether readings have waited longer than `limitNanos` without any commit.
+    public func isStalled(limitNanos: UInt64) -> Bool {
+        guard queue.depth > 0 else { return false }
+        let last = stateLock.withLock { lastCommitNanos } ?? startedNanos
+        return now() &- last > limitNanos
     }
 
     /// The last write error, while the database is failing; `nil` when writes succeed.
@@ -99,7 +109,8 @@ public final class IngestWriter: @unchecked Sendable {
                 if attempt > 0 {
                     logger.info("database writes recovered", metadata: ["attempts": "\(attempt)"])
                 }
-                stateLock.withLock { lastError = nil; committedBatches += 1 }
+                let committedAt = now()
+                stateLock.withLock { lastError = nil; committedBatches += 1; lastCommitNanos = committedAt }
                 return true
             } catch {
                 mustRecheck = true

@@ -39,6 +39,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 respond(reply, keepAlive: false, context: context)
             } else if RequestTarget.split(head.uri).path.hasPrefix("/api/") {
                 handleREST(head, body: body, context: context)
+            } else if head.method == .GET, RequestTarget.split(head.uri).path == "/readyz" {
+                let readiness = environment.readiness
+                respondLater(keepAlive: head.isKeepAlive, context: context) {
+                    let state = await readiness()
+                    return .text(state.ready ? .ok : .serviceUnavailable, state.detail + "\n")
+                }
             } else {
                 respond(route(head), keepAlive: head.isKeepAlive, context: context)
             }
@@ -65,8 +71,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .failure(let error):
             respond(error.reply, keepAlive: keepAlive, context: context)
         case .success(let (handler, bound)):
-            let promise = context.eventLoop.makePromise(of: HTTPReply.self)
-            promise.completeWithTask {
+            respondLater(keepAlive: keepAlive, context: context) {
                 do {
                     return try await handler(bound)
                 } catch let error as RESTError {
@@ -75,11 +80,17 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     return .error(.serviceUnavailable, code: "unavailable", "the database is not reachable; try again")
                 }
             }
-            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            promise.futureResult.whenSuccess { reply in
-                let (handler, context) = loopBound.value
-                handler.respond(reply, keepAlive: keepAlive, context: context)
-            }
+        }
+    }
+
+    /// Answers with what `work` returns, computed as a task (it may wait on the database).
+    private func respondLater(keepAlive: Bool, context: ChannelHandlerContext, _ work: @escaping @Sendable () async -> HTTPReply) {
+        let promise = context.eventLoop.makePromise(of: HTTPReply.self)
+        promise.completeWithTask(work)
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        promise.futureResult.whenSuccess { reply in
+            let (handler, context) = loopBound.value
+            handler.respond(reply, keepAlive: keepAlive, context: context)
         }
     }
 
@@ -92,9 +103,6 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return .text(.ok, "ok\n")
         case (.GET, "/metrics"):
             return HTTPReply(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: environment.metricsText())
-        case (.GET, "/readyz"):
-            let readiness = environment.readiness()
-            return .text(readiness.ready ? .ok : .serviceUnavailable, readiness.detail + "\n")
         case (_, let path) where path.hasPrefix(DeviceRequest.pathPrefix):
             return deviceRefusal(head)
         case (_, "/live"):
@@ -159,5 +167,5 @@ struct HTTPEnvironment: Sendable {
     let router: RESTRouter
     /// The largest request body taken; larger gets 413.
     let maxBodyBytes: Int
-    let readiness: @Sendable () -> Readiness
+    let readiness: @Sendable () async -> Readiness
 }

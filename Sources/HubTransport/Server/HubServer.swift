@@ -27,7 +27,7 @@ public final class HubServer: Sendable {
         tokens: APITokens, history: TelemetryHistory, admin: DeviceAdmin, queries: TelemetryQueries,
         commandStore: CommandStore, logger: Logger,
         provision: @escaping @Sendable (String) async throws -> DeviceRecord,
-        metricsText: @escaping @Sendable () -> String, readiness: @escaping @Sendable () -> Readiness
+        metricsText: @escaping @Sendable () -> String, readiness: @escaping @Sendable () async -> Readiness
     ) {
         self.configuration = configuration
         self.logger = logger
