@@ -45,51 +45,13 @@ public final class DeviceClient: Sendable {
         host: String, port: Int, deviceID: String, token: String?, tokenInQuery: Bool = false,
         maxFrameBytes: Int = 1 << 20, group: EventLoopGroup, onEvent: (@Sendable (Event) -> Void)? = nil
     ) async throws -> DeviceClient {
-        var path = "/devices/\(deviceID)"
-        var headers = HTTPHeaders()
-        headers.add(name: "host", value: "\(host):\(port)")
-        if let token {
-            if tokenInQuery { path += "?token=\(token)" } else { headers.add(name: "authorization", value: "Bearer \(token)") }
-        }
         let (stream, continuation) = AsyncStream<Event>.makeStream()
         let sink: @Sendable (Event) -> Void = onEvent ?? { continuation.yield($0) }
         let welcomePromise = group.next().makePromise(of: Welcome.self)
-        let requestPath = path
-        let requestHeaders = headers
-
-        let channel: Channel
-        do {
-            channel = try await ClientBootstrap(group: group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let request = UpgradeRequestHandler(path: requestPath, headers: requestHeaders, fail: { welcomePromise.fail($0) })
-                    let boundRequest = NIOLoopBound(request, eventLoop: channel.eventLoop)
-                    let upgrader = NIOWebSocketClientUpgrader(
-                        maxFrameSize: maxFrameBytes, automaticErrorHandling: true,
-                        upgradePipelineHandler: { channel, _ in
-                            channel.eventLoop.makeCompletedFuture {
-                                try channel.pipeline.syncOperations.addHandler(
-                                    ClientFrameHandler(welcome: welcomePromise, onEvent: sink, finish: { continuation.finish() }))
-                            }
-                        })
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(
-                        leftOverBytesStrategy: .forwardBytes,
-                        withClientUpgrade: (upgraders: [upgrader], completionHandler: { context in
-                            // After the 101 the request handler must not see WebSocket bytes.
-                            context.pipeline.syncOperations.removeHandler(boundRequest.value, promise: nil)
-                        }))
-                    try channel.pipeline.syncOperations.addHandler(request)
-                }
-            }
-            .connect(host: host, port: port)
-            .get()
-        } catch {
-            // Never leave the promise unfulfilled: NIO treats that as a bug.
-            welcomePromise.fail(error)
-            throw error
-        }
-        channel.closeFuture.whenComplete { _ in welcomePromise.fail(Failure.noWelcome) }
+        let channel = try await WebSocketConnector.connect(
+            host: host, port: port, path: "/devices/\(deviceID)", token: token, tokenInQuery: tokenInQuery,
+            maxFrameSize: maxFrameBytes, group: group, greeting: welcomePromise,
+            makeHandler: { ClientFrameHandler(welcome: welcomePromise, onEvent: sink, finish: { continuation.finish() }) })
         do {
             let welcome = try await welcomePromise.futureResult.get()
             return DeviceClient(welcome: welcome, channel: channel, events: stream)

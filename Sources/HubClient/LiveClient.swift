@@ -32,46 +32,11 @@ public final class LiveClient: Sendable {
         host: String, port: Int, token: String?, tokenInQuery: Bool = false, group: EventLoopGroup,
         onBytes: @escaping @Sendable (ByteBuffer) -> Void, onClose: @escaping @Sendable (UInt16?) -> Void = { _ in }
     ) async throws -> LiveClient {
-        var path = "/live"
-        var headers = HTTPHeaders()
-        headers.add(name: "host", value: "\(host):\(port)")
-        if let token {
-            if tokenInQuery { path += "?token=\(token)" } else { headers.add(name: "authorization", value: "Bearer \(token)") }
-        }
         let helloPromise = group.next().makePromise(of: String.self)
-        let requestPath = path
-        let requestHeaders = headers
-        let channel: Channel
-        do {
-            channel = try await ClientBootstrap(group: group)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let request = UpgradeRequestHandler(path: requestPath, headers: requestHeaders, fail: { helloPromise.fail($0) })
-                    let boundRequest = NIOLoopBound(request, eventLoop: channel.eventLoop)
-                    let upgrader = NIOWebSocketClientUpgrader(
-                        maxFrameSize: 1 << 24, automaticErrorHandling: true,
-                        upgradePipelineHandler: { channel, _ in
-                            channel.eventLoop.makeCompletedFuture {
-                                try channel.pipeline.syncOperations.addHandler(
-                                    LiveFrameHandler(hello: helloPromise, onMessage: onBytes, onClose: onClose))
-                            }
-                        })
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(
-                        leftOverBytesStrategy: .forwardBytes,
-                        withClientUpgrade: (upgraders: [upgrader], completionHandler: { context in
-                            context.pipeline.syncOperations.removeHandler(boundRequest.value, promise: nil)
-                        }))
-                    try channel.pipeline.syncOperations.addHandler(request)
-                }
-            }
-            .connect(host: host, port: port)
-            .get()
-        } catch {
-            // Never leave the promise unfulfilled: NIO treats that as a bug.
-            helloPromise.fail(error)
-            throw error
-        }
-        channel.closeFuture.whenComplete { _ in helloPromise.fail(ClientFailure.noWelcome) }
+        let channel = try await WebSocketConnector.connect(
+            host: host, port: port, path: "/live", token: token, tokenInQuery: tokenInQuery, maxFrameSize: 1 << 24,
+            group: group, greeting: helloPromise,
+            makeHandler: { LiveFrameHandler(hello: helloPromise, onMessage: onBytes, onClose: onClose) })
         do {
             return LiveClient(channel: channel, hello: try await helloPromise.futureResult.get())
         } catch {
