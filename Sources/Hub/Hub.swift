@@ -106,9 +106,6 @@ public final class Hub: Sendable {
         return reachable ? Readiness(ready: true, detail: "ready") : Readiness(ready: false, detail: "database unreachable")
     }
 
-    /// The number of live device connections.
-    public var deviceConnections: Int { server.deviceConnectionCount }
-
     /// Graceful stop: stop reading, commit and ack, close sockets with 1001, stop the cluster.
     public func stop() async {
         logger.info("stopping: finishing ingest")

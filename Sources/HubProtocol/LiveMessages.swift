@@ -8,10 +8,6 @@ public enum LiveMessages {
         #"{"type":"subscribed","id":\#(JSON.quote(id))}"#
     }
 
-    public static func unsubscribed(id: String) -> String {
-        #"{"type":"unsubscribed","id":\#(JSON.quote(id))}"#
-    }
-
     public static let pong = #"{"type":"pong"}"#
 
     public static func lagged(sub: String, dropped: Int) -> String {

@@ -20,7 +20,6 @@ public final class IngestQueue: @unchecked Sendable {
     private var oldestPushNanos: UInt64?
     private var waitingForSpace: [@Sendable () -> Void] = []
     private var closed = false
-    private var pauses = 0
     private var pushedBursts = 0
     private var releasedBursts = 0
     private var barriers: [(target: Int, callback: @Sendable () -> Void)] = []
@@ -54,7 +53,6 @@ public final class IngestQueue: @unchecked Sendable {
             resume()
             return
         }
-        pauses += 1
         waitingForSpace.append(resume)
         condition.unlock()
     }
@@ -140,12 +138,5 @@ public final class IngestQueue: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return accountedRows
-    }
-
-    /// How many times a reader had to pause since start.
-    public var pauseCount: Int {
-        condition.lock()
-        defer { condition.unlock() }
-        return pauses
     }
 }

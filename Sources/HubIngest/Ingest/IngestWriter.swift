@@ -30,7 +30,6 @@ public final class IngestWriter: @unchecked Sendable {
     private let stateLock = NSLock()
     private var stopDeadline: UInt64?
     private var lastError: String?
-    private var committedBatches = 0
     private var lastCommitNanos: UInt64?
 
     public init(
@@ -110,7 +109,7 @@ public final class IngestWriter: @unchecked Sendable {
                     logger.info("database writes recovered", metadata: ["attempts": "\(attempt)"])
                 }
                 let committedAt = now()
-                stateLock.withLock { lastError = nil; committedBatches += 1; lastCommitNanos = committedAt }
+                stateLock.withLock { lastError = nil; lastCommitNanos = committedAt }
                 return true
             } catch {
                 mustRecheck = true

@@ -225,9 +225,6 @@ actor CommandCenter {
     private func publish(_ command: Command, alsoTo origin: DashboardHandler?) {
         fanout.publishNow(device: command.device, text: CommandJSON.status(command, ref: refs[command.id]), alsoTo: origin)
     }
-
-    /// The `ref` of a command sent from `/live`, if it is still tracked.
-    func ref(of id: String) -> String? { refs[id] }
 }
 
 extension Command {

@@ -88,9 +88,6 @@ public final class HubServer: Sendable {
         try? await group.shutdownGracefully()
     }
 
-    /// The number of live device connections.
-    public var deviceConnectionCount: Int { devices.connections.count }
-
     private func configurePipeline(_ channel: Channel) throws {
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: configuration.maxFrameBytes,
