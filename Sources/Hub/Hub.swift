@@ -21,6 +21,7 @@ public final class Hub: Sendable {
     private let writer: IngestWriter
     private let listener: DeviceChangeListener
     private let executor: DatabaseExecutor
+    private let commandStore: PostgresCommandStore
     private let server: HubServer
     private let logger: Logger
 
@@ -69,12 +70,14 @@ public final class Hub: Sendable {
 
         let executor = DatabaseExecutor(url: database.url, name: "hub-database")
         self.executor = executor
+        let commandStore = PostgresCommandStore(url: database.url, executor: executor, logger: logger)
+        self.commandStore = commandStore
         let writer = self.writer
         server = HubServer(
             configuration: configuration.server, registry: registry, queue: queue, metrics: metrics,
             tokens: APITokens(full: apiToken, readOnly: configuration.readToken),
             history: PostgresTelemetryHistory(executor: executor), admin: PostgresDeviceAdmin(executor: executor),
-            queries: PostgresTelemetryQueries(executor: executor), commandStore: PostgresCommandStore(executor: executor),
+            queries: PostgresTelemetryQueries(executor: executor), commandStore: commandStore,
             logger: logger,
             provision: { id in try await executor.run { try DeviceStore(connection: $0).provision(id: id) } },
             metricsText: { [queue] in
@@ -113,6 +116,7 @@ public final class Hub: Sendable {
         await writer.shutdown()
         await server.closeAll(.shuttingDown)
         listener.stop()
+        commandStore.shutdown()
         executor.shutdown()
         database.stop(force: true)
         logger.info("stopped")

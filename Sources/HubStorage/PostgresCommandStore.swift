@@ -1,13 +1,17 @@
 import Foundation
 import HubIngest
+import Logging
 import Postgres
 
-/// Commands in PostgreSQL's `commands` table, on the control-plane database thread.
-public struct PostgresCommandStore: CommandStore {
+/// Commands in PostgreSQL's `commands` table: changes go through a batching writer
+/// thread, reads through the control-plane executor.
+public final class PostgresCommandStore: CommandStore {
     private let executor: DatabaseExecutor
+    private let writer: CommandWriter
 
-    public init(executor: DatabaseExecutor) {
+    public init(url: String, executor: DatabaseExecutor, logger: Logger) {
         self.executor = executor
+        writer = CommandWriter(url: url, logger: logger)
     }
 
     static let columns = """
@@ -16,26 +20,13 @@ public struct PostgresCommandStore: CommandStore {
         (extract(epoch FROM expires_at) * 1000000)::bigint
         """
 
-    public func create(device: String, name: String, paramsJSON: String, ttlSeconds: Int, maxPending: Int) async throws -> Command {
-        let created = try await executor.run { connection in
-            try connection.transaction { () throws(PostgresError) -> Command? in
-                // Serialise creations per device so the bound holds.
-                try connection.query("SELECT pg_advisory_xact_lock(hashtext($1))", [device])
-                let pending = try connection.query(
-                    "SELECT count(*) FROM commands WHERE device_id = $1 AND status IN ('queued', 'sent', 'delivered')", [device])
-                guard (Int(pending.rows[0][0] ?? "0") ?? 0) < maxPending else { return nil }
-                let row = try connection.query(
-                    """
-                    INSERT INTO commands (device_id, name, params, expires_at)
-                    VALUES ($1, $2, $3::jsonb, now() + $4::int * interval '1 second')
-                    RETURNING \(Self.columns)
-                    """, [device, name, paramsJSON, String(ttlSeconds)]
-                ).rows[0]
-                return Self.command(row)
-            }
-        }
-        guard let created else { throw CommandStoreError.tooManyPending }
-        return created
+    public func save(_ command: Command, isNew: Bool, done: (@Sendable (Error?) -> Void)?) {
+        writer.save(command, isNew: isNew, done: done)
+    }
+
+    /// Stores what is pending and stops the writer thread.
+    public func shutdown() {
+        writer.shutdown()
     }
 
     public func command(id: String) async throws -> Command? {
@@ -56,38 +47,10 @@ public struct PostgresCommandStore: CommandStore {
         }
     }
 
-    public func transition(
-        id: String, device: String?, from: Set<CommandStatus>, to: CommandStatus, resultJSON: String?, error: String?
-    ) async throws -> Command? {
-        guard UUID(uuidString: id) != nil else { return nil }
-        let states = "{" + from.map(\.rawValue).sorted().joined(separator: ",") + "}"
-        return try await executor.run { connection in
-            try connection.query(
-                """
-                UPDATE commands SET status = $3, result = COALESCE($4::jsonb, result), error = COALESCE($5, error), updated_at = now()
-                WHERE id = $1::uuid AND ($2::text IS NULL OR device_id = $2) AND status = ANY($6::text[])
-                RETURNING \(Self.columns)
-                """, [id, device, to.rawValue, resultJSON, error, states]
-            ).rows.first.map(Self.command)
-        }
-    }
-
-    public func pending(device: String) async throws -> [Command] {
-        try await executor.run { connection in
-            try connection.query(
-                """
-                SELECT \(Self.columns) FROM commands
-                WHERE device_id = $1 AND status IN ('queued', 'sent', 'delivered') AND expires_at > now()
-                ORDER BY created_at, id
-                """, [device]
-            ).rows.map(Self.command)
-        }
-    }
-
     public func unfinished() async throws -> [Command] {
         try await executor.run { connection in
             try connection.query(
-                "SELECT \(Self.columns) FROM commands WHERE status IN ('queued', 'sent', 'delivered')"
+                "SELECT \(Self.columns) FROM commands WHERE status IN ('queued', 'sent', 'delivered') ORDER BY created_at, id"
             ).rows.map(Self.command)
         }
     }

@@ -50,20 +50,28 @@ public enum CommandStoreError: Error, Equatable {
     case tooManyPending
 }
 
-/// Stored commands; the storage layer implements it. Every change is one conditional
-/// update, so concurrent changes cannot skip a state.
+/// Stored commands; the storage layer implements it. The hub keeps the commands that are
+/// not final in memory and stores every change as the whole row, so the last save of a
+/// command is its state.
 public protocol CommandStore: Sendable {
-    /// Stores a new `queued` command, unless the device already has `maxPending` commands
-    /// that are not final.
-    func create(device: String, name: String, paramsJSON: String, ttlSeconds: Int, maxPending: Int) async throws -> Command
+    /// Stores the command as it is now, in the next batch, and calls `done` once that batch
+    /// is committed. A new command (`isNew`) fails with its batch, and `done` gets the error;
+    /// a change to a stored one is retried until the database takes it.
+    func save(_ command: Command, isNew: Bool, done: (@Sendable (Error?) -> Void)?)
     func command(id: String) async throws -> Command?
     /// A device's commands, newest first.
     func commands(device: String, status: CommandStatus?, limit: Int) async throws -> [Command]
-    /// Moves a command from one of `from` to `to`, for `device` if given.
-    /// - Returns: the changed command, or `nil` if it was not in one of those states.
-    func transition(id: String, device: String?, from: Set<CommandStatus>, to: CommandStatus, resultJSON: String?, error: String?) async throws -> Command?
-    /// Commands a device should get on connect: queued, or sent without a result, oldest first.
-    func pending(device: String) async throws -> [Command]
-    /// Every command that is not final, for the expiry timer at start.
+    /// Every command that is not final, oldest first, for the hub's memory at start.
     func unfinished() async throws -> [Command]
+}
+
+extension CommandStore {
+    /// Saves and waits for the commit.
+    public func save(_ command: Command, isNew: Bool) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+            save(command, isNew: isNew) { error in
+                if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+            }
+        }
+    }
 }

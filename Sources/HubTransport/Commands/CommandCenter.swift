@@ -5,9 +5,17 @@ import HubProtocol
 import Logging
 import Metrics
 
-/// Routes commands to devices and tracks their state: stores every change, sends queued
-/// commands when a device is ready, re-sends unanswered ones on reconnect, expires them by
-/// time to live, wakes REST callers that wait, and pushes every change to dashboards.
+/// Routes commands to devices and tracks their state. The commands that are not final
+/// live here, in memory; every change is stored through the store's batching writer. It
+/// sends queued commands when a device is ready, re-sends unanswered ones on reconnect,
+/// expires them by time to live, wakes REST callers that wait, and pushes every change to
+/// dashboards.
+///
+/// What a caller is told is committed: a new command before `create` returns, a
+/// cancellation before `cancel` returns, a final state before a waiter wakes. Changes the
+/// device causes (sent, delivered, a result) are pushed to dashboards at once and
+/// committed within a batch; after a crash in between, the command is still `sent` and is
+/// sent again (delivery is at least once).
 actor CommandCenter {
     struct Settings: Sendable {
         /// Time to live when the caller gives none.
@@ -29,13 +37,17 @@ actor CommandCenter {
     private let transitions = Dictionary(uniqueKeysWithValues: CommandStatus.allCases.map {
         ($0, Counter(label: "hub_commands_total", dimensions: [("status", $0.rawValue)]))
     })
+    /// Commands that are not final, and final ones until that state is committed, by id.
+    private var open: [String: Command] = [:]
+    /// Ids of each device's commands that are not final, oldest first.
+    private var queues: [String: [String]] = [:]
+    /// New commands per device whose insert is not committed yet (they count to the bound).
+    private var creating: [String: Int] = [:]
     /// Connections that have had their welcome, by device id.
     private var ready: [String: any DeviceConnection] = [:]
     /// `ref`s of commands sent from `/live`, until the command is final.
     private var refs: [String: String] = [:]
     private var waiters: [String: [CheckedContinuation<Void, Never>]] = [:]
-    /// Commands someone waits for: how many wait, and how many changes happened meanwhile.
-    private var watching: [String: (waiters: Int, changes: Int)] = [:]
     private var expiries = Heap<Expiry>()
     private var timer: Task<Void, Never>?
 
@@ -52,16 +64,17 @@ actor CommandCenter {
         self.logger = logger
     }
 
-    /// Loads the expiry times of unfinished commands and starts the timer.
+    /// Loads the commands that are not final and starts the expiry timer. While the
+    /// database is unreachable, loading is retried every second.
     func start() async {
-        do {
-            for command in try await store.unfinished() { expiries.insert(Expiry(atMicros: command.expiresMicros, id: command.id)) }
-        } catch {
-            logger.error("could not load unfinished commands; their expiry waits for the next start", metadata: ["error": "\(error)"])
-        }
+        let loaded = await load()
         timer = Task { [weak self] in
+            var loaded = loaded
+            var tick = 0
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(200))
+                tick += 1
+                if !loaded, tick % 5 == 0 { loaded = await self?.load() ?? true }
                 await self?.expireDue()
             }
         }
@@ -73,69 +86,94 @@ actor CommandCenter {
         waiters = [:]
     }
 
+    private func load() async -> Bool {
+        do {
+            for command in try await store.unfinished() where open[command.id] == nil {
+                remember(command)
+                if let connection = ready[command.device] { send(command, over: connection) }
+            }
+            return true
+        } catch {
+            logger.error("could not load unfinished commands; retrying", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+
     // MARK: - Callers (REST and /live)
 
     /// Stores a new command and sends it at once if the device is ready.
     func create(device: String, name: String, paramsJSON: String, ttlSeconds: Int?, ref: String? = nil, origin: DashboardHandler? = nil) async throws -> Command {
-        let ttl = ttlSeconds ?? settings.defaultTTLSeconds
-        var command = try await store.create(
-            device: device, name: name, paramsJSON: paramsJSON, ttlSeconds: ttl, maxPending: settings.maxPendingPerDevice)
+        guard (queues[device]?.count ?? 0) + creating[device, default: 0] < settings.maxPendingPerDevice else {
+            throw CommandStoreError.tooManyPending
+        }
+        let now = WallClock.nowMicros()
+        var command = Command(
+            id: UUID().uuidString.lowercased(), device: device, name: name, paramsJSON: paramsJSON, status: .queued,
+            resultJSON: nil, error: nil, createdMicros: now, updatedMicros: now,
+            expiresMicros: now + Int64(ttlSeconds ?? settings.defaultTTLSeconds) * 1_000_000)
+        creating[device, default: 0] += 1
+        defer {
+            creating[device]! -= 1
+            if creating[device] == 0 { creating[device] = nil }
+        }
+        try await store.save(command, isNew: true)
+        remember(command)
         if let ref { refs[command.id] = ref }
-        expiries.insert(Expiry(atMicros: command.expiresMicros, id: command.id))
         // The asking dashboard hears `queued` (with its ref) before any later change.
         publish(command, alsoTo: origin)
         transitions[.queued]?.increment()
-        if let connection = ready[device] {
-            command = try await send(command, over: connection) ?? command
-        }
+        if let connection = ready[device] { command = send(command, over: connection) }
         return command
     }
 
-    /// Waits up to `seconds` for the command to reach a final state. - Returns: it as it is then.
+    /// The command as this hub knows it now: from memory if it is not final, else stored.
+    func command(id: String) async throws -> Command? {
+        if let command = open[id] { return command }
+        return try await store.command(id: id)
+    }
+
+    /// A device's commands, newest first. The states that are not final come from memory.
+    func commands(device: String, status: CommandStatus?, limit: Int) async throws -> [Command] {
+        if let status, !status.isFinal {
+            return (queues[device] ?? []).reversed().compactMap { open[$0] }.filter { $0.status == status }.prefix(limit).map { $0 }
+        }
+        let stored = try await store.commands(device: device, status: status, limit: limit).map { open[$0.id] ?? $0 }
+        return status.map { status in stored.filter { $0.status == status } } ?? stored
+    }
+
+    /// Waits up to `seconds` for the command's final state to be committed.
+    /// - Returns: the command as it is then.
     func wait(id: String, seconds: Int) async throws -> Command? {
         let deadline = ContinuousClock.now + .seconds(min(seconds, settings.maxWaitSeconds))
-        watching[id, default: (0, 0)].waiters += 1
-        defer {
-            watching[id]!.waiters -= 1
-            if watching[id]!.waiters == 0 { watching[id] = nil }
+        let alarm = Task { [weak self] in
+            try? await Task.sleep(until: deadline)
+            await self?.wake(id)
         }
-        while true {
-            // A change while the store is read (the actor is reentrant) means: read again.
-            let changesBefore = watching[id]!.changes
-            guard let command = try await store.command(id: id) else { return nil }
-            if command.isFinal || ContinuousClock.now >= deadline { return command }
-            guard watching[id]!.changes == changesBefore else { continue }
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                waiters[id, default: []].append(continuation)
-                Task { [weak self] in
-                    try? await Task.sleep(until: deadline)
-                    await self?.wake(id)
-                }
-            }
+        defer { alarm.cancel() }
+        while open[id] != nil, ContinuousClock.now < deadline {
+            await withCheckedContinuation { waiters[id, default: []].append($0) }
         }
+        return try await command(id: id)
     }
 
     /// Cancels a queued command. - Returns: it, cancelled; `nil` if it is not queued.
     func cancel(id: String) async throws -> Command? {
-        guard let command = try await store.transition(id: id, device: nil, from: [.queued], to: .cancelled, resultJSON: nil, error: nil) else {
-            return nil
-        }
-        changed(command)
+        guard var command = open[id], command.status == .queued else { return nil }
+        command.status = .cancelled
+        command.updatedMicros = WallClock.nowMicros()
+        await finish(command).value
         return command
     }
 
     // MARK: - Devices
 
     /// After a welcome: sends queued commands and re-sends unanswered ones, oldest first.
-    func deviceReady(_ device: String, connection: any DeviceConnection) async {
+    func deviceReady(_ device: String, connection: any DeviceConnection) {
         ready[device] = connection
-        do {
-            for command in try await store.pending(device: device) {
-                guard ready[device] === connection else { return }
-                _ = try await send(command, over: connection)
-            }
-        } catch {
-            logger.error("could not deliver pending commands", metadata: ["device": "\(device)", "error": "\(error)"])
+        let now = WallClock.nowMicros()
+        for id in queues[device] ?? [] {
+            // Past their time to live: the timer expires them.
+            if let command = open[id], command.expiresMicros > now { send(command, over: connection) }
         }
     }
 
@@ -145,77 +183,102 @@ actor CommandCenter {
 
     /// `command_ack` from a device.
     func acknowledged(id: String, by device: String) async {
-        await apply(id: id, device: device, from: [.sent], to: .delivered, resultJSON: nil, error: nil, isAck: true)
+        await apply(id: id, device: device) { command in
+            guard command.status == .sent else { return nil }
+            command.status = .delivered
+            return command
+        }
     }
 
     /// `command_result` from a device.
     func finished(id: String, by device: String, ok: Bool, resultJSON: String?, error: String?) async {
-        await apply(
-            id: id, device: device, from: [.sent, .delivered], to: ok ? .succeeded : .failed,
-            resultJSON: ok ? resultJSON : nil, error: ok ? nil : (error ?? "failed"), isAck: false)
+        await apply(id: id, device: device) { command in
+            guard command.status == .sent || command.status == .delivered else { return nil }
+            command.status = ok ? .succeeded : .failed
+            command.resultJSON = ok ? resultJSON : nil
+            command.error = ok ? nil : (error ?? "failed")
+            return command
+        }
     }
 
-    private func apply(id: String, device: String, from: Set<CommandStatus>, to: CommandStatus, resultJSON: String?, error: String?, isAck: Bool) async {
-        do {
-            if let command = try await store.transition(id: id, device: device, from: from, to: to, resultJSON: resultJSON, error: error) {
-                changed(command)
-            } else if try await store.command(id: id)?.device != device {
-                // Unknown, or another device's command: never applied.
-                ignoredReplies.increment()
-            }
-            // Otherwise a repeat (a second ack, a result after a timeout): nothing changes.
-        } catch {
-            logger.error("could not record a command reply", metadata: ["device": "\(device)", "error": "\(error)"])
+    /// Applies a device's reply to its own command. A reply for an unknown command or for
+    /// another device's is ignored and counted; a repeat (a second ack, a result after the
+    /// time to live) changes nothing.
+    private func apply(id: String, device: String, _ change: (inout Command) -> Command?) async {
+        guard var command = open[id] else {
+            if (try? await store.command(id: id))?.device != device { ignoredReplies.increment() }
+            return
+        }
+        guard command.device == device else {
+            ignoredReplies.increment()
+            return
+        }
+        guard var changed = change(&command) else { return }
+        changed.updatedMicros = WallClock.nowMicros()
+        if changed.isFinal {
+            finish(changed)
+        } else {
+            open[id] = changed
+            store.save(changed, isNew: false, done: nil)
+            self.changed(changed)
         }
     }
 
     // MARK: - Internals
 
-    /// Marks the command sent (if it was queued), then writes it to the device. Marking
-    /// first means a reply can never arrive for a command still stored as queued; if the
-    /// write is lost with the connection, the command is re-sent on reconnect.
-    private func send(_ command: Command, over connection: any DeviceConnection) async throws -> Command? {
-        var sent: Command?
-        if command.status == .queued {
-            sent = try await store.transition(id: command.id, device: nil, from: [.queued], to: .sent, resultJSON: nil, error: nil)
-            guard sent != nil else { return nil }  // cancelled or expired meanwhile
-        }
+    private func remember(_ command: Command) {
+        open[command.id] = command
+        queues[command.device, default: []].append(command.id)
+        expiries.insert(Expiry(atMicros: command.expiresMicros, id: command.id))
+    }
+
+    /// Writes the command to the device, marking it sent if it was queued.
+    @discardableResult
+    private func send(_ command: Command, over connection: any DeviceConnection) -> Command {
+        var command = command
         connection.send(text: DeviceMessages.command(
             id: command.id, name: command.name, paramsJSON: command.paramsJSON, expiresAtMicros: command.expiresMicros))
-        if let sent { changed(sent) }
-        return sent
+        if command.status == .queued {
+            command.status = .sent
+            command.updatedMicros = WallClock.nowMicros()
+            open[command.id] = command
+            store.save(command, isNew: false, done: nil)
+            changed(command)
+        }
+        return command
+    }
+
+    /// Enters a final state: pushed at once and no longer pending.
+    /// - Returns: the commit, after which memory forgets the command and waiters wake.
+    @discardableResult
+    private func finish(_ command: Command) -> Task<Void, Never> {
+        open[command.id] = command
+        queues[command.device]?.removeAll { $0 == command.id }
+        if queues[command.device]?.isEmpty == true { queues[command.device] = nil }
+        changed(command)
+        refs[command.id] = nil
+        return Task {
+            try? await store.save(command, isNew: false)
+            open[command.id] = nil
+            wake(command.id)
+        }
     }
 
     private func expireDue() async {
         let now = WallClock.nowMicros()
         while let next = expiries.min, next.atMicros <= now {
             _ = expiries.removeMin()
-            do {
-                var command = try await store.transition(id: next.id, device: nil, from: [.queued], to: .expired, resultJSON: nil, error: nil)
-                if command == nil {
-                    command = try await store.transition(id: next.id, device: nil, from: [.sent, .delivered], to: .timedOut, resultJSON: nil, error: nil)
-                }
-                if let command { changed(command) }
-            } catch {
-                // Keep it for the next tick: the database may be back by then.
-                expiries.insert(next)
-                logger.warning("could not expire a command; retrying", metadata: ["error": "\(error)"])
-                return
-            }
+            guard var command = open[next.id], !command.isFinal else { continue }
+            command.status = command.status == .queued ? .expired : .timedOut
+            command.updatedMicros = now
+            finish(command)
         }
     }
 
     private func changed(_ command: Command) {
         publish(command, alsoTo: nil)
         transitions[command.status]?.increment()
-        if watching[command.id] != nil {
-            watching[command.id]!.changes += 1
-            wake(command.id)
-        }
-        if command.isFinal {
-            refs[command.id] = nil
-            wake(command.id)
-        }
+        wake(command.id)
     }
 
     private func wake(_ id: String) {

@@ -9,7 +9,6 @@ struct CommandRoutes: Sendable {
     static let listLimit = 1_000
 
     let commands: CommandCenter
-    let store: CommandStore
     let registry: DeviceRegistry
 
     var routes: [RESTRouter.Route] {
@@ -47,20 +46,20 @@ struct CommandRoutes: Sendable {
             }
             status = value
         }
-        let found = try await store.commands(device: device, status: status, limit: Self.listLimit)
+        let found = try await commands.commands(device: device, status: status, limit: Self.listLimit)
         return .json(.ok, found.map(CommandJSON.object))
     }
 
     @Sendable func show(_ request: RESTRequest) async throws -> HTTPReply {
         let id = request.parameters["command"] ?? ""
-        guard let command = try await store.command(id: id) else { throw RESTError.notFound("no command \(id)") }
+        guard let command = try await commands.command(id: id) else { throw RESTError.notFound("no command \(id)") }
         return .json(.ok, CommandJSON.object(command))
     }
 
     @Sendable func cancel(_ request: RESTRequest) async throws -> HTTPReply {
         let id = request.parameters["command"] ?? ""
         if let cancelled = try await commands.cancel(id: id) { return .json(.ok, CommandJSON.object(cancelled)) }
-        guard let command = try await store.command(id: id) else { throw RESTError.notFound("no command \(id)") }
+        guard let command = try await commands.command(id: id) else { throw RESTError.notFound("no command \(id)") }
         throw RESTError(.conflict, "not_queued", "command \(id) is \(command.status.rawValue); only a queued command can be cancelled")
     }
 }

@@ -47,7 +47,7 @@ public final class HubServer: Sendable {
             router: RESTRouter(
                 routes: DeviceRoutes(admin: admin, registry: registry).routes
                     + TelemetryRoutes(queries: queries, registry: registry).routes
-                    + CommandRoutes(commands: commands, store: commandStore, registry: registry).routes),
+                    + CommandRoutes(commands: commands, registry: registry).routes),
             maxBodyBytes: configuration.maxRequestBodyBytes, readiness: readiness)
         group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -10,7 +11,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import List, Optional
+import urllib.error
+import urllib.request
+from typing import List, Optional, Tuple
 
 
 def free_port() -> int:
@@ -29,6 +32,7 @@ class LiveHub:
         os.chmod(self.data_dir, 0o755)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.api_token = "py-live-api-token"
         self.proc: Optional[subprocess.Popen] = None
         self.starts = 0
 
@@ -38,7 +42,8 @@ class LiveHub:
         out = os.path.join(self.root, f"hub-{self.starts}.out")
         err = open(os.path.join(self.root, f"hub-{self.starts}.err"), "wb")
         self.proc = subprocess.Popen(
-            [self.binary, "serve", "--data-dir", self.data_dir, "--port", str(self.port), "--host", "127.0.0.1"],
+            [self.binary, "serve", "--data-dir", self.data_dir, "--port", str(self.port), "--host", "127.0.0.1",
+             "--api-token", self.api_token],
             stdout=open(out, "wb"), stderr=err, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while self.url not in open(out, encoding="utf-8", errors="replace").read():
@@ -96,6 +101,17 @@ class LiveHub:
         match = re.search(r"^token: (\S+)", out, re.M)
         assert match, out
         return match.group(1)
+
+    def rest(self, method: str, path: str, body: Optional[dict] = None) -> Tuple[int, dict]:
+        """One REST call with the full API token: (status, JSON answer)."""
+        request = urllib.request.Request(
+            self.url + path, method=method, data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.api_token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status, json.loads(answer.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
 
     def psql(self, sql: str) -> List[str]:
         out = self._run(["psql", "-h", os.path.join(self.data_dir, "postgres"), "-U", "hub", "hub", "-Atc", sql])

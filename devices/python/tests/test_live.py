@@ -6,6 +6,7 @@ Skipped only when HUB_BIN is unset (CI sets it). A HUB_BIN that does not work fa
 import asyncio
 import math
 import os
+import time
 
 import pytest
 
@@ -109,3 +110,43 @@ def test_spool_carries_unacked_frames_over_a_device_restart(hub, tmp_path):
     rows, distinct, min_seq, max_seq, seqs = stored(hub, "py-spool")
     assert (rows, distinct) == (expected_rows(range(500)), expected_rows(range(500)))
     assert (min_seq, max_seq, seqs) == (1, 500, 500)
+
+
+def test_queued_commands_survive_a_hub_kill_and_are_delivered_in_order(hub):
+    hub.ensure_running()
+    token = hub.add_device("py-cmd")
+    ids = []
+    for n in range(5):
+        status, command = hub.rest("POST", "/api/v1/devices/py-cmd/commands",
+                                   {"name": "set_interval", "params": {"seconds": n}})
+        assert (status, command["status"]) == (202, "queued"), command
+        ids.append(command["id"])
+    hub.kill()  # SIGKILL right after the 202s: they must have been committed already
+    hub.start()
+
+    async def device():
+        received = []
+        async with DeviceClient(hub.url, "py-cmd", token) as client:
+            @client.command("set_interval")
+            def set_interval(params):
+                received.append(params["seconds"])
+                return {"interval": params["seconds"]}
+
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while loop.time() < deadline:
+                states = [hub.rest("GET", f"/api/v1/commands/{i}")[1]["status"] for i in ids]
+                if states == ["succeeded"] * 5:
+                    break
+                await asyncio.sleep(0.1)
+        return received
+
+    received = asyncio.run(asyncio.wait_for(device(), 60))
+    assert received == [0, 1, 2, 3, 4]
+    # Stored, not just in the hub's memory: the final states reach PostgreSQL.
+    for _ in range(50):
+        rows = hub.psql("select status, result::text from commands where device_id = 'py-cmd' order by created_at")
+        if rows == [f'succeeded|{{"interval": {n}}}' for n in range(5)]:
+            break
+        time.sleep(0.1)
+    assert rows == [f'succeeded|{{"interval": {n}}}' for n in range(5)]
