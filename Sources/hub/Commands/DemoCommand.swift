@@ -56,9 +56,11 @@ actor DemoFleet {
             for index in 1...count {
                 let id = String(format: "demo-%02d", index)
                 let token = try (try? store.add(id: id, labelsJSON: #"{"fleet":"demo"}"#)) ?? store.rotateToken(id: id)
-                simulated.append(SimulatedDevice(
-                    id: id, token: token, host: "127.0.0.1", port: hub.port, group: group,
-                    interval: .milliseconds(Int64(interval * 1000)), answersCommands: index % 3 != 0))
+                var settings = SimulatedDevice.Settings()
+                settings.interval = .milliseconds(Int64(interval * 1000))
+                settings.answersCommands = index % 3 != 0
+                simulated.append(try SimulatedDevice(
+                    id: id, token: token, host: "127.0.0.1", port: hub.port, group: group, settings: settings))
             }
         } catch {
             logger.error("demo fleet could not register its devices", metadata: ["error": "\(error)"])

@@ -1,110 +1,93 @@
 import Foundation
 import HubClient
 import HubProtocol
+import NIOConcurrencyHelpers
 import NIOCore
 
-/// One simulated sensor: realistic signals, reconnects that resume from `last_seq`, and
-/// answers to commands. All its work runs on its connection's event loop.
-final class SimulatedDevice: @unchecked Sendable {
-    let id: String
-    private let token: String?
-    private let host: String
-    private let port: Int
-    private let group: EventLoopGroup
-    private let answersCommands: Bool
-    private var interval: TimeAmount
-    private let phase = Double.random(in: 0..<(2 * .pi))
-    private let baseTemperature = Double.random(in: 18...24)
-    private var client: DeviceClient?
-    private var seq: UInt64 = 0
-    private var counter: Int64 = 0
-    private var door = false
-    private var task: RepeatedTask?
-    private(set) var sent = 0
-    private(set) var commandsAnswered = 0
-    private var stopped = false
-
-    init(id: String, token: String?, host: String, port: Int, group: EventLoopGroup, interval: TimeAmount, answersCommands: Bool) {
-        self.id = id
-        self.token = token
-        self.host = host
-        self.port = port
-        self.group = group
-        self.interval = interval
-        self.answersCommands = answersCommands
+/// One simulated sensor on a `DeviceUplink`: `SensorSignals` at a set rate with jitter,
+/// answers to `set_interval` and `reboot`, and, if asked, random disconnects that make it
+/// resume.
+final class SimulatedDevice: Sendable {
+    struct Settings: Sendable {
+        var interval: Duration = .seconds(1)
+        var readingsPerFrame = 4
+        /// Each wait is the interval times a random factor in 1 ± `jitter`.
+        var jitter = 0.1
+        /// Mean time between random disconnects; `nil` for none.
+        var meanTimeBetweenDisconnects: Duration?
+        var answersCommands = true
     }
 
-    /// Connects (retrying with capped backoff) and starts sending.
+    struct Counts: Sendable {
+        var frames = 0
+        var readings = 0
+        var commands = 0
+        var disconnects = 0
+    }
+
+    let uplink: DeviceUplink
+    private let settings: Settings
+    private let state: NIOLockedValueBox<(interval: Duration, counts: Counts, stopped: Bool)>
+
+    init(id: String, token: String?, host: String, port: Int, group: EventLoopGroup, settings: Settings) throws {
+        self.settings = settings
+        uplink = try DeviceUplink(DeviceUplink.Configuration(host: host, port: port, deviceID: id, token: token), group: group)
+        state = NIOLockedValueBox((settings.interval, Counts(), false))
+        guard settings.answersCommands else { return }
+        uplink.onCommand("set_interval") { [state] command in
+            guard let seconds = (command.params["seconds"] as? NSNumber)?.doubleValue, (0.1...3600).contains(seconds) else {
+                return .failed("seconds must be a number from 0.1 to 3600")
+            }
+            state.withLockedValue {
+                $0.interval = .milliseconds(Int64(seconds * 1000))
+                $0.counts.commands += 1
+            }
+            return .ok(resultJSON: #"{"interval_s":\#(seconds)}"#)
+        }
+        uplink.onCommand("reboot") { [state, uplink] _ in
+            state.withLockedValue { $0.counts.commands += 1 }
+            // Reboot once the result is out: drop the connection, come back, resume.
+            Task {
+                try? await Task.sleep(for: .milliseconds(100))
+                await uplink.interrupt()
+            }
+            return .ok(resultJSON: #"{"rebooting":true}"#)
+        }
+    }
+
+    var counts: Counts { state.withLockedValue { $0.counts } }
+
+    /// Sends frames until `stop()`.
     func run() async {
-        var backoff = 0.5
-        while !stopped {
-            do {
-                let client = try await DeviceClient.connect(
-                    host: host, port: port, deviceID: id, token: token, group: group,
-                    onEvent: { [weak self] event in self?.handle(event) })
-                self.client = client
-                let loop = client.channel.eventLoop
-                try await loop.submit { [self] in
-                    seq = max(seq, client.welcome.lastSeq)
-                    schedule(on: loop)
-                }.get()
-                backoff = 0.5
-                try await client.channel.closeFuture.get()
-            } catch {
-                try? await Task.sleep(for: .seconds(backoff * Double.random(in: 0.5...1.5)))
-                backoff = min(backoff * 2, 10)
+        uplink.start()
+        var signals = SensorSignals()
+        var nextDisconnect = settings.meanTimeBetweenDisconnects.map { ContinuousClock.now + Self.exponential(mean: $0) }
+        while true {
+            let (interval, stopped) = state.withLockedValue { ($0.interval, $0.stopped) }
+            if stopped { return }
+            try? await Task.sleep(for: interval * Double.random(in: (1 - settings.jitter)...(1 + settings.jitter)))
+            if state.withLockedValue({ $0.stopped }) { return }
+            let readings = signals.next(count: settings.readingsPerFrame, atSeconds: Date().timeIntervalSince1970)
+            guard (try? await uplink.send(readings)) != nil else { return }
+            state.withLockedValue {
+                $0.counts.frames += 1
+                $0.counts.readings += readings.count
+            }
+            if let due = nextDisconnect, let mean = settings.meanTimeBetweenDisconnects, ContinuousClock.now >= due {
+                await uplink.interrupt()
+                state.withLockedValue { $0.counts.disconnects += 1 }
+                nextDisconnect = ContinuousClock.now + Self.exponential(mean: mean)
             }
         }
     }
 
-    func stop() async {
-        stopped = true
-        task?.cancel()
-        await client?.close()
+    /// Stops sending, waits up to `timeout` for acks, and closes.
+    func stop(timeout: Duration = .seconds(10)) async {
+        state.withLockedValue { $0.stopped = true }
+        await uplink.close(timeout: timeout)
     }
 
-    private func schedule(on loop: EventLoop) {
-        task?.cancel()
-        task = loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [weak self] _ in self?.sendReading() }
-    }
-
-    private func sendReading() {
-        guard let client, client.channel.isActive else { return }
-        seq += 1
-        counter += Int64.random(in: 0...3)
-        if Double.random(in: 0..<1) < 0.05 { door.toggle() }
-        let now = Date().timeIntervalSince1970
-        let temperature = baseTemperature + 3 * sin(now / 60 + phase) + Double.random(in: -0.2...0.2)
-        var readings = [
-            Reading(name: "temp", value: .f64((temperature * 100).rounded() / 100)),
-            Reading(name: "humidity", value: .f64(((45 + 10 * cos(now / 90 + phase) + Double.random(in: -1...1)) * 10).rounded() / 10)),
-            Reading(name: "count", value: .i64(counter)),
-            Reading(name: "door.open", value: .bool(door)),
-        ]
-        if seq % 60 == 1 { readings.append(Reading(name: "fw", value: .string("1.4.\(seq % 7)"))) }
-        client.send(TelemetryFrame(seq: seq, baseTime: Int64(now * 1_000_000), readings: readings))
-        sent += 1
-    }
-
-    private func handle(_ event: DeviceClient.Event) {
-        guard case .text(let text) = event,
-            let message = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-            message["type"] as? String == "command", let id = message["id"] as? String, let client
-        else { return }
-        client.sendText(#"{"type":"command_ack","id":"\#(id)"}"#)
-        let name = message["name"] as? String ?? ""
-        let params = message["params"] as? [String: Any] ?? [:]
-        switch (answersCommands, name) {
-        case (true, "set_interval"):
-            let seconds = (params["seconds"] as? NSNumber)?.doubleValue ?? 1
-            interval = .milliseconds(Int64(max(0.1, min(seconds, 3600)) * 1000))
-            schedule(on: client.channel.eventLoop)
-            client.sendText(#"{"type":"command_result","id":"\#(id)","ok":true,"result":{"interval_s":\#(seconds)}}"#)
-        case (true, "reboot"):
-            client.sendText(#"{"type":"command_result","id":"\#(id)","ok":true,"result":{"rebooted":true}}"#)
-        default:
-            client.sendText(#"{"type":"command_result","id":"\#(id)","ok":false,"error":"unsupported"}"#)
-        }
-        commandsAnswered += 1
+    private static func exponential(mean: Duration) -> Duration {
+        mean * -log(Double.random(in: Double.ulpOfOne..<1))
     }
 }
