@@ -47,7 +47,8 @@ actor CommandCenter {
     private var ready: [String: any DeviceConnection] = [:]
     /// `ref`s of commands sent from `/live`, until the command is final.
     private var refs: [String: String] = [:]
-    private var waiters: [String: [CheckedContinuation<Void, Never>]] = [:]
+    /// Callers of `wait`, woken with the command after each change (`nil` at their deadline).
+    private var waiters: [String: [CheckedContinuation<Command?, Never>]] = [:]
     private var expiries = Heap<Expiry>()
     private var timer: Task<Void, Never>?
 
@@ -82,7 +83,7 @@ actor CommandCenter {
 
     func stop() {
         timer?.cancel()
-        for continuations in waiters.values { continuations.forEach { $0.resume() } }
+        for continuations in waiters.values { continuations.forEach { $0.resume(returning: nil) } }
         waiters = [:]
     }
 
@@ -144,16 +145,17 @@ actor CommandCenter {
     /// Waits up to `seconds` for the command's final state to be committed.
     /// - Returns: the command as it is then.
     func wait(id: String, seconds: Int) async throws -> Command? {
+        guard var latest = open[id] else { return try await store.command(id: id) }
         let deadline = ContinuousClock.now + .seconds(min(seconds, settings.maxWaitSeconds))
         let alarm = Task { [weak self] in
             try? await Task.sleep(until: deadline)
-            await self?.wake(id)
+            await self?.wake(id, with: nil)
         }
         defer { alarm.cancel() }
         while open[id] != nil, ContinuousClock.now < deadline {
-            await withCheckedContinuation { waiters[id, default: []].append($0) }
+            latest = await withCheckedContinuation { waiters[id, default: []].append($0) } ?? open[id] ?? latest
         }
-        return try await command(id: id)
+        return open[id] ?? latest
     }
 
     /// Cancels a queued command. - Returns: it, cancelled; `nil` if it is not queued.
@@ -260,7 +262,7 @@ actor CommandCenter {
         return Task {
             try? await store.save(command, isNew: false)
             open[command.id] = nil
-            wake(command.id)
+            wake(command.id, with: command)
         }
     }
 
@@ -278,11 +280,11 @@ actor CommandCenter {
     private func changed(_ command: Command) {
         publish(command, alsoTo: nil)
         transitions[command.status]?.increment()
-        wake(command.id)
+        wake(command.id, with: command)
     }
 
-    private func wake(_ id: String) {
-        waiters.removeValue(forKey: id)?.forEach { $0.resume() }
+    private func wake(_ id: String, with command: Command?) {
+        waiters.removeValue(forKey: id)?.forEach { $0.resume(returning: command) }
     }
 
     private func publish(_ command: Command, alsoTo origin: DashboardHandler?) {

@@ -43,10 +43,12 @@ final class LiveFanout: Sendable {
 
     /// A rare event (a command's status) to every dashboard subscribed to `device`, and to
     /// `origin` (the dashboard that asked) whether subscribed or not; each once, at once.
-    func publishNow(device: String, text: String, alsoTo origin: DashboardHandler?) {
+    func publishNow(device: String, text makeText: @autoclosure () -> String, alsoTo origin: DashboardHandler?) {
+        let dashboards = index.matching(device).map(\.dashboard) + (origin.map { [$0] } ?? [])
+        guard !dashboards.isEmpty else { return }
+        let text = makeText()
         var seen: Set<ObjectIdentifier> = []
-        for dashboard in index.matching(device).map(\.dashboard) + (origin.map { [$0] } ?? [])
-        where seen.insert(ObjectIdentifier(dashboard)).inserted {
+        for dashboard in dashboards where seen.insert(ObjectIdentifier(dashboard)).inserted {
             dashboard.eventLoop.execute { dashboard.deliver([.control(text)]) }
         }
     }

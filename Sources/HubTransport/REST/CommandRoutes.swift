@@ -33,7 +33,7 @@ struct CommandRoutes: Sendable {
             throw RESTError(.tooManyRequests, "too_many_pending", "device \(device) has \(commands.settings.maxPendingPerDevice) pending commands")
         }
         if waitSeconds > 0, let settled = try await commands.wait(id: command.id, seconds: waitSeconds) { command = settled }
-        return .json(command.isFinal && waitSeconds > 0 ? .ok : .accepted, CommandJSON.object(command))
+        return HTTPReply(status: command.isFinal && waitSeconds > 0 ? .ok : .accepted, body: CommandJSON.object(command))
     }
 
     @Sendable func list(_ request: RESTRequest) async throws -> HTTPReply {
@@ -47,18 +47,18 @@ struct CommandRoutes: Sendable {
             status = value
         }
         let found = try await commands.commands(device: device, status: status, limit: Self.listLimit)
-        return .json(.ok, found.map(CommandJSON.object))
+        return HTTPReply(status: .ok, body: "[" + found.map(CommandJSON.object).joined(separator: ",") + "]")
     }
 
     @Sendable func show(_ request: RESTRequest) async throws -> HTTPReply {
         let id = request.parameters["command"] ?? ""
         guard let command = try await commands.command(id: id) else { throw RESTError.notFound("no command \(id)") }
-        return .json(.ok, CommandJSON.object(command))
+        return HTTPReply(status: .ok, body: CommandJSON.object(command))
     }
 
     @Sendable func cancel(_ request: RESTRequest) async throws -> HTTPReply {
         let id = request.parameters["command"] ?? ""
-        if let cancelled = try await commands.cancel(id: id) { return .json(.ok, CommandJSON.object(cancelled)) }
+        if let cancelled = try await commands.cancel(id: id) { return HTTPReply(status: .ok, body: CommandJSON.object(cancelled)) }
         guard let command = try await commands.command(id: id) else { throw RESTError.notFound("no command \(id)") }
         throw RESTError(.conflict, "not_queued", "command \(id) is \(command.status.rawValue); only a queued command can be cancelled")
     }
