@@ -150,3 +150,24 @@ def test_queued_commands_survive_a_hub_kill_and_are_delivered_in_order(hub):
             break
         time.sleep(0.1)
     assert rows == [f'succeeded|{{"interval": {n}}}' for n in range(5)]
+
+
+def test_hub_simulate_summary_matches_the_database(hub):
+    """`hub simulate` registers its fleet through the API, drops connections at random,
+    and its summary's counts are what PostgreSQL holds."""
+    import re
+    import subprocess
+
+    hub.ensure_running()
+    done = subprocess.run(
+        [HUB_BIN, "simulate", "--url", hub.url, "--api-token", hub.api_token, "-n", "20", "--prefix", "pysim",
+         "--rate", "5", "-t", "6", "--disconnect-every", "2"],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    frames = int(re.search(r"frames sent\s+(\d+)", done.stdout).group(1))
+    readings = int(re.search(r"readings sent\s+(\d+)", done.stdout).group(1))
+    reconnects = int(re.search(r"reconnects\s+(\d+)", done.stdout).group(1))
+    assert "unacked at end     0" in done.stdout and "matches every device's frames" in done.stdout, done.stdout
+    assert frames > 300 and reconnects > 0, done.stdout
+    stored = hub.psql("select count(*), count(distinct (device_id, seq)) from telemetry where device_id like 'pysim-%'")
+    assert stored == [f"{readings}|{frames}"], done.stdout
