@@ -10,21 +10,52 @@ public final class DatabaseTarget: Sendable {
     /// The embedded cluster, when this target started or adopted one.
     public let cluster: EmbeddedPostgres?
     private let startedCluster: Bool
+    /// Whether the schema was applied at start. A server given by URL may be unreachable
+    /// then: the hub starts anyway and applies it once the server answers.
+    public let reachableAtStart: Bool
 
-    /// Resolves the target and makes sure the schema is applied.
+    /// Resolves the target and applies the schema. A server given by URL gets one try
+    /// (`reachableAtStart` tells how it went); the embedded cluster must start within `timeout`.
     public init(databaseURL: String?, clusterDirectory: URL, logger: Logger, timeout: Duration = .seconds(30)) throws {
         if let databaseURL {
             url = databaseURL
             cluster = nil
             startedCluster = false
+            reachableAtStart = Self.applySchemaIfReachable(url: databaseURL, logger: logger)
+            return
         } else {
             let cluster = try EmbeddedPostgres(directory: clusterDirectory, logger: logger)
             startedCluster = try cluster.start()
             self.cluster = cluster
             url = cluster.url
         }
-        let connection = try Self.connect(url: url, timeout: timeout, logger: logger)
-        try Schema.apply(on: connection)
+        do {
+            try Schema.apply(on: Self.connect(url: url, timeout: timeout, logger: logger))
+        } catch {
+            if startedCluster { try? cluster?.stop() }
+            throw error
+        }
+        reachableAtStart = true
+    }
+
+    /// One try at applying the schema. - Returns: false if the server did not answer.
+    private static func applySchemaIfReachable(url: String, logger: Logger) -> Bool {
+        let connection: PostgresConnection
+        do {
+            connection = try PostgresConnection(url: url)
+        } catch {
+            logger.warning(
+                "database unreachable at start; serving anyway: /readyz says not ready and devices get 503 until it answers",
+                metadata: ["error": "\(error)"])
+            return false
+        }
+        do {
+            try Schema.apply(on: connection)
+            return true
+        } catch {
+            logger.warning("could not apply the schema at start; retrying once the database answers", metadata: ["error": "\(error)"])
+            return false
+        }
     }
 
     /// Stops the embedded cluster if this target started it (or `force`).

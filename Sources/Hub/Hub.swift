@@ -27,7 +27,7 @@ public final class Hub: Sendable {
 
     /// Starts a hub; returns once it accepts connections.
     public static func start(_ configuration: HubConfiguration, logger: Logger) async throws -> Hub {
-        try FileManager.default.createDirectory(at: configuration.dataDirectory, withIntermediateDirectories: true)
+        try DataFolder.prepare(configuration.dataDirectory)
         let database = try await Task.detached {
             try DatabaseTarget(
                 databaseURL: configuration.databaseURL, clusterDirectory: configuration.clusterDirectory,
@@ -49,7 +49,9 @@ public final class Hub: Sendable {
 
         HubMetrics.bootstrap()
         let registry = DeviceRegistry(autoProvision: configuration.server.autoProvision)
-        registry.load(try DeviceStore(connection: PostgresConnection(url: database.url)).loadAll())
+        if database.reachableAtStart {
+            registry.load(try DeviceStore(connection: PostgresConnection(url: database.url)).loadAll())
+        }
         self.registry = registry
 
         queue = IngestQueue(capacityRows: configuration.queueCapacityRows)
@@ -63,7 +65,7 @@ public final class Hub: Sendable {
             logger: logger, metrics: metrics)
         writer.start()
 
-        listener = DeviceChangeListener(url: database.url, registry: registry, logger: logger) { connection in
+        listener = DeviceChangeListener(url: database.url, registry: registry, schemaApplied: database.reachableAtStart, logger: logger) { connection in
             connection.close(.revoked)
         }
         listener.start()
@@ -84,16 +86,17 @@ public final class Hub: Sendable {
                 HubMetrics.queueDepth.record(queue.depth)
                 return HubMetrics.text()
             },
-            readiness: { await Hub.readiness(writer: writer, executor: executor) })
+            readiness: { [registry] in await Hub.readiness(writer: writer, executor: executor, registry: registry) })
         port = try await server.start()
         if configuration.server.autoProvision {
             logger.warning("auto-provisioning is on: any well-formed device id may connect without a token")
         }
     }
 
-    /// `/readyz`: the database answers within 2 s, writes succeed, and ingest is not stalled
+    /// `/readyz`: the devices are loaded, the database answers within 2 s, writes succeed, and ingest is not stalled
     /// (readings waiting with no commit for 10 s).
-    static func readiness(writer: IngestWriter, executor: DatabaseExecutor) async -> Readiness {
+    static func readiness(writer: IngestWriter, executor: DatabaseExecutor, registry: DeviceRegistry) async -> Readiness {
+        guard registry.isLoaded else { return Readiness(ready: false, detail: "devices not loaded: the database has not answered since start") }
         if let failure = writer.failure { return Readiness(ready: false, detail: "database writes failing: \(failure)") }
         if writer.isStalled(limitNanos: 10_000_000_000) { return Readiness(ready: false, detail: "ingest stalled: no commit for 10 s") }
         let reachable = await withTaskGroup(of: Bool.self) { group in

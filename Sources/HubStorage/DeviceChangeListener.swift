@@ -12,11 +12,19 @@ public final class DeviceChangeListener: @unchecked Sendable {
     private let onRevoked: @Sendable (any DeviceConnection) -> Void
     private let lock = NSLock()
     private var stopped = false
+    private var schemaApplied: Bool
 
-    /// - Parameter onRevoked: called with a live connection whose device was deleted,
-    ///   disabled or given a new token.
-    public init(url: String, registry: DeviceRegistry, logger: Logger, onRevoked: @escaping @Sendable (any DeviceConnection) -> Void) {
+    /// - Parameters:
+    ///   - schemaApplied: false if the database was unreachable at start; the listener then
+    ///     applies the schema on its first connection, before loading the devices.
+    ///   - onRevoked: called with a live connection whose device was deleted, disabled or
+    ///     given a new token.
+    public init(
+        url: String, registry: DeviceRegistry, schemaApplied: Bool = true, logger: Logger,
+        onRevoked: @escaping @Sendable (any DeviceConnection) -> Void
+    ) {
         self.url = url
+        self.schemaApplied = schemaApplied
         self.registry = registry
         self.logger = logger
         self.onRevoked = onRevoked
@@ -36,14 +44,21 @@ public final class DeviceChangeListener: @unchecked Sendable {
 
     private func loop() {
         var connection: PostgresConnection?
+        var warned = false
         while !isStopped {
             do {
                 if connection == nil || !(connection!.isConnected) {
                     let fresh = try PostgresConnection(url: url)
+                    if !schemaApplied {
+                        try Schema.apply(on: fresh)
+                        schemaApplied = true
+                        logger.notice("database reachable: schema applied, devices loaded")
+                    }
                     try fresh.listen("hub_devices")
                     connection = fresh
                     // Catch up on anything changed while not listening.
                     registry.load(try DeviceStore(connection: fresh).loadAll())
+                    warned = false
                 }
                 let changed = Set(try connection!.notifications(timeoutMilliseconds: 500).map(\.payload))
                 guard !changed.isEmpty else { continue }
@@ -56,7 +71,11 @@ public final class DeviceChangeListener: @unchecked Sendable {
                     }
                 }
             } catch {
-                logger.warning("device change listener lost its connection; retrying", metadata: ["error": "\(error)"])
+                // Once per outage, not once per retry.
+                if connection != nil || !warned {
+                    logger.warning("device change listener lost its connection; retrying every second", metadata: ["error": "\(error)"])
+                    warned = true
+                }
                 connection = nil
                 Thread.sleep(forTimeInterval: 1)
             }

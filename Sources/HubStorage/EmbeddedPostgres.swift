@@ -44,7 +44,10 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         if !fileManager.fileExists(atPath: directory.appendingPathComponent("PG_VERSION").path) {
             try createCluster()
         }
-        if isRunning { return false }
+        if isRunning {
+            try ensureDatabase()
+            return false
+        }
         let log = directory.appendingPathComponent("server.log").path
         let options = [
             "-c listen_addresses=''", "-k \(socketDirectory)", "-c max_connections=100",
@@ -57,7 +60,21 @@ public final class EmbeddedPostgres: @unchecked Sendable {
             let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").suffix(5).joined(separator: "\n") ?? ""
             throw Failure(description: "PostgreSQL did not start in \(directory.path): \(error)\n\(tail)")
         }
+        do {
+            try ensureDatabase()
+        } catch {
+            _ = try? stop()
+            throw error
+        }
         return true
+    }
+
+    /// Creates the `hub` database if it is missing (a first start cut short after initdb,
+    /// for example by a full disk).
+    private func ensureDatabase() throws {
+        let found = try run("psql", ["-h", socketDirectory, "-U", "hub", "-d", "postgres", "-tAc", "SELECT 1 FROM pg_database WHERE datname = '\(database)'"])
+        guard found.trimmingCharacters(in: .whitespacesAndNewlines) != "1" else { return }
+        try run("psql", ["-h", socketDirectory, "-U", "hub", "-d", "postgres", "-q", "-c", "CREATE DATABASE \(database)"])
     }
 
     /// Stops the cluster (fast shutdown: open transactions roll back, committed data stays).
@@ -78,10 +95,6 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         try fileManager.setAttributes([.posixPermissions: 0o700], ofItemAtPath: directory.path)
         logger.info("creating a PostgreSQL cluster", metadata: ["path": "\(directory.path)"])
         try run("initdb", ["-D", directory.path, "-U", "hub", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-instructions"])
-        try run("pg_ctl", ["start", "-w", "-D", directory.path, "-o", "-c listen_addresses='' -k \(socketDirectory)",
-                            "-l", directory.appendingPathComponent("server.log").path])
-        defer { _ = try? run("pg_ctl", ["stop", "-w", "-m", "fast", "-D", directory.path]) }
-        try run("psql", ["-h", socketDirectory, "-U", "hub", "-d", "postgres", "-q", "-c", "CREATE DATABASE \(database)"])
     }
 
     @discardableResult

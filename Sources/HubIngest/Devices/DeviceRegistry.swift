@@ -20,15 +20,21 @@ public final class DeviceRegistry: Sendable {
     }
 
     private let entries = NIOLockedValueBox<[String: Entry]>([:])
+    private let loaded = NIOLockedValueBox(false)
     private let autoProvision: Bool
 
     public init(autoProvision: Bool = false) {
         self.autoProvision = autoProvision
     }
 
+    /// Whether the table was loaded from storage at least once; until then no device can
+    /// be checked (the database was unreachable at start).
+    public var isLoaded: Bool { loaded.withLockedValue { $0 } }
+
     /// Replaces the whole table, keeping live connections of devices that remain. Marks and
     /// sessions never go back (storage may lag the sessions started in memory).
     public func load(_ records: [DeviceRecord]) {
+        defer { loaded.withLockedValue { $0 = true } }
         entries.withLockedValue { entries in
             var fresh: [String: Entry] = [:]
             for var record in records {

@@ -8,12 +8,15 @@ struct DeviceRequest {
         case badPath(String)
         case unauthorized
         case disabled
+        /// The device table is not loaded yet: the database has been unreachable since start.
+        case unavailable
 
         var status: HTTPResponseStatus {
             switch self {
             case .badPath: .badRequest
             case .unauthorized: .unauthorized
             case .disabled: .forbidden
+            case .unavailable: .serviceUnavailable
             }
         }
 
@@ -22,6 +25,7 @@ struct DeviceRequest {
             case .badPath(let why): why
             case .unauthorized: "missing or invalid device token"
             case .disabled: "device is disabled"
+            case .unavailable: "the hub cannot reach its database yet; retry"
             }
         }
     }
@@ -45,6 +49,7 @@ struct DeviceRequest {
 
     /// The registry's verdict; unknown devices under auto-provisioning come back as `.provision`.
     func authenticate(_ registry: DeviceRegistry) throws(Refusal) -> DeviceRegistry.Authentication {
+        guard registry.isLoaded else { throw .unavailable }
         switch registry.authenticate(id: deviceID, token: token) {
         case .unauthorized: throw .unauthorized
         case .disabled: throw .disabled
