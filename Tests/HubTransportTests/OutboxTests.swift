@@ -15,7 +15,7 @@ struct OutboxTests {
     func passThrough() {
         var outbox = Outbox()
         #expect(outbox.offer(control: "x", writable: true, nowNanos: 0, maxBytes: 10, stallLimitNanos: limit) == .write)
-        #expect(outbox.offer(telemetry: "t", sub: "s", device: "d", readings: { [] }, writable: true, nowNanos: 0, maxBytes: 10, stallLimitNanos: limit) == .write)
+        #expect(outbox.offer(telemetry: { "t" }, sub: "s", device: "d", readings: { [] }, writable: true, nowNanos: 0, maxBytes: 10, stallLimitNanos: limit) == .write)
     }
 
     @Test("over its bound the outbox conflates to the newest reading per device and metric, then reports lagged")
@@ -25,7 +25,7 @@ struct OutboxTests {
         // Not writable: the first event queues, the rest go over the 10-byte bound.
         for seq in 1...5 as ClosedRange<UInt64> {
             _ = outbox.offer(
-                telemetry: text, sub: "s", device: "d", readings: { [reading(seq, "temp"), reading(seq, "rpm")] },
+                telemetry: { text }, sub: "s", device: "d", readings: { [reading(seq, "temp"), reading(seq, "rpm")] },
                 writable: false, nowNanos: 0, maxBytes: 10, stallLimitNanos: limit)
         }
         var written: [String] = []

@@ -20,12 +20,16 @@ extension DashboardHandler {
                     let now = DispatchTime.now().uptimeNanoseconds
                     let readings = subscription.readings(of: frame)
                     if let ready = rate.offer(sub: subscription.id, device: device, readings: readings, intervalNanos: interval, nowNanos: now) {
-                        emit(telemetry: text, sub: subscription.id, device: device, readings: { ready }, context: context)
+                        emit(
+                            telemetry: { text ?? LiveEvent.text(subscription, device: device, frame: frame) },
+                            sub: subscription.id, device: device, readings: { ready }, context: context)
                     } else {
                         scheduleRateFlush(context: context)
                     }
                 } else {
-                    emit(telemetry: text, sub: subscription.id, device: device, readings: { subscription.readings(of: frame) }, context: context)
+                    emit(
+                        telemetry: { text ?? LiveEvent.text(subscription, device: device, frame: frame) },
+                        sub: subscription.id, device: device, readings: { subscription.readings(of: frame) }, context: context)
                 }
             }
         }
@@ -39,13 +43,30 @@ extension DashboardHandler {
         perform(decision, text: text, context: context)
     }
 
-    func emit(telemetry text: String, sub: String, device: String, readings: () -> [ConflatedReading], context: ChannelHandlerContext) {
+    func emit(telemetry text: () -> String?, sub: String, device: String, readings: () -> [ConflatedReading], context: ChannelHandlerContext) {
         let decision = outbox.offer(
             telemetry: text, sub: sub, device: device, readings: readings, writable: context.channel.isWritable,
             nowNanos: DispatchTime.now().uptimeNanoseconds, maxBytes: environment.maxQueuedBytes,
             stallLimitNanos: environment.stallLimitNanos)
-        perform(decision, text: text, context: context)
-        if decision == .write { environment.metrics.deliveries.increment() }
+        if decision == .write {
+            guard let text = text() else { return }
+            environment.metrics.deliveries.increment()
+            perform(decision, text: text, context: context)
+            return
+        }
+        let dropped = outbox.takeNewlyDropped()
+        if dropped > 0 { environment.metrics.conflated.increment(by: Int64(dropped)) }
+        noteBacklog()
+        perform(decision, text: "", context: context)
+    }
+
+    /// Tells the fan-out (on other loops) whether this dashboard conflates, so it builds no
+    /// text for it meanwhile.
+    private func noteBacklog() {
+        let conflating = outbox.isConflating
+        guard conflating != backlogNoted else { return }
+        backlogNoted = conflating
+        backlog.withLockedValue { $0 = conflating }
     }
 
     private func perform(_ decision: Outbox.Decision, text: String, context: ChannelHandlerContext) {
@@ -61,10 +82,8 @@ extension DashboardHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable && !outbox.isIdle {
             let dropped = outbox.drain(isSubscribed: { self.subscriptions[$0] != nil }, write: { self.send($0, context: context) })
-            if dropped > 0 {
-                environment.metrics.lagged.increment()
-                environment.metrics.conflated.increment(by: Int64(dropped))
-            }
+            if dropped > 0 { environment.metrics.lagged.increment() }
+            noteBacklog()
             context.flush()
         }
         context.fireChannelWritabilityChanged()

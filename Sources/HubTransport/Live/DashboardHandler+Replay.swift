@@ -16,9 +16,11 @@ struct ReplayBuffer {
     }
 
     mutating func hold(_ event: LiveEvent, maxBytes: Int) {
-        guard case .telemetry(let subscription, let device, let frame, let text) = event else { return }
+        guard case .telemetry(let subscription, let device, let frame, let made) = event,
+            let text = made ?? LiveEvent.text(subscription, device: device, frame: frame)
+        else { return }
         if overflow.isEmpty && bytes + text.utf8.count <= maxBytes {
-            events.append(event)
+            events.append(.telemetry(subscription: subscription, device: device, frame: frame, text: text))
             bytes += text.utf8.count
             return
         }

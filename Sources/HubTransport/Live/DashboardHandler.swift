@@ -2,6 +2,7 @@ import Foundation
 import HubIngest
 import HubProtocol
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOWebSocket
 
@@ -23,10 +24,17 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
     var context: ChannelHandlerContext?
     var subscriptions: [String: LiveSubscription] = [:]
     var outbox = Outbox()
+    /// Whether the outbox conflates: written on this loop, read by the fan-out on any loop.
+    let backlog = NIOLockedValueBox(false)
+    /// This loop's copy of `backlog`, to touch the lock only on a change.
+    var backlogNoted = false
     var rate = RateLimiter()
     var rateTimer: Scheduled<Void>?
     var replays: [String: ReplayBuffer] = [:]
     var closing = false
+
+    /// Read by the fan-out: build no text for this dashboard while it conflates.
+    var isBacklogged: Bool { backlog.withLockedValue { $0 } }
 
     init(access: APITokens.Access, environment: LiveEnvironment, eventLoop: EventLoop) {
         self.access = access

@@ -28,6 +28,13 @@ final class LiveFanout: Sendable {
         guard !subscriptions.isEmpty else { return }
         var bodies: [Set<String>?: [String?]] = [:]
         for subscription in subscriptions {
+            // A dashboard that is conflating takes readings, not text: build none for it.
+            if subscription.dashboard.isBacklogged {
+                for frame in frames {
+                    batch.add(.telemetry(subscription: subscription, device: device, frame: frame, text: nil), to: subscription.dashboard)
+                }
+                continue
+            }
             let filter = subscription.metrics
             let encoded = bodies[filter] ?? frames.map {
                 LiveMessages.telemetryBody(device: device, frame: $0.frame, baseMicros: $0.baseMicros, metrics: filter)
@@ -72,8 +79,15 @@ final class LiveFanout: Sendable {
 
 /// An event on its way to one dashboard.
 enum LiveEvent: Sendable {
-    case telemetry(subscription: LiveSubscription, device: String, frame: AcceptedFrame, text: String)
+    /// `text` is `nil` when the dashboard was conflating as the frame was published.
+    case telemetry(subscription: LiveSubscription, device: String, frame: AcceptedFrame, text: String?)
     case control(String)
+
+    /// A telemetry event's message, made now if the fan-out did not make it.
+    static func text(_ subscription: LiveSubscription, device: String, frame: AcceptedFrame) -> String? {
+        LiveMessages.telemetryBody(device: device, frame: frame.frame, baseMicros: frame.baseMicros, metrics: subscription.metrics)
+            .map { LiveMessages.telemetryPrefix(sub: subscription.id) + $0 }
+    }
 }
 
 /// Events gathered on one event loop during its current pass, grouped by dashboard loop

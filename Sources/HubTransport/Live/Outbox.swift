@@ -9,10 +9,17 @@ import HubProtocol
 /// drains, the queue goes out, then the conflated readings (one message per frame), then
 /// `lagged` with the counts. A dashboard stalled for longer than `stallLimitNanos` is closed.
 struct Outbox {
+    /// One (subscription, device, metric), for the rate limiter and replay overflow.
     struct Key: Hashable {
         var sub: String
         var device: String
         var metric: String
+    }
+
+    /// Where conflated readings come from; each holds the newest reading per metric.
+    struct Source: Hashable {
+        var sub: String
+        var device: String
     }
 
     enum Decision: Equatable {
@@ -24,11 +31,20 @@ struct Outbox {
     private var queued: [String] = []
     private var head = 0
     private(set) var queuedBytes = 0
-    private var conflated: [Key: ConflatedReading] = [:]
+    private var conflated: [Source: [String: ConflatedReading]] = [:]
     private var dropped: [String: Int] = [:]
+    private var droppedSinceTaken = 0
     private var stalledSince: UInt64?
 
     var isIdle: Bool { head == queued.count && conflated.isEmpty }
+    /// Telemetry is being conflated (until the next full drain).
+    var isConflating: Bool { !conflated.isEmpty }
+
+    /// Readings replaced by newer ones since the last call.
+    mutating func takeNewlyDropped() -> Int {
+        defer { droppedSinceTaken = 0 }
+        return droppedSinceTaken
+    }
 
     /// A control message (hello, presence, errors…): written, or queued in order.
     mutating func offer(control text: String, writable: Bool, nowNanos: UInt64, maxBytes: Int, stallLimitNanos: UInt64) -> Decision {
@@ -38,19 +54,25 @@ struct Outbox {
         return .held
     }
 
-    /// A telemetry message: written, queued, or conflated into its readings.
+    /// A telemetry message: written (the caller makes `text` then), queued, or conflated
+    /// into its readings. While conflating, `text` is never made.
     mutating func offer(
-        telemetry text: String, sub: String, device: String, readings: () -> [ConflatedReading], writable: Bool,
+        telemetry text: () -> String?, sub: String, device: String, readings: () -> [ConflatedReading], writable: Bool,
         nowNanos: UInt64, maxBytes: Int, stallLimitNanos: UInt64
     ) -> Decision {
         if isIdle && writable { return .write }
         if stalled(nowNanos, limit: stallLimitNanos) { return .closeSlowConsumer }
-        if conflated.isEmpty && queuedBytes + text.utf8.count <= maxBytes {
+        if conflated.isEmpty, let text = text(), queuedBytes + text.utf8.count <= maxBytes {
             enqueue(text)
         } else {
-            for reading in readings() {
-                let key = Key(sub: sub, device: device, metric: reading.metric)
-                if conflated.updateValue(reading, forKey: key) != nil { dropped[sub, default: 0] += 1 }
+            var replaced = 0
+            conflated[Source(sub: sub, device: device), default: [:]].merge(readings().lazy.map { ($0.metric, $0) }) { _, newer in
+                replaced += 1
+                return newer
+            }
+            if replaced > 0 {
+                dropped[sub, default: 0] += replaced
+                droppedSinceTaken += replaced
             }
         }
         return .held
@@ -86,11 +108,19 @@ struct Outbox {
         return reported
     }
 
-    /// Readings grouped back into one telemetry message per (subscription, device, seq).
     static func messages(_ readings: [Key: ConflatedReading], isSubscribed: (String) -> Bool) -> [String] {
+        var grouped: [Source: [String: ConflatedReading]] = [:]
+        for (key, reading) in readings { grouped[Source(sub: key.sub, device: key.device), default: [:]][key.metric] = reading }
+        return messages(grouped, isSubscribed: isSubscribed)
+    }
+
+    /// Readings grouped back into one telemetry message per (subscription, device, seq).
+    static func messages(_ readings: [Source: [String: ConflatedReading]], isSubscribed: (String) -> Bool) -> [String] {
         var frames: [FrameKey: [ConflatedReading]] = [:]
-        for (key, reading) in readings where isSubscribed(key.sub) {
-            frames[FrameKey(sub: key.sub, device: key.device, seq: reading.seq), default: []].append(reading)
+        for (source, latest) in readings where isSubscribed(source.sub) {
+            for reading in latest.values {
+                frames[FrameKey(sub: source.sub, device: source.device, seq: reading.seq), default: []].append(reading)
+            }
         }
         return frames.sorted { ($0.key.seq, $0.key.device, $0.key.sub) < ($1.key.seq, $1.key.device, $1.key.sub) }.compactMap { key, readings in
             LiveMessages.telemetryBody(
