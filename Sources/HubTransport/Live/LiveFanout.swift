@@ -27,9 +27,12 @@ final class LiveFanout: Sendable {
         let subscriptions = index.matching(device)
         guard !subscriptions.isEmpty else { return }
         var bodies: [Set<String>?: [String?]] = [:]
+        // Dashboards that conflate take readings, not text: when all of them do (a stuck
+        // dashboard, say), build no text at all. Otherwise build it once and share it, so
+        // one that drains meanwhile need not build its own.
+        let allBacklogged = subscriptions.allSatisfy { $0.dashboard.isBacklogged }
         for subscription in subscriptions {
-            // A dashboard that is conflating takes readings, not text: build none for it.
-            if subscription.dashboard.isBacklogged {
+            if allBacklogged {
                 for frame in frames {
                     batch.add(.telemetry(subscription: subscription, device: device, frame: frame, text: nil), to: subscription.dashboard)
                 }
