@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "hub", targets: ["hub"]),
         .library(name: "HubProtocol", targets: ["HubProtocol"]),
         .library(name: "HubClient", targets: ["HubClient"]),
+        .executable(name: "hub-fuzz", targets: ["HubFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
@@ -19,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // The wire codec: pure value types, no I/O. Shared by the server, clients and fuzzers.
@@ -69,6 +71,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             resources: [.copy("Page/index.html")]
         ),
@@ -107,6 +110,9 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
+
+        // libFuzzer target for the frame decoder and the /live message parser; see README.
+        .executableTarget(name: "HubFuzz", dependencies: ["HubProtocol", "HubTransport"]),
 
         .testTarget(name: "HubProtocolTests", dependencies: ["HubProtocol"]),
         .testTarget(

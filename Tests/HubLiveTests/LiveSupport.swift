@@ -76,7 +76,9 @@ struct TestHub: Sendable {
     static let apiToken = "test-full-token"
     static let readToken = "test-read-token"
 
-    static func start(databaseURL: String? = nil, _ configure: (inout HubConfiguration) -> Void = { _ in }) async throws -> TestHub {
+    static func start(
+        databaseURL: String? = nil, logger: Logger = TestHub.logger, _ configure: (inout HubConfiguration) -> Void = { _ in }
+    ) async throws -> TestHub {
         let cluster = try #require(TestCluster.current)
         let url = try databaseURL ?? cluster.makeDatabase()
         var configuration = HubConfiguration()

@@ -1,5 +1,6 @@
 import HubIngest
 import Logging
+import Metrics
 import NIOConcurrencyHelpers
 
 /// What every device connection shares: the registry, the ingest queue, settings, metrics.
@@ -12,6 +13,8 @@ final class DeviceEnvironment: Sendable {
     let connections = ConnectionSet<DeviceHandler>()
     let fanout: LiveFanout
     let commands: CommandCenter
+    /// Times a device's socket stopped being read for exceeding its frame rate.
+    let ratePauses = Counter(label: "hub_device_rate_pauses_total")
     private let rejectionLog = NIOLockedValueBox<(count: Int, since: Int64)>((0, 0))
 
     init(registry: DeviceRegistry, queue: IngestQueue, configuration: ServerConfiguration, logger: Logger, metrics: IngestMetrics, fanout: LiveFanout, commands: CommandCenter) {
@@ -25,7 +28,7 @@ final class DeviceEnvironment: Sendable {
     }
 
     /// Logs rejected frames at most once per 10 s, with the count since the last line.
-    func logRejection(device: String, reason: String) {
+    func logRejection(device: String, connection: String, reason: String) {
         metrics.framesRejected.increment()
         let now = WallClock.nowMicros()
         let report: Int? = rejectionLog.withLockedValue { state in
@@ -35,7 +38,7 @@ final class DeviceEnvironment: Sendable {
             return state.count
         }
         if let report {
-            logger.warning("rejected frames", metadata: ["device": "\(device)", "count": "\(report)", "last_reason": "\(reason)"])
+            logger.warning("rejected frames", metadata: ["device": "\(device)", "connection": "\(connection)", "count": "\(report)", "last_reason": "\(reason)"])
         }
     }
 }

@@ -40,6 +40,12 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     private var drainWaiters: [@Sendable () -> Void] = []
     private var replaced = false
     private var paused = false
+    /// Frames per second this device may send; reading waits while the bucket is in debt.
+    private lazy var frameBudget = TokenBucket(perSecond: Double(environment.configuration.maxFramesPerSecondPerDevice))
+    private var rateDebtNanos: UInt64?
+    private var pausedForRate = false
+    /// Frames already read while over the rate; taken in order once the bucket allows.
+    private var deferred: [WebSocketFrame] = []
     private var readPending = false
     private var pendingAck: UInt64?
     /// Counted per read cycle, reported to metrics once per cycle.
@@ -141,7 +147,8 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         case .binary, .text:
             switch state {
             case .awaitingWelcome: held.append(frame)
-            case .streaming: receive(frame, context: context)
+            case .streaming:
+                if pausedForRate { deferred.append(frame) } else { receive(frame, context: context) }
             case .stopped, .inactive: break  // not taken: never acked, so the device resends it
             }
         case .ping:
@@ -168,6 +175,10 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             receiveText(frame.unmaskedData, context: context)
             return
         }
+        if let debt = frameBudget.take(nowNanos: DispatchTime.now().uptimeNanoseconds) {
+            rateDebtNanos = debt
+            pausedForRate = true
+        }
         let data = frame.unmaskedData
         let now = WallClock.nowMicros()
         let action = data.withUnsafeReadableBytes { stream!.receive($0, nowMicros: now) }
@@ -182,12 +193,16 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         case .reject(let rejected, let closeConnection):
             addToBurst { $0.rejections.append(rejected) }
             writeText(DeviceMessages.rejected(seq: rejected.seq, reason: rejected.reason), context: context)
-            environment.logRejection(device: device.id, reason: rejected.reason)
+            environment.logRejection(device: device.id, connection: "\(connectionID)", reason: rejected.reason)
             if closeConnection { closeAfterReadCycle = .tooManyBadFrames }
         }
     }
 
     private func receiveText(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        guard buffer.readableBytes <= environment.configuration.maxJSONBytes else {
+            writeText(DeviceMessages.error(code: "too_large", message: "text messages may have at most \(environment.configuration.maxJSONBytes) bytes"), context: context)
+            return
+        }
         let bytes = buffer.readableBytesView
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
             let type = object["type"] as? String
@@ -239,6 +254,19 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             closeAfterReadCycle = nil
             closeSocket(reason)
         }
+        if let debt = rateDebtNanos {
+            // Over its frame rate: frames already read wait in `deferred`, and the socket
+            // is not read until the bucket is out of debt; the rest waits in TCP.
+            rateDebtNanos = nil
+            environment.ratePauses.increment()
+            context.eventLoop.scheduleTask(in: .nanoseconds(Int64(debt))) { [self] in
+                pausedForRate = false
+                guard let context = self.context, case .streaming = state else { return }
+                while !pausedForRate, !deferred.isEmpty { receive(deferred.removeFirst(), context: context) }
+                channelReadComplete(context: context)
+                if !pausedForRate, readPending { read(context: context) }
+            }
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -256,7 +284,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     // MARK: - Outbound: reads are held while paused
 
     func read(context: ChannelHandlerContext) {
-        guard case .streaming = state, !paused else {
+        guard case .streaming = state, !paused, !pausedForRate else {
             readPending = true
             return
         }

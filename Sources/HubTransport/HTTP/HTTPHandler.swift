@@ -13,6 +13,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var bodyTooLarge = false
+    /// Set by the upgrader when it refused this request's upgrade for a limit or an origin.
+    var refusal: HTTPReply?
 
     init(environment: HTTPEnvironment) {
         self.environment = environment
@@ -33,7 +35,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let head else { return }
             self.head = nil
-            if bodyTooLarge {
+            let path = RequestTarget.split(head.uri).path
+            if let refusal = refusal ?? (path == "/" || path.hasPrefix("/api/") ? environment.admission.refusedOrigin(head) : nil) {
+                self.refusal = nil
+                respond(refusal, keepAlive: head.isKeepAlive && !refusal.close, context: context)
+            } else if bodyTooLarge {
                 var reply = HTTPReply.error(.payloadTooLarge, code: "too_large", "the body is over \(environment.maxBodyBytes) bytes")
                 reply.close = true
                 respond(reply, keepAlive: false, context: context)
@@ -143,6 +149,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             headers.add(name: "content-type", value: reply.contentType)
             headers.add(name: "content-length", value: String(buffer.readableBytes))
         }
+        if let seconds = reply.retryAfterSeconds { headers.add(name: "retry-after", value: String(seconds)) }
         let close = reply.close || !keepAlive
         if close { headers.add(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: reply.status, headers: headers))), promise: nil)
@@ -168,4 +175,5 @@ struct HTTPEnvironment: Sendable {
     /// The largest request body taken; larger gets 413.
     let maxBodyBytes: Int
     let readiness: @Sendable () async -> Readiness
+    let admission: Admission
 }

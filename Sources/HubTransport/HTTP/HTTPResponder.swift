@@ -8,6 +8,8 @@ struct HTTPReply: Sendable {
     var contentType = "application/json"
     var body: String
     var close = false
+    /// Sent as `Retry-After`.
+    var retryAfterSeconds: Int?
 
     /// The contract's error body: `{"error":{"code":…,"message":…}}`.
     static func error(_ status: HTTPResponseStatus, code: String, _ message: String) -> HTTPReply {

@@ -88,33 +88,32 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func handle(_ text: String, context: ChannelHandlerContext) {
-        guard let message = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
-            sendError("bad_json", "expected a JSON object", context: context)
+        let message: LiveClientMessage
+        do {
+            message = try LiveClientMessage(text: text, maxBytes: environment.maxJSONBytes)
+        } catch {
+            sendError(error.code, error.message, context: context)
             return
         }
-        switch message["type"] as? String {
-        case "ping":
+        switch message {
+        case .ping:
             send(LiveMessages.pong, context: context)
-        case "subscribe":
-            subscribe(message, context: context)
-        case "unsubscribe":
-            guard let id = message["id"] as? String, let subscription = subscriptions.removeValue(forKey: id) else {
+        case .subscribe(let request):
+            subscribe(request, context: context)
+        case .unsubscribe(let id):
+            guard let subscription = subscriptions.removeValue(forKey: id) else {
                 sendError("unknown_subscription", "no subscription with that id", context: context)
                 return
             }
             environment.fanout.index.remove(subscription, patterns: subscription.patterns)
             replays[id] = nil
             rate.remove(sub: id)
-        case "command":
+        case .command(let fields):
             guard access == .full else {
                 sendError("forbidden", "a read-only token cannot send commands", context: context)
                 return
             }
-            command(message, context: context)
-        case let type?:
-            sendError("unknown_type", "unknown message type \(type)", context: context)
-        case nil:
-            sendError("bad_message", "a message needs a string \"type\"", context: context)
+            command(fields, context: context)
         }
     }
 
@@ -152,61 +151,10 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
         context.flush()
     }
 
-    private func subscribe(_ message: [String: Any], context: ChannelHandlerContext) {
-        guard let id = message["id"] as? String, !id.isEmpty, id.utf8.count <= 64 else {
-            sendError("bad_subscription", "\"id\" must be a string of 1 to 64 bytes", context: context)
-            return
-        }
-        guard let selectors = message["devices"] as? [String], !selectors.isEmpty else {
-            sendError("bad_subscription", "\"devices\" must be a non-empty list of ids or globs", context: context)
-            return
-        }
-        var patterns: [DevicePattern] = []
-        for selector in selectors {
-            guard let pattern = DevicePattern(selector) else {
-                sendError("bad_glob", "\(JSON.quote(selector)) is not a device id or glob (A-Z a-z 0-9 . _ - and *)", context: context)
-                return
-            }
-            patterns.append(pattern)
-        }
-        var metrics: Set<String>?
-        if let list = message["metrics"] {
-            guard let names = list as? [String] else {
-                sendError("bad_subscription", "\"metrics\" must be a list of metric names", context: context)
-                return
-            }
-            metrics = Set(names)
-        }
-        var maxRate: Double?
-        if let raw = message["max_rate_hz"] {
-            guard let rate = (raw as? NSNumber)?.doubleValue, rate > 0, rate <= 1_000 else {
-                sendError("bad_subscription", "\"max_rate_hz\" must be a number above 0 and at most 1000", context: context)
-                return
-            }
-            maxRate = rate
-        }
-        var since: Int64?
-        if let raw = message["since_us"] {
-            guard let value = raw as? NSNumber, value.int64Value >= 0 else {
-                sendError("bad_subscription", "\"since_us\" must be a non-negative integer of microseconds", context: context)
-                return
-            }
-            since = value.int64Value
-        }
-        var resume: [String: UInt64] = [:]
-        if let raw = message["resume"] {
-            guard let object = raw as? [String: Any] else {
-                sendError("bad_subscription", "\"resume\" must map device ids to the last seq seen", context: context)
-                return
-            }
-            for (device, seq) in object {
-                guard DeviceID.isValid(device), let number = seq as? NSNumber, number.int64Value >= 0 else {
-                    sendError("bad_subscription", "\"resume\" must map device ids to the last seq seen", context: context)
-                    return
-                }
-                resume[device] = number.uint64Value
-            }
-        }
+    private func subscribe(_ request: SubscribeRequest, context: ChannelHandlerContext) {
+        let (id, patterns, metrics, maxRate, since, resume) = (
+            request.id, request.patterns, request.metrics, request.maxRateHz, request.sinceMicros, request.resume
+        )
         if subscriptions[id] == nil && subscriptions.count >= environment.maxSubscriptions {
             sendError("too_many_subscriptions", "at most \(environment.maxSubscriptions) subscriptions per connection", context: context)
             return

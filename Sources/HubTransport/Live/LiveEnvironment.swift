@@ -21,6 +21,7 @@ final class LiveEnvironment: Sendable {
     let queue: IngestQueue
     let history: TelemetryHistory
     let maxSubscriptions: Int
+    let maxJSONBytes: Int
     let maxQueuedBytes: Int
     let stallLimitNanos: UInt64
     let logger: Logger
@@ -37,6 +38,7 @@ final class LiveEnvironment: Sendable {
         self.queue = queue
         self.history = history
         maxSubscriptions = configuration.maxSubscriptionsPerDashboard
+        maxJSONBytes = configuration.maxJSONBytes
         maxQueuedBytes = configuration.maxDashboardQueueBytes
         stallLimitNanos = UInt64(configuration.dashboardStallSeconds) * 1_000_000_000
         self.logger = logger

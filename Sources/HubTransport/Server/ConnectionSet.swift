@@ -13,4 +13,5 @@ final class ConnectionSet<Connection: AnyObject & Sendable>: Sendable {
     }
 
     var all: [Connection] { members.withLockedValue { Array($0.values) } }
+    var count: Int { members.withLockedValue { $0.count } }
 }

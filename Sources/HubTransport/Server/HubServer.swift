@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOConcurrencyHelpers
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 
 /// The one-port server: device WebSockets, and HTTP for everything else.
@@ -48,12 +49,14 @@ public final class HubServer: Sendable {
                 routes: DeviceRoutes(admin: admin, registry: registry).routes
                     + TelemetryRoutes(queries: queries, registry: registry).routes
                     + CommandRoutes(commands: commands, registry: registry).routes),
-            maxBodyBytes: configuration.maxRequestBodyBytes, readiness: readiness)
+            maxBodyBytes: configuration.maxRequestBodyBytes, readiness: readiness,
+            admission: Admission(configuration: configuration))
         group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
     }
 
     /// Binds and starts accepting. - Returns: the bound port.
     public func start() async throws -> Int {
+        let tls = try configuration.tls.map(Self.makeTLSContext)
         await commands.start()
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: configuration.backlog)
@@ -61,7 +64,10 @@ public final class HubServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture { try configurePipeline(channel) }
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+                    try configurePipeline(channel)
+                }
             }
             .bind(host: configuration.host, port: configuration.port)
             .get()
@@ -88,22 +94,56 @@ public final class HubServer: Sendable {
         try? await group.shutdownGracefully()
     }
 
+    /// The server side of https and wss; unreadable files fail the start with their path.
+    static func makeTLSContext(_ tls: ServerConfiguration.TLS) throws -> NIOSSLContext {
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(tls.certificatePath).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: tls.keyPath, format: .pem)
+            return try NIOSSLContext(configuration: .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+        } catch {
+            throw TLSSetupFailure(description: "cannot use --tls-cert \(tls.certificatePath) with --tls-key \(tls.keyPath): \(error)")
+        }
+    }
+
+    struct TLSSetupFailure: Error, CustomStringConvertible {
+        let description: String
+    }
+
     private func configurePipeline(_ channel: Channel) throws {
+        let httpHandler = HTTPHandler(environment: http)
+        let boundHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: configuration.maxFrameBytes,
             automaticErrorHandling: true,
-            shouldUpgrade: { [self] channel, head in shouldUpgrade(channel: channel, head: head) },
+            shouldUpgrade: { [self] channel, head in
+                // A limit or an origin refuses first; the HTTP handler answers with it.
+                if let refusal = admissionRefusal(head) {
+                    boundHandler.value.refusal = refusal
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
+                return shouldUpgrade(channel: channel, head: head)
+            },
             upgradePipelineHandler: { [self] channel, head in
                 channel.eventLoop.makeCompletedFuture { try addHandlers(channel: channel, head: head) }
             })
-        let httpHandler = HTTPHandler(environment: http)
-        let boundHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
+        var headerLimits = NIOHTTPDecoderLimitConfiguration()
+        headerLimits.maxHeaderListSize = configuration.maxHeaderBytes
+        headerLimits.maxHeaderFieldSize = configuration.maxHeaderBytes
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
             withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
                 context.pipeline.syncOperations.removeHandler(boundHandler.value, promise: nil)
             }),
-            withErrorHandling: true)
+            withErrorHandling: true, withOutboundHeaderValidation: true, withEncoderConfiguration: .init(),
+            withDecoderLimitConfiguration: headerLimits)
         try channel.pipeline.syncOperations.addHandler(httpHandler)
+    }
+
+    private func admissionRefusal(_ head: HTTPRequestHead) -> HTTPReply? {
+        if LiveRequest.isLivePath(head.uri) {
+            return http.admission.refusal(for: .dashboard, head: head, openConnections: live.dashboards.count)
+        }
+        guard RequestTarget.split(head.uri).path.hasPrefix(DeviceRequest.pathPrefix) else { return nil }
+        return http.admission.refusal(for: .device, head: head, openConnections: devices.connections.count)
     }
 
     private func shouldUpgrade(channel: Channel, head: HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?> {

@@ -26,6 +26,36 @@ public struct ServerConfiguration: Sendable {
     public var maxRequestBodyBytes = 1 << 20
     /// The TCP listen backlog, raised above the usual 256 for reconnect storms.
     public var backlog: Int32 = 4096
+    /// Device connections at once; an upgrade past it gets 503.
+    public var maxDeviceConnections = 50_000
+    /// Dashboard connections at once; an upgrade past it gets 503.
+    public var maxDashboardConnections = 1_000
+    /// WebSocket upgrades (devices and dashboards) accepted per second, as a token bucket
+    /// holding one second's worth; past it 503 with `Retry-After: 1`.
+    public var connectsPerSecond = 2_000
+    /// Frames per second one device may send, as a token bucket holding one second's
+    /// worth; past it the hub stops reading that socket until the bucket refills.
+    public var maxFramesPerSecondPerDevice = 1_000
+    /// The largest JSON text message a device or dashboard may send; larger gets an
+    /// `error` (`too_large`) and the connection stays open.
+    public var maxJSONBytes = 16_384
+    /// HTTP request headers, all names and values together; larger gets 431.
+    public var maxHeaderBytes = 16_384
+    /// Browser origins allowed on `/live`, the REST API and the page, as
+    /// `scheme://host[:port]`; empty means the hub's own (the request's `Host`).
+    public var allowedOrigins: [String] = []
+    /// Serve https and wss with this certificate and key (PEM files).
+    public var tls: TLS?
+
+    public struct TLS: Sendable {
+        public var certificatePath: String
+        public var keyPath: String
+
+        public init(certificatePath: String, keyPath: String) {
+            self.certificatePath = certificatePath
+            self.keyPath = keyPath
+        }
+    }
 
     public init() {}
 }

@@ -20,6 +20,8 @@ struct IngestBenchCommand: AsyncParsableCommand {
     @Option(name: .customLong("hub-args"), help: "Extra arguments for the hub the tool starts, e.g. \"--batch-rows 10000\".")
     var hubArguments: String = ""
     @Flag(name: .customLong("no-ceiling"), help: "Skip the plain-COPY ceiling measurement.") var noCeiling = false
+    @Option(help: "Offered readings per second in total, paced (0: as fast as acks allow). A soak: --rate <half the ceiling> -t 600.")
+    var rate = 0
 
     func run() async throws {
         let target: BenchTarget
@@ -31,17 +33,23 @@ struct IngestBenchCommand: AsyncParsableCommand {
         }
         defer { target.stop() }
 
-        let load = IngestLoad(devices: devices, readingsPerFrame: readings, window: window)
+        let load = IngestLoad(
+            devices: devices, readingsPerFrame: readings, window: window,
+            framesPerSecondPerDevice: rate > 0 ? Double(rate) / Double(readings * devices) : nil)
         try await load.connect(host: target.host, port: target.port)
         let result = try await load.run(warmUp: .seconds(2), measure: .seconds(seconds), cpu: target.cpuProbe)
         await load.disconnect()
 
         var lines = [
-            "ingest: D=\(devices) R=\(readings) window=\(window) T=\(seconds)s",
+            "ingest: D=\(devices) R=\(readings) window=\(window) T=\(seconds)s\(rate > 0 ? " offered=\(rate) readings/s" : "")",
             String(format: "  committed     %.0f readings/s  (%.0f frames/s)", result.readingsPerSecond, result.framesPerSecond),
             String(format: "  ack latency   p50 %.2f ms   p99 %.2f ms   max %.2f ms", result.p50Millis, result.p99Millis, result.maxMillis),
             "  cpu           hub \(result.hubCPU.map { String(format: "%.0f %%", $0) } ?? "n/a")   database \(result.databaseCPU.map { String(format: "%.0f %%", $0) } ?? "n/a")  (100 % = one core)",
         ]
+        if let first = result.rssSamples.first, let last = result.rssSamples.last, let peak = result.rssSamples.max() {
+            let mib = { (bytes: Int) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+            lines.append("  hub rss       start \(mib(first))   max \(mib(peak))   end \(mib(last))  (\(result.rssSamples.count) samples, one per second)")
+        }
         if !noCeiling, let databaseURL = target.databaseURL {
             let ceiling = try CopyCeiling(url: databaseURL, readingsPerFrame: readings, devices: devices)
                 .measure(rows: max(200_000, Int(result.readingsPerSecond) * min(seconds, 5)))

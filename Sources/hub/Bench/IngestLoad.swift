@@ -6,8 +6,9 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// Drives D devices, each keeping at most `window` unacked frames in flight. All per-frame
-/// work runs on the devices' event loops: an ack sends the next frames without a task hop.
+/// Drives D devices, each keeping at most `window` unacked frames in flight, as fast as acks
+/// allow or paced to a fixed rate. All per-frame work runs on the devices' event loops: an
+/// ack sends the next frames without a task hop.
 final class IngestLoad: @unchecked Sendable {
     struct Result {
         var readingsPerSecond: Double
@@ -17,19 +18,24 @@ final class IngestLoad: @unchecked Sendable {
         var maxMillis: Double
         var hubCPU: Double?
         var databaseCPU: Double?
+        /// The hub's RSS sampled every second while measuring, in bytes.
+        var rssSamples: [Int]
     }
 
     let devices: Int
     let readingsPerFrame: Int
     let window: Int
+    /// Frames per second each device sends; `nil`: as fast as acks allow.
+    let framesPerSecondPerDevice: Double?
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
     private var streams: [DeviceLoad] = []
     fileprivate let stats = LoadStats()
 
-    init(devices: Int, readingsPerFrame: Int, window: Int) {
+    init(devices: Int, readingsPerFrame: Int, window: Int, framesPerSecondPerDevice: Double? = nil) {
         self.devices = devices
         self.readingsPerFrame = readingsPerFrame
         self.window = window
+        self.framesPerSecondPerDevice = framesPerSecondPerDevice
     }
 
     func connect(host: String, port: Int) async throws {
@@ -39,7 +45,7 @@ final class IngestLoad: @unchecked Sendable {
         ).encoded()
         let run = UUID().uuidString.prefix(6)
         for index in 0..<devices {
-            let stream = DeviceLoad(window: window, template: template, stats: stats)
+            let stream = DeviceLoad(window: window, template: template, stats: stats, rate: framesPerSecondPerDevice)
             stream.client = try await DeviceClient.connect(
                 host: host, port: port, deviceID: "bench-\(run)-\(index)", token: nil, group: group,
                 onEvent: { stream.handle($0) })
@@ -50,13 +56,27 @@ final class IngestLoad: @unchecked Sendable {
     }
 
     func run(warmUp: Duration, measure: Duration, cpu: CPUProbe?) async throws -> Result {
-        for stream in streams { stream.client!.channel.eventLoop.execute { stream.pump() } }
+        for stream in streams {
+            let loop = stream.client!.channel.eventLoop
+            if framesPerSecondPerDevice != nil {
+                loop.scheduleRepeatedTask(initialDelay: .milliseconds(Int64.random(in: 1...10)), delay: .milliseconds(5)) { task in
+                    if !stream.running { task.cancel() }
+                    stream.tick()
+                }
+            } else {
+                loop.execute { stream.pump() }
+            }
+        }
         try await Task.sleep(for: warmUp)
         stats.startMeasuring()
         let cpuStart = cpu?.sample()
         let framesStart = stats.frames
         let start = ContinuousClock.now
-        try await Task.sleep(for: measure)
+        var rssSamples: [Int] = []
+        while ContinuousClock.now < start + measure {
+            if let rss = cpu?.hubRSS() { rssSamples.append(rss) }
+            try await Task.sleep(for: min(.seconds(1), start + measure - ContinuousClock.now))
+        }
         let frames = stats.frames - framesStart
         let elapsed = ContinuousClock.now - start
         let cpuEnd = cpu?.sample()
@@ -67,7 +87,7 @@ final class IngestLoad: @unchecked Sendable {
         return Result(
             readingsPerSecond: Double(frames * readingsPerFrame) / seconds, framesPerSecond: Double(frames) / seconds,
             p50Millis: Double(histogram.valueAtPercentile(50)) / 1000, p99Millis: Double(histogram.valueAtPercentile(99)) / 1000,
-            maxMillis: Double(histogram.max) / 1000, hubCPU: usage?.hub, databaseCPU: usage?.database)
+            maxMillis: Double(histogram.max) / 1000, hubCPU: usage?.hub, databaseCPU: usage?.database, rssSamples: rssSamples)
     }
 
     func disconnect() async {
@@ -86,18 +106,33 @@ private final class DeviceLoad: @unchecked Sendable {
     private var template: [UInt8]
     private var sentAt: [UInt64]
     private let stats: LoadStats
+    /// Paced mode: frames per second, and the frames this device may send now.
+    private let rate: Double?
+    private var credit = 0.0
+    private var lastTick: UInt64?
 
-    init(window: Int, template: [UInt8], stats: LoadStats) {
+    init(window: Int, template: [UInt8], stats: LoadStats, rate: Double?) {
         self.window = window
         self.template = template
         self.stats = stats
+        self.rate = rate
         sentAt = Array(repeating: 0, count: window)
+    }
+
+    /// Paced mode: adds the credit earned since the last tick (at most 100 ms worth), then sends.
+    func tick() {
+        guard let rate else { return }
+        let now = DispatchTime.now().uptimeNanoseconds
+        if let last = lastTick { credit = min(credit + Double(now &- last) / 1e9 * rate, max(1, rate / 10)) }
+        lastTick = now
+        pump()
     }
 
     func pump() {
         guard running, let client else { return }
         var sent = false
-        while next - acked <= UInt64(window) {
+        while next - acked <= UInt64(window), rate == nil || credit >= 1 {
+            if rate != nil { credit -= 1 }
             withUnsafeBytes(of: next.bigEndian) { bytes in
                 for index in 0..<8 { template[2 + index] = bytes[index] }
             }

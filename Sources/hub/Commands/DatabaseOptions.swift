@@ -14,16 +14,24 @@ struct DatabaseOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (env HUB_LOG_LEVEL).")
     var logLevel: String?
 
+    @Option(name: .customLong("log-format"), help: "text or json (one object per line) (env HUB_LOG_FORMAT; default text).")
+    var logFormat: String?
+
     var resolvedDataDirectory: URL {
         URL(fileURLWithPath: dataDirectory ?? Environment.value("HUB_DATA_DIR") ?? ".hub")
     }
 
     var resolvedDatabaseURL: String? { databaseURL ?? Environment.value("HUB_DATABASE_URL") }
 
+    func validate() throws {
+        if let format = logFormat, !["text", "json"].contains(format) { throw ValidationError("--log-format must be text or json") }
+    }
+
     func makeLogger(label: String = "hub") -> Logger {
         let level = Logger.Level(rawValue: logLevel ?? Environment.value("HUB_LOG_LEVEL") ?? "info") ?? .info
+        let json = (logFormat ?? Environment.value("HUB_LOG_FORMAT")) == "json"
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }

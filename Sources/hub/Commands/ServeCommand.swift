@@ -40,6 +40,56 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("heartbeat"), help: "Seconds between pings; silent peers are closed after twice this (default 30).")
     var heartbeatSeconds: Int?
 
+    @Option(name: .customLong("max-devices"), help: "Device connections at once; more get 503 (default 50000).")
+    var maxDevices: Int?
+
+    @Option(name: .customLong("max-dashboards"), help: "Dashboard connections at once; more get 503 (default 1000).")
+    var maxDashboards: Int?
+
+    @Option(name: .customLong("connect-rate"), help: "WebSocket upgrades accepted per second; more get 503 with Retry-After (default 2000).")
+    var connectRate: Int?
+
+    @Option(name: .customLong("device-frame-rate"), help: "Frames per second per device; above it the hub stops reading that socket until it may again (default 1000).")
+    var deviceFrameRate: Int?
+
+    @Option(name: .customLong("bad-frames-per-minute"), help: "Bad frames a device may send within 60 s; one more closes with 1008 (default 100).")
+    var badFramesPerMinute: Int?
+
+    @Option(name: .customLong("max-subscriptions"), help: "Subscriptions per dashboard connection (default 100).")
+    var maxSubscriptions: Int?
+
+    @Option(name: .customLong("max-json-bytes"), help: "Largest JSON text message from a device or dashboard; larger gets an error (default 16384).")
+    var maxJSONBytes: Int?
+
+    @Option(name: .customLong("max-header-bytes"), help: "HTTP request headers, all together; larger gets 431 (default 16384).")
+    var maxHeaderBytes: Int?
+
+    @Option(name: .customLong("max-body-bytes"), help: "REST request body; larger gets 413 (default 1048576).")
+    var maxBodyBytes: Int?
+
+    @Option(name: .customLong("allowed-origin"), help: "A browser origin allowed on /live, the REST API and the page (repeat it; \"*\" allows any; default: the hub's own host) (env HUB_ALLOWED_ORIGINS, comma-separated).")
+    var allowedOrigins: [String] = []
+
+    @Option(name: .customLong("tls-cert"), help: "PEM certificate chain: serve https and wss (env HUB_TLS_CERT).")
+    var tlsCertificate: String?
+
+    @Option(name: .customLong("tls-key"), help: "PEM private key for --tls-cert (env HUB_TLS_KEY).")
+    var tlsKey: String?
+
+    func validate() throws {
+        for (name, value) in [
+            ("--max-devices", maxDevices), ("--max-dashboards", maxDashboards), ("--connect-rate", connectRate),
+            ("--device-frame-rate", deviceFrameRate), ("--bad-frames-per-minute", badFramesPerMinute),
+            ("--max-subscriptions", maxSubscriptions), ("--max-json-bytes", maxJSONBytes),
+            ("--max-header-bytes", maxHeaderBytes), ("--max-body-bytes", maxBodyBytes),
+        ] {
+            if let value, value < 1 { throw ValidationError("\(name) must be at least 1") }
+        }
+        if (tlsCertificate ?? Environment.value("HUB_TLS_CERT") == nil) != (tlsKey ?? Environment.value("HUB_TLS_KEY") == nil) {
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
+    }
+
     func run() async throws {
         let logger = database.makeLogger()
         var configuration = HubConfiguration()
@@ -55,6 +105,21 @@ struct ServeCommand: AsyncParsableCommand {
         if let queueRows { configuration.queueCapacityRows = max(1, queueRows) }
         if let maxFrameBytes { configuration.server.maxFrameBytes = max(64, maxFrameBytes) }
         if let heartbeatSeconds { configuration.server.heartbeatSeconds = max(1, heartbeatSeconds) }
+        if let maxDevices { configuration.server.maxDeviceConnections = maxDevices }
+        if let maxDashboards { configuration.server.maxDashboardConnections = maxDashboards }
+        if let connectRate { configuration.server.connectsPerSecond = connectRate }
+        if let deviceFrameRate { configuration.server.maxFramesPerSecondPerDevice = deviceFrameRate }
+        if let badFramesPerMinute { configuration.server.streamLimits.maxBadFrames = badFramesPerMinute }
+        if let maxSubscriptions { configuration.server.maxSubscriptionsPerDashboard = maxSubscriptions }
+        if let maxJSONBytes { configuration.server.maxJSONBytes = maxJSONBytes }
+        if let maxHeaderBytes { configuration.server.maxHeaderBytes = maxHeaderBytes }
+        if let maxBodyBytes { configuration.server.maxRequestBodyBytes = maxBodyBytes }
+        configuration.server.allowedOrigins = allowedOrigins.isEmpty
+            ? (Environment.value("HUB_ALLOWED_ORIGINS")?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? [])
+            : allowedOrigins
+        if let certificate = tlsCertificate ?? Environment.value("HUB_TLS_CERT"), let key = tlsKey ?? Environment.value("HUB_TLS_KEY") {
+            configuration.server.tls = .init(certificatePath: certificate, keyPath: key)
+        }
 
         let service = HubService(configuration: configuration, logger: logger) { hub in
             Banner.print(hub)
@@ -69,9 +134,10 @@ enum Banner {
     static func print(_ hub: Hub) {
         let configuration = hub.configuration
         let host = configuration.server.host == "0.0.0.0" ? "localhost" : configuration.server.host
+        let secure = configuration.server.tls != nil ? "s" : ""
         let lines = [
             "telemetry hub ready",
-            "  listening    http://\(host):\(hub.port)  (devices: ws://\(host):\(hub.port)/devices/{id})",
+            "  listening    http\(secure)://\(host):\(hub.port)  (devices: ws\(secure)://\(host):\(hub.port)/devices/{id})",
             "  database     \(hub.database.description)",
             "  data folder  \(configuration.dataDirectory.standardizedFileURL.path)",
             "  api token    \(configuration.apiToken == nil ? hub.apiToken + "  (generated; stored in the data folder)" : "(from --api-token)")",

@@ -1,0 +1,41 @@
+import Foundation
+import HubProtocol
+import HubTransport
+
+/// One input, read two ways: as a device's binary frame, and as a `/live` text message.
+/// A frame that decodes must encode back to exactly its bytes; nothing may crash.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let bytes = UnsafeRawBufferPointer(start: data, count: size)
+    if let frame = try? TelemetryFrame(decoding: bytes, receivedAtMicros: 1_763_769_600_000_000) {
+        precondition(frame.encoded() == Array(bytes), "a decoded frame does not encode back to its bytes")
+    }
+    _ = try? LiveClientMessage(text: String(decoding: bytes, as: UTF8.self), maxBytes: 65_536)
+    return 0
+}
+
+#if !FUZZING
+/// Without libFuzzer (a plain `swift build`): runs every file of the given folders or
+/// files through the same entry, as a regression check of a corpus.
+@main
+struct CorpusRunner {
+    static func main() throws {
+        var count = 0
+        for argument in CommandLine.arguments.dropFirst() {
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: argument, isDirectory: &isFolder) else {
+                throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: argument])
+            }
+            let files = isFolder.boolValue
+                ? try FileManager.default.contentsOfDirectory(atPath: argument).sorted().map { "\(argument)/\($0)" }
+                : [argument]
+            for file in files {
+                let input = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
+                _ = input.withUnsafeBufferPointer { fuzzOneInput($0.baseAddress ?? UnsafePointer(bitPattern: 1)!, $0.count) }
+                count += 1
+            }
+        }
+        print("hub-fuzz: \(count) inputs, no failure")
+    }
+}
+#endif

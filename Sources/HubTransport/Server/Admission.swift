@@ -1,0 +1,87 @@
+import Dispatch
+import NIOConcurrencyHelpers
+import NIOHTTP1
+
+/// Who may open a WebSocket now: the connect rate, the connection counts, and the browser
+/// origin. Checked before an upgrade; a refusal is the HTTP answer instead.
+final class Admission: Sendable {
+    enum Kind { case device, dashboard }
+
+    private let configuration: ServerConfiguration
+    private let connects: NIOLockedValueBox<TokenBucket>
+
+    init(configuration: ServerConfiguration) {
+        self.configuration = configuration
+        connects = NIOLockedValueBox(TokenBucket(perSecond: Double(configuration.connectsPerSecond)))
+    }
+
+    /// - Returns: the refusal, or `nil` to let the upgrade go ahead.
+    func refusal(for kind: Kind, head: HTTPRequestHead, openConnections: Int) -> HTTPReply? {
+        if kind == .dashboard, let origin = refusedOrigin(head) { return origin }
+        let limit = kind == .device ? configuration.maxDeviceConnections : configuration.maxDashboardConnections
+        if openConnections >= limit {
+            var reply = HTTPReply.error(.serviceUnavailable, code: "too_many_connections", "the hub holds \(limit) \(kind == .device ? "device" : "dashboard") connections")
+            reply.close = true
+            reply.retryAfterSeconds = 5
+            return reply
+        }
+        guard connects.withLockedValue({ $0.tryTake(nowNanos: DispatchTime.now().uptimeNanoseconds) }) else {
+            var reply = HTTPReply.error(.serviceUnavailable, code: "connect_rate", "more than \(configuration.connectsPerSecond) connects per second; retry")
+            reply.close = true
+            reply.retryAfterSeconds = 1
+            return reply
+        }
+        return nil
+    }
+
+    /// A browser request (it carries `Origin`) from an origin that is not allowed gets 403.
+    /// Requests without `Origin` (devices, scripts) pass.
+    func refusedOrigin(_ head: HTTPRequestHead) -> HTTPReply? {
+        guard let origin = head.headers.first(name: "origin") else { return nil }
+        let allowed: Bool
+        if configuration.allowedOrigins.isEmpty {
+            let host = head.headers.first(name: "host") ?? ""
+            allowed = origin.split(separator: "/").last.map { String($0) == host } ?? false
+                && (origin.hasPrefix("http://") || origin.hasPrefix("https://"))
+        } else {
+            allowed = configuration.allowedOrigins.contains(origin) || configuration.allowedOrigins.contains("*")
+        }
+        guard !allowed else { return nil }
+        var reply = HTTPReply.error(.forbidden, code: "origin_not_allowed", "origin \(origin) is not allowed (--allowed-origin)")
+        reply.close = true
+        return reply
+    }
+}
+
+/// A token bucket holding one second's worth of tokens.
+struct TokenBucket: Sendable {
+    let perSecond: Double
+    private var tokens: Double
+    private var lastNanos: UInt64?
+
+    init(perSecond: Double) {
+        self.perSecond = max(perSecond, 1)
+        tokens = self.perSecond
+    }
+
+    /// Takes one token if there is one.
+    mutating func tryTake(nowNanos: UInt64) -> Bool {
+        refill(nowNanos)
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
+    }
+
+    /// Takes one token. - Returns: `nil` if there was one, else the nanoseconds until the
+    /// bucket has one again (the token is still taken: the debt is paid by waiting).
+    mutating func take(nowNanos: UInt64) -> UInt64? {
+        refill(nowNanos)
+        tokens -= 1
+        return tokens >= 0 ? nil : UInt64(-tokens / perSecond * 1e9)
+    }
+
+    private mutating func refill(_ nowNanos: UInt64) {
+        if let last = lastNanos { tokens = min(perSecond, tokens + Double(nowNanos &- last) / 1e9 * perSecond) }
+        lastNanos = nowNanos
+    }
+}
