@@ -54,6 +54,7 @@ let package = Package(
                 "HubIngest",
                 "Postgres",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             resources: [.copy("schema.sql")]
         ),

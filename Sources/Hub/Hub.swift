@@ -22,6 +22,7 @@ public final class Hub: Sendable {
     private let listener: DeviceChangeListener
     private let executor: DatabaseExecutor
     private let commandStore: PostgresCommandStore
+    private let partitions: PartitionManager
     private let server: HubServer
     private let logger: Logger
 
@@ -53,6 +54,13 @@ public final class Hub: Sendable {
             registry.load(try DeviceStore(connection: PostgresConnection(url: database.url)).loadAll())
         }
         self.registry = registry
+
+        partitions = PartitionManager(url: database.url, settings: configuration.storage, logger: logger)
+        if database.reachableAtStart {
+            // Partitions for now and ahead exist before the first frame arrives.
+            try partitions.runOnce(on: PostgresConnection(url: database.url))
+        }
+        partitions.start()
 
         queue = IngestQueue(capacityRows: configuration.queueCapacityRows)
         let metrics = IngestMetrics()
@@ -93,6 +101,9 @@ public final class Hub: Sendable {
         }
     }
 
+    /// What partition maintenance and retention did since start.
+    public var storageReport: PartitionManager.Report { partitions.report }
+
     /// `/readyz`: the devices are loaded, the database answers within 2 s, writes succeed, and ingest is not stalled
     /// (readings waiting with no commit for 10 s).
     static func readiness(writer: IngestWriter, executor: DatabaseExecutor, registry: DeviceRegistry) async -> Readiness {
@@ -119,6 +130,7 @@ public final class Hub: Sendable {
         await writer.shutdown()
         await server.closeAll(.shuttingDown)
         listener.stop()
+        partitions.stop()
         commandStore.shutdown()
         executor.shutdown()
         database.stop(force: true)

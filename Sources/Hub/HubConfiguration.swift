@@ -1,5 +1,6 @@
 import Foundation
 import HubIngest
+import HubStorage
 import HubTransport
 
 /// Everything a hub is built from. The CLI fills it from flags and environment variables;
@@ -20,6 +21,8 @@ public struct HubConfiguration: Sendable {
     public var flushInterval: Duration = .milliseconds(20)
     /// The ingest queue bound, in readings (see `IngestQueue` for the memory it implies).
     public var queueCapacityRows = 200_000
+    /// Time partitions and retention (`PartitionManager`).
+    public var storage = PartitionManager.Settings()
     /// How long startup waits for the database before giving up.
     public var databaseStartupTimeout: Duration = .seconds(30)
 

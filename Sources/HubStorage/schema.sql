@@ -29,15 +29,33 @@ CREATE TABLE IF NOT EXISTS metric (
 );
 
 -- One row per reading. value_type is the wire type: 1 f64, 2 i64, 3 bool, 4 string.
-CREATE TABLE IF NOT EXISTS reading (
-    device_key  integer NOT NULL,
-    metric_key  integer NOT NULL,
-    seq         bigint NOT NULL,
-    ts          timestamptz NOT NULL,
-    value_type  smallint NOT NULL,
-    value       double precision,
-    text_value  text
-);
+-- Partitioned by reading time: the hub creates one partition per span (a day by
+-- default) ahead of time and drops whole partitions for retention. A reading whose time
+-- falls in no partition lands in reading_default, and the hub moves it into a partition
+-- of its own later (docs/storage.md).
+DO $$
+BEGIN
+    IF to_regclass('reading') IS NOT NULL
+        AND (SELECT relkind FROM pg_class WHERE oid = to_regclass('reading')) = 'r' THEN
+        -- A database made before partitioning: keep every row. They go to the default
+        -- partition here; the hub moves them into time partitions in the background.
+        ALTER TABLE reading RENAME TO reading_unpartitioned;
+        ALTER INDEX IF EXISTS reading_device_ts RENAME TO reading_unpartitioned_device_ts;
+    END IF;
+    IF to_regclass('reading') IS NULL THEN
+        CREATE TABLE reading (
+            device_key  integer NOT NULL,
+            metric_key  integer NOT NULL,
+            seq         bigint NOT NULL,
+            ts          timestamptz NOT NULL,
+            value_type  smallint NOT NULL,
+            value       double precision,
+            text_value  text
+        ) PARTITION BY RANGE (ts);
+    END IF;
+END
+$$;
+CREATE TABLE IF NOT EXISTS reading_default PARTITION OF reading DEFAULT;
 CREATE INDEX IF NOT EXISTS reading_device_ts ON reading (device_key, ts);
 
 CREATE OR REPLACE VIEW telemetry AS
@@ -83,3 +101,14 @@ $$;
 CREATE OR REPLACE TRIGGER device_registry_changed
     AFTER INSERT OR DELETE OR UPDATE OF token_hash, enabled, deleted, labels ON device_registry
     FOR EACH ROW EXECUTE FUNCTION hub_device_changed();
+
+-- Last, once the views point at the partitioned table: rows of a database made before
+-- partitioning move over (see reading above).
+DO $$
+BEGIN
+    IF to_regclass('reading_unpartitioned') IS NOT NULL THEN
+        INSERT INTO reading SELECT * FROM reading_unpartitioned;
+        DROP TABLE reading_unpartitioned;
+    END IF;
+END
+$$;

@@ -31,13 +31,13 @@ final class TestCluster: Sendable {
         try? FileManager.default.removeItem(at: folder)
     }
 
-    /// A fresh, empty database with the hub's schema.
-    func makeDatabase() throws -> String {
+    /// A fresh, empty database with the hub's schema (or none, with `schema: false`).
+    func makeDatabase(schema: Bool = true) throws -> String {
         let name = "test_\(counter.next())"
         let admin = try PostgresConnection(url: cluster.url)
         try admin.execute("CREATE DATABASE \(name)")
         let url = cluster.url.replacingOccurrences(of: "dbname=hub", with: "dbname=\(name)")
-        try Schema.apply(on: PostgresConnection(url: url))
+        if schema { try Schema.apply(on: PostgresConnection(url: url)) }
         return url
     }
 

@@ -70,6 +70,18 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("allowed-origin"), help: "A browser origin allowed on /live, the REST API and the page (repeat it; \"*\" allows any; default: the hub's own host) (env HUB_ALLOWED_ORIGINS, comma-separated).")
     var allowedOrigins: [String] = []
 
+    @Option(name: .customLong("partition-hours"), help: "Hours of readings per time partition (default 24).")
+    var partitionHours: Int?
+
+    @Option(name: .customLong("retention-days"), help: "Drop readings older than this many days, a whole partition at a time (default: keep everything).")
+    var retentionDays: Int?
+
+    @Option(name: .customLong("rejected-retention-days"), help: "Delete rejected frames after this many days (default 30).")
+    var rejectedRetentionDays: Int?
+
+    @Option(name: .customLong("command-retention-days"), help: "Delete final commands this many days after their last change (default 30).")
+    var commandRetentionDays: Int?
+
     @Option(name: .customLong("tls-cert"), help: "PEM certificate chain: serve https and wss (env HUB_TLS_CERT).")
     var tlsCertificate: String?
 
@@ -82,6 +94,8 @@ struct ServeCommand: AsyncParsableCommand {
             ("--device-frame-rate", deviceFrameRate), ("--bad-frames-per-minute", badFramesPerMinute),
             ("--max-subscriptions", maxSubscriptions), ("--max-json-bytes", maxJSONBytes),
             ("--max-header-bytes", maxHeaderBytes), ("--max-body-bytes", maxBodyBytes),
+            ("--partition-hours", partitionHours), ("--retention-days", retentionDays),
+            ("--rejected-retention-days", rejectedRetentionDays), ("--command-retention-days", commandRetentionDays),
         ] {
             if let value, value < 1 { throw ValidationError("\(name) must be at least 1") }
         }
@@ -114,6 +128,10 @@ struct ServeCommand: AsyncParsableCommand {
         if let maxJSONBytes { configuration.server.maxJSONBytes = maxJSONBytes }
         if let maxHeaderBytes { configuration.server.maxHeaderBytes = maxHeaderBytes }
         if let maxBodyBytes { configuration.server.maxRequestBodyBytes = maxBodyBytes }
+        if let partitionHours { configuration.storage.spanSeconds = Int64(partitionHours) * 3600 }
+        configuration.storage.retentionDays = retentionDays
+        if let rejectedRetentionDays { configuration.storage.rejectedRetentionDays = rejectedRetentionDays }
+        if let commandRetentionDays { configuration.storage.commandRetentionDays = commandRetentionDays }
         configuration.server.allowedOrigins = allowedOrigins.isEmpty
             ? (Environment.value("HUB_ALLOWED_ORIGINS")?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? [])
             : allowedOrigins

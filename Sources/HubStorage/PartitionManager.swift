@@ -1,0 +1,212 @@
+import Foundation
+import HubIngest
+import Logging
+import Metrics
+import Postgres
+
+/// Keeps `reading` partitioned by time and within its retention: creates partitions ahead
+/// of time, moves readings that landed in `reading_default` (late or far-future data, or
+/// rows of a database made before partitioning) into partitions of their own, and drops
+/// whole partitions past the retention window. Also expires old rejected frames and final
+/// commands. Runs on its own thread and connection, at start and then every `interval`.
+public final class PartitionManager: @unchecked Sendable {
+    public struct Settings: Sendable {
+        /// The time one partition covers (default a day).
+        public var spanSeconds: Int64 = 86_400
+        /// Partitions kept ready beyond the current one.
+        public var ahead = 2
+        /// Drop readings older than this many days; `nil` keeps everything.
+        public var retentionDays: Int?
+        /// Rejected frames are deleted after this many days.
+        public var rejectedRetentionDays = 30
+        /// Final commands are deleted this many days after their last change.
+        public var commandRetentionDays = 30
+        public var interval: Duration = .seconds(60)
+        /// The longest a retention drop may wait for its lock before trying again next time.
+        public var lockTimeoutMilliseconds = 2_000
+
+        public init() {}
+    }
+
+    /// What retention did: counted for metrics and for the load tool's report.
+    public struct Report: Sendable, Equatable {
+        public var partitionsCreated = 0
+        public var readingsMoved = 0
+        public var partitionsDropped = 0
+        public var readingsDropped = 0
+        public var rejectedDeleted = 0
+        public var commandsDeleted = 0
+        /// The longest a drop held its lock (milliseconds).
+        public var longestDropMillis = 0.0
+    }
+
+    private let url: String
+    private let settings: Settings
+    private let logger: Logger
+    private let condition = NSCondition()
+    private var stopped = false
+    private var total = Report()
+    private let dropped = Counter(label: "hub_retention_readings_dropped_total")
+    private let dropSeconds = Timer(label: "hub_retention_drop_seconds")
+
+    public init(url: String, settings: Settings, logger: Logger) {
+        self.url = url
+        self.settings = settings
+        self.logger = logger
+    }
+
+    /// Everything done so far.
+    public var report: Report { condition.withLock { total } }
+
+    public func start() {
+        let thread = Thread { [self] in loop() }
+        thread.name = "hub-partitions"
+        thread.start()
+    }
+
+    public func stop() {
+        condition.withLock {
+            stopped = true
+            condition.broadcast()
+        }
+    }
+
+    private func loop() {
+        var connection: PostgresConnection?
+        while !condition.withLock({ stopped }) {
+            do {
+                if connection?.isConnected != true { connection = try PostgresConnection(url: url) }
+                _ = try runOnce(on: connection!)
+            } catch {
+                logger.warning("partition maintenance failed; trying again later", metadata: ["error": "\(error)"])
+                if connection?.isConnected != true { connection = nil }
+            }
+            condition.withLock {
+                let seconds = Double(settings.interval.components.seconds) + Double(settings.interval.components.attoseconds) / 1e18
+                _ = condition.wait(until: Date().addingTimeInterval(seconds))
+            }
+        }
+        connection?.close()
+    }
+
+    /// One round: partitions ahead, default rows moved, retention. - Returns: what it did.
+    @discardableResult
+    public func runOnce(on connection: PostgresConnection, nowSeconds: Int64 = Int64(Date().timeIntervalSince1970)) throws -> Report {
+        var report = Report()
+        let span = settings.spanSeconds
+        let current = nowSeconds / span * span
+        // Retention first, so old readings waiting in the default partition go rather than
+        // get a partition of their own.
+        if let days = settings.retentionDays { try applyRetention(cutoff: nowSeconds - Int64(days) * 86_400, on: connection, report: &report) }
+        for index in -1...settings.ahead {
+            try ensurePartition(from: current + Int64(index) * span, on: connection, report: &report)
+        }
+        // Readings waiting in the default partition, a few spans per round.
+        let waiting = try connection.query(
+            "SELECT DISTINCT (floor(extract(epoch FROM ts) / $1))::bigint FROM reading_default LIMIT 64", [String(span)])
+        for row in waiting.rows {
+            guard let bucket = row[0].flatMap({ Int64($0) }) else { continue }
+            try ensurePartition(from: bucket * span, on: connection, report: &report)
+        }
+        report.rejectedDeleted = try connection.query(
+            "DELETE FROM rejected_frames WHERE received_at < now() - $1::int * interval '1 day'", [String(settings.rejectedRetentionDays)]
+        ).affectedRows
+        report.commandsDeleted = try connection.query(
+            """
+            DELETE FROM commands WHERE status NOT IN ('queued', 'sent', 'delivered')
+            AND updated_at < now() - $1::int * interval '1 day'
+            """, [String(settings.commandRetentionDays)]
+        ).affectedRows
+        condition.withLock {
+            total.partitionsCreated += report.partitionsCreated
+            total.readingsMoved += report.readingsMoved
+            total.partitionsDropped += report.partitionsDropped
+            total.readingsDropped += report.readingsDropped
+            total.rejectedDeleted += report.rejectedDeleted
+            total.commandsDeleted += report.commandsDeleted
+            total.longestDropMillis = max(total.longestDropMillis, report.longestDropMillis)
+        }
+        return report
+    }
+
+    /// The partition for [start, start + span): created empty, or built from the default
+    /// partition's rows in that range and attached (its CHECK constraint spares the scan).
+    private func ensurePartition(from start: Int64, on connection: PostgresConnection, report: inout Report) throws {
+        let name = Self.partitionName(start)
+        let (lower, upper) = (Self.literal(start), Self.literal(start + settings.spanSeconds))
+        guard Self.isTrue(try connection.query("SELECT to_regclass($1) IS NULL", [name])) else { return }
+        let waiting = Self.isTrue(try connection.query(
+            "SELECT EXISTS (SELECT 1 FROM reading_default WHERE ts >= $1 AND ts < $2)", [lower, upper]))
+        if !waiting {
+            try connection.execute("CREATE TABLE IF NOT EXISTS \(name) PARTITION OF reading FOR VALUES FROM ('\(lower)') TO ('\(upper)')")
+            report.partitionsCreated += 1
+            return
+        }
+        let moved = try connection.transaction { () throws(PostgresError) -> Int in
+            try connection.execute("CREATE TABLE \(name) (LIKE reading INCLUDING DEFAULTS)")
+            try connection.execute("ALTER TABLE \(name) ADD CONSTRAINT \(name)_range CHECK (ts >= '\(lower)' AND ts < '\(upper)')")
+            let moved = try connection.query(
+                """
+                WITH moved AS (DELETE FROM reading_default WHERE ts >= $1 AND ts < $2 RETURNING *)
+                INSERT INTO \(name) SELECT * FROM moved
+                """, [lower, upper]
+            ).affectedRows
+            try connection.execute("ALTER TABLE reading ATTACH PARTITION \(name) FOR VALUES FROM ('\(lower)') TO ('\(upper)')")
+            try connection.execute("ALTER TABLE \(name) DROP CONSTRAINT \(name)_range")
+            return moved
+        }
+        report.partitionsCreated += 1
+        report.readingsMoved += moved
+        logger.info("moved readings from the default partition", metadata: ["partition": "\(name)", "readings": "\(moved)"])
+    }
+
+    /// Drops partitions that end at or before `cutoff`, and deletes older default rows.
+    private func applyRetention(cutoff: Int64, on connection: PostgresConnection, report: inout Report) throws {
+        let partitions = try connection.query(
+            """
+            SELECT c.relname, extract(epoch FROM (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz)::bigint
+            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'reading'::regclass AND c.relname <> 'reading_default'
+            """)
+        for row in partitions.rows {
+            guard let name = row[0], let end = row[1].flatMap({ Int64($0) }), end <= cutoff else { continue }
+            let rows = Int(try connection.query("SELECT count(*) FROM \(name)").rows.first?.first??.description ?? "0") ?? 0
+            let started = ContinuousClock.now
+            try connection.transaction { () throws(PostgresError) in
+                try connection.execute("SET LOCAL lock_timeout = '\(settings.lockTimeoutMilliseconds)ms'")
+                try connection.execute("DROP TABLE \(name)")
+            }
+            let held = ContinuousClock.now - started
+            let millis = Double(held.components.seconds) * 1000 + Double(held.components.attoseconds) / 1e15
+            dropSeconds.recordNanoseconds(Int64(millis * 1e6))
+            report.partitionsDropped += 1
+            report.readingsDropped += rows
+            report.longestDropMillis = max(report.longestDropMillis, millis)
+            dropped.increment(by: Int64(rows))
+            logger.notice("retention dropped a partition", metadata: ["partition": "\(name)", "readings": "\(rows)", "millis": "\(String(format: "%.1f", millis))"])
+        }
+        let old = try connection.query("DELETE FROM reading_default WHERE ts < $1", [Self.literal(cutoff)]).affectedRows
+        if old > 0 {
+            report.readingsDropped += old
+            dropped.increment(by: Int64(old))
+            logger.notice("retention deleted old readings from the default partition", metadata: ["readings": "\(old)"])
+        }
+    }
+
+    private static func isTrue(_ result: PostgresResult) -> Bool {
+        (result.rows.first?.first ?? nil) == "t"
+    }
+
+    /// `reading_p2026113000`: the partition's start, UTC, to the hour.
+    static func partitionName(_ start: Int64) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let parts = calendar.dateComponents([.year, .month, .day, .hour], from: Date(timeIntervalSince1970: TimeInterval(start)))
+        return String(format: "reading_p%04d%02d%02d%02d", parts.year!, parts.month!, parts.day!, parts.hour!)
+    }
+
+    /// A `timestamptz` literal for Unix seconds.
+    static func literal(_ seconds: Int64) -> String {
+        Date(timeIntervalSince1970: TimeInterval(seconds)).ISO8601Format()
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import Hub
+import HubClient
+import HubProtocol
+import Postgres
+import Testing
+
+extension IngestLiveTests {
+    func partitions(_ hub: TestHub) throws -> [String] {
+        try hub.query(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'reading'::regclass ORDER BY 1"
+        ).rows.compactMap { $0[0] }
+    }
+
+    @Test("a database made by the schema of 2026-11-22 upgrades in place: every reading stays, then moves into time partitions")
+    func schemaMigration() async throws {
+        let cluster = try #require(TestCluster.current)
+        let url = try cluster.makeDatabase(schema: false)
+        let old = try String(
+            contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent("Fixtures/schema-2026-11-22.sql"), encoding: .utf8)
+        let connection = try PostgresConnection(url: url)
+        try connection.execute(old)
+        #expect(try connection.query("SELECT relkind FROM pg_class WHERE relname = 'reading'").rows.first?.first == "r")
+        try connection.execute(
+            """
+            INSERT INTO device_registry (id, last_seq) VALUES ('legacy', 3000);
+            INSERT INTO metric (name) VALUES ('temp');
+            INSERT INTO reading (device_key, metric_key, seq, ts, value_type, value)
+            SELECT d.key, m.key, s, '2026-11-01T00:00:00Z'::timestamptz + s * interval '1 minute', 1, s * 0.5
+            FROM device_registry d, metric m, generate_series(1, 3000) s;
+            """)
+        let before = try connection.query("SELECT count(*), sum(value), min(ts)::text, max(ts)::text FROM telemetry").rows[0]
+
+        let hub = try await TestHub.start(databaseURL: url)
+        defer { Task { await hub.stop() } }
+        #expect(try hub.query("SELECT relkind FROM pg_class WHERE relname = 'reading'").rows.first?.first == "p")
+        #expect(try hub.query("SELECT count(*), sum(value), min(ts)::text, max(ts)::text FROM telemetry").rows[0] == before)
+        // The start-up round moves the old rows out of the default partition, a day each.
+        #expect(try hub.count("SELECT count(*) FROM reading_default") == 0)
+        #expect(try partitions(hub).filter { $0.hasPrefix("reading_p202611") }.count >= 3)
+        #expect(try hub.count("SELECT count(*) FROM reading_p2026110100") == 1439)
+        // The device keeps its mark: a resend of an old seq is a duplicate.
+        let token = try #require((try await call(hub, "POST", "/api/v1/devices/legacy/token").json as? [String: Any])?["token"] as? String)
+        let device = try await hub.connect("legacy", token: token)
+        #expect(device.welcome.lastSeq == 3000)
+    }
+
+    @Test("late and far-future readings are stored, land in the default partition, and get partitions of their own")
+    func lateAndFutureData() async throws {
+        let hub = try await TestHub.start { $0.storage.interval = .milliseconds(200) }
+        defer { Task { await hub.stop() } }
+        let device = try await hub.connect("time-traveller", token: try await hub.addDevice("time-traveller"))
+        let day: Int64 = 86_400_000_000
+        let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+        let times = [now - 400 * day, now - 40 * day, now, now + 30 * day, 253_402_300_799_000_000 - day]
+        for (index, time) in times.enumerated() {
+            device.client.send(TelemetryFrame(seq: UInt64(index + 1), baseTime: time, readings: [Reading(name: "t", value: .i64(Int64(index)))]))
+        }
+        try await device.waitForAck(UInt64(times.count))
+        #expect(try hub.count("SELECT count(*) FROM telemetry WHERE device_id = 'time-traveller'") == times.count)
+        try await eventually { try hub.count("SELECT count(*) FROM reading_default") == 0 }
+        #expect(try hub.count("SELECT count(*) FROM telemetry WHERE device_id = 'time-traveller'") == times.count)
+        #expect(try partitions(hub).contains("reading_p9999123000"))
+    }
+
+    @Test("retention drops whole partitions past the window while a device streams; acks keep coming; counts are reported")
+    func retention() async throws {
+        let cluster = try #require(TestCluster.current)
+        let url = try cluster.makeDatabase()
+        // Old data first, through the normal path, with retention off.
+        let loader = try await TestHub.start(databaseURL: url) { $0.storage.interval = .milliseconds(200) }
+        let token = try await loader.addDevice("aging")
+        let old = try await loader.connect("aging", token: token)
+        let day: Int64 = 86_400_000_000
+        let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+        for seq in 1...300 as ClosedRange<UInt64> {
+            // 10 to 19 days old: ten partitions past a 5-day window.
+            old.client.send(TelemetryFrame(seq: seq, baseTime: now - (10 + Int64(seq % 10)) * day, readings: [Reading(name: "v", value: .f64(1))]))
+        }
+        try await old.waitForAck(300)
+        // Into day partitions of their own, so retention has whole partitions to drop.
+        try await eventually { try loader.count("SELECT count(*) FROM reading_default") == 0 }
+        await old.client.close()
+        await loader.stop()
+        let oldPartitions = try PostgresConnection(url: url).query(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'reading'::regclass").rows[0][0]
+
+        let hub = try await TestHub.start(databaseURL: url) {
+            $0.storage.retentionDays = 5
+            $0.storage.interval = .milliseconds(300)
+        }
+        defer { Task { await hub.stop() } }
+        let device = try await hub.connect("aging", token: token)
+        // Stream while retention runs, timing every ack.
+        var longestAckMillis = 0.0
+        for seq in 301...420 as ClosedRange<UInt64> {
+            let sent = ContinuousClock.now
+            device.client.send(TelemetryFrame(seq: seq, baseTime: 0, readings: [Reading(name: "v", value: .f64(2))]))
+            try await device.waitForAck(seq)
+            let took = ContinuousClock.now - sent
+            longestAckMillis = max(longestAckMillis, Double(took.components.attoseconds) / 1e15 + Double(took.components.seconds) * 1000)
+        }
+        #expect(try hub.count("SELECT count(*) FROM telemetry WHERE device_id = 'aging'") == 120)
+        #expect(try hub.count("SELECT count(*) FROM telemetry WHERE device_id = 'aging' AND value = 1") == 0)
+        let report = hub.hub.storageReport
+        #expect(report.readingsDropped == 300)
+        #expect(report.partitionsDropped >= 10)
+        #expect(longestAckMillis < 2_000, "an ack waited \(longestAckMillis) ms")
+        print("retention: dropped \(report.partitionsDropped) partitions (\(report.readingsDropped) readings) of \(oldPartitions ?? "?"); longest drop \(String(format: "%.1f", report.longestDropMillis)) ms; longest ack meanwhile \(String(format: "%.1f", longestAckMillis)) ms")
+    }
+}
