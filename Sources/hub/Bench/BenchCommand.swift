@@ -48,7 +48,8 @@ struct IngestBenchCommand: AsyncParsableCommand {
         ]
         if let first = result.rssSamples.first, let last = result.rssSamples.last, let peak = result.rssSamples.max() {
             let mib = { (bytes: Int) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
-            lines.append("  hub rss       start \(mib(first))   max \(mib(peak))   end \(mib(last))  (\(result.rssSamples.count) samples, one per second)")
+            let quarters = [1, 2, 3].map { mib(result.rssSamples[result.rssSamples.count * $0 / 4]) }.joined(separator: " / ")
+            lines.append("  hub rss       start \(mib(first))   max \(mib(peak))   end \(mib(last))  (\(result.rssSamples.count) samples, one per second; at 1/4, 1/2, 3/4: \(quarters))")
         }
         if !noCeiling, let databaseURL = target.databaseURL {
             let ceiling = try CopyCeiling(url: databaseURL, readingsPerFrame: readings, devices: devices)
