@@ -23,6 +23,7 @@ public final class Hub: Sendable {
     private let executor: DatabaseExecutor
     private let commandStore: PostgresCommandStore
     private let partitions: PartitionManager
+    private let rollups: RollupFolder
     private let server: HubServer
     private let logger: Logger
 
@@ -61,6 +62,8 @@ public final class Hub: Sendable {
             try partitions.runOnce(on: PostgresConnection(url: database.url))
         }
         partitions.start()
+        rollups = RollupFolder(url: database.url, logger: logger)
+        rollups.start()
 
         queue = IngestQueue(capacityRows: configuration.queueCapacityRows)
         let metrics = IngestMetrics()
@@ -131,6 +134,7 @@ public final class Hub: Sendable {
         await server.closeAll(.shuttingDown)
         listener.stop()
         partitions.stop()
+        rollups.stop()
         commandStore.shutdown()
         executor.shutdown()
         database.stop(force: true)

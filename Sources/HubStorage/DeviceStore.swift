@@ -94,6 +94,9 @@ public struct DeviceStore {
                 let result = try connection.query("DELETE FROM device_registry WHERE id = $1 RETURNING key, deleted", [id])
                 guard let row = result.rows.first, let key = row[0] else { return false }
                 try connection.query("DELETE FROM reading WHERE device_key = $1", [key])
+                for table in ["rollup_1m", "rollup_1h", "rollup_delta"] {
+                    try connection.query("DELETE FROM \(table) WHERE device_key = $1", [key])
+                }
                 try connection.query("DELETE FROM rejected_frames WHERE device_id = $1", [id])
                 try connection.query("DELETE FROM commands WHERE device_id = $1", [id])
                 return row[1] == "f"

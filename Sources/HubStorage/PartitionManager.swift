@@ -17,6 +17,9 @@ public final class PartitionManager: @unchecked Sendable {
         public var ahead = 2
         /// Drop readings older than this many days; `nil` keeps everything.
         public var retentionDays: Int?
+        /// Rollups older than this many days are deleted; `nil` keeps them. They may
+        /// outlive the readings they summarise.
+        public var rollupRetentionDays: Int?
         /// Rejected frames are deleted after this many days.
         public var rejectedRetentionDays = 30
         /// Final commands are deleted this many days after their last change.
@@ -36,6 +39,7 @@ public final class PartitionManager: @unchecked Sendable {
         public var readingsDropped = 0
         public var rejectedDeleted = 0
         public var commandsDeleted = 0
+        public var rollupsDeleted = 0
         /// The longest a drop held its lock (milliseconds).
         public var longestDropMillis = 0.0
     }
@@ -108,6 +112,12 @@ public final class PartitionManager: @unchecked Sendable {
             guard let bucket = row[0].flatMap({ Int64($0) }) else { continue }
             try ensurePartition(from: bucket * span, on: connection, report: &report)
         }
+        if let days = settings.rollupRetentionDays {
+            for table in ["rollup_1m", "rollup_1h"] {
+                report.rollupsDeleted += try connection.query(
+                    "DELETE FROM \(table) WHERE bucket < now() - $1::int * interval '1 day'", [String(days)]).affectedRows
+            }
+        }
         report.rejectedDeleted = try connection.query(
             "DELETE FROM rejected_frames WHERE received_at < now() - $1::int * interval '1 day'", [String(settings.rejectedRetentionDays)]
         ).affectedRows
@@ -124,6 +134,7 @@ public final class PartitionManager: @unchecked Sendable {
             total.readingsDropped += report.readingsDropped
             total.rejectedDeleted += report.rejectedDeleted
             total.commandsDeleted += report.commandsDeleted
+            total.rollupsDeleted += report.rollupsDeleted
             total.longestDropMillis = max(total.longestDropMillis, report.longestDropMillis)
         }
         return report

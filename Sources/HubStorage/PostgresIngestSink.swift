@@ -20,7 +20,8 @@ public final class PostgresIngestSink: IngestSink {
         let connection = try liveConnection()
         do {
             try ensureMetricKeys(for: bursts, on: connection)
-            let (readings, readingRows) = encodeReadings(bursts)
+            let (readings, readingRows, deltas) = encodeReadings(bursts)
+            let (rollups, rollupRows) = deltas.encoded()
             let (rejections, rejectionRows) = encodeRejections(bursts)
             var markKeys: [String] = [], markSeqs: [String] = []
             var sessionKeys: [String] = [], sessions: [String] = [], remotes: [String] = [], times: [String] = []
@@ -42,6 +43,7 @@ public final class PostgresIngestSink: IngestSink {
                         "COPY reading (device_key, metric_key, seq, ts, value_type, value, text_value) FROM STDIN (FORMAT binary)",
                         data: readings)
                 }
+                if rollupRows > 0 { try connection.copyIn(RollupDeltas.copyStatement, data: rollups) }
                 if rejectionRows > 0 {
                     try connection.copyIn(
                         "COPY rejected_frames (device_id, seq, reason, payload, received_at) FROM STDIN (FORMAT binary)",
@@ -108,19 +110,24 @@ public final class PostgresIngestSink: IngestSink {
         }
     }
 
-    private func encodeReadings(_ bursts: [IngestBurst]) -> ([UInt8], Int) {
+    /// The readings' COPY data and row count, and the batch's rollup deltas.
+    private func encodeReadings(_ bursts: [IngestBurst]) -> ([UInt8], Int, RollupDeltas) {
         var encoder = BinaryCopyEncoder(reservingCapacity: 1 << 20)
+        var deltas = RollupDeltas()
         for burst in bursts {
             let deviceKey = burst.device.key
             for accepted in burst.frames {
                 let base = accepted.baseMicros
                 let seq = Int64(accepted.frame.seq)
                 for reading in accepted.frame.readings {
+                    let metricKey = metricKeys[reading.name]!
+                    let ts = base + Int64(reading.offsetMicros)
+                    deltas.add(device: deviceKey, metric: metricKey, tsMicros: ts, seq: seq, value: reading.value)
                     encoder.beginRow(fields: 7)
                     encoder.appendInt32(deviceKey)
-                    encoder.appendInt32(metricKeys[reading.name]!)
+                    encoder.appendInt32(metricKey)
                     encoder.appendInt64(seq)
-                    encoder.appendTimestamp(unixMicros: base + Int64(reading.offsetMicros))
+                    encoder.appendTimestamp(unixMicros: ts)
                     encoder.appendInt16(Int16(reading.value.typeCode))
                     switch reading.value {
                     case .f64(let value):
@@ -139,7 +146,7 @@ public final class PostgresIngestSink: IngestSink {
                 }
             }
         }
-        return (encoder.rowCount > 0 ? encoder.finish() : [], encoder.rowCount)
+        return (encoder.rowCount > 0 ? encoder.finish() : [], encoder.rowCount, deltas)
     }
 
     private func encodeRejections(_ bursts: [IngestBurst]) -> ([UInt8], Int) {

@@ -5,9 +5,13 @@ import Postgres
 /// REST telemetry queries, computed in SQL on the control-plane database thread.
 public struct PostgresTelemetryQueries: TelemetryQueries {
     private let executor: DatabaseExecutor
+    private let useRollups: Bool
 
-    public init(executor: DatabaseExecutor) {
+    /// - Parameter useRollups: answer bucketed queries from the rollups where they can
+    ///   (tests turn it off to compare with the raw answer).
+    public init(executor: DatabaseExecutor, useRollups: Bool = true) {
         self.executor = executor
+        self.useRollups = useRollups
     }
 
     /// Filters shared by the queries: $1 device key, $2 metric, $3 from, $4 to (µs).
@@ -42,25 +46,31 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
         limit: Int
     ) async throws -> [TelemetryRow] {
         let parameters = Self.parameters(deviceKey, metric, fromMicros, toMicros) + [String(bucketSeconds)]
-        let bucket = "(floor(extract(epoch FROM r.ts) / $5::bigint) * $5::bigint * 1000000)::bigint"
+        let rollup = useRollups ? Self.rollup(bucketSeconds: bucketSeconds, fromMicros: fromMicros, toMicros: toMicros) : nil
+        let bucket = "(floor(extract(epoch FROM r.\(rollup == nil ? "ts" : "bucket")) / $5::bigint) * $5::bigint * 1000000)::bigint"
         let sql: String
-        switch aggregate {
-        case .last:
-            // The newest reading of each bucket: its number, or its text for strings.
+        switch (aggregate, rollup) {
+        case (.last, let table?):
             sql = """
-                SELECT DISTINCT ON (m.name, \(bucket)) \(bucket) AS bucket, m.name, r.value_type, r.value, r.text_value
-                FROM reading r JOIN metric m ON m.key = r.metric_key
-                WHERE \(Self.filters)
-                ORDER BY m.name, \(bucket), r.ts DESC, r.seq DESC
+                SELECT DISTINCT ON (m.name, \(bucket)) \(bucket) AS bucket, m.name, r.last_type, r.last_value, r.last_text
+                FROM \(Self.rollupSource(table)) r JOIN metric m ON m.key = r.metric_key
+                WHERE \(Self.rollupFilters)
+                ORDER BY m.name, \(bucket), r.last_ts DESC, r.last_seq DESC
                 """
-        default:
-            let function = aggregate == .count ? "count(*)" : "\(aggregate.rawValue)(r.value)"
+        case (_, let table?):
+            let function = switch aggregate {
+            case .count: "sum(r.count)::bigint"
+            case .avg: "sum(r.sum) / NULLIF(sum(r.value_count), 0)"
+            default: "\(aggregate.rawValue)(r.\(aggregate.rawValue))"
+            }
             sql = """
                 SELECT \(bucket) AS bucket, m.name, 0, \(function), NULL
-                FROM reading r JOIN metric m ON m.key = r.metric_key
-                WHERE \(Self.filters)
-                GROUP BY m.name, bucket
+                FROM \(Self.rollupSource(table)) r JOIN metric m ON m.key = r.metric_key
+                WHERE \(Self.rollupFilters)
+                GROUP BY m.name, 1
                 """
+        default:
+            sql = Self.rawBuckets(aggregate: aggregate, bucket: bucket)
         }
         return try await executor.run { connection in
             try connection.query("SELECT * FROM (\(sql)) b ORDER BY 1, 2 LIMIT \(limit)", parameters).rows.map { row in
@@ -70,6 +80,50 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
                     : aggregate == .count ? row[3].flatMap { Int64($0) }.map(Value.i64) : row[3].flatMap { Double($0) }.map(Value.f64)
                 return TelemetryRow(tsMicros: Int64(row[0]!)!, metric: row[1]!, seq: nil, value: value)
             }
+        }
+    }
+
+    /// The coarsest rollup that answers exactly: its span divides `bucket_s`, and the
+    /// range starts and ends on its boundaries. `nil`: only raw readings answer.
+    static func rollup(bucketSeconds: Int64, fromMicros: Int64?, toMicros: Int64?) -> String? {
+        for (table, span) in [("rollup_1h", Int64(3600)), ("rollup_1m", 60)] where bucketSeconds % span == 0 {
+            let micros = span * 1_000_000
+            if (fromMicros ?? 0) % micros == 0 && (toMicros ?? 0) % micros == 0 { return table }
+        }
+        return nil
+    }
+
+    /// A rollup with the minute deltas not folded into it yet (read in the same snapshot).
+    private static func rollupSource(_ table: String) -> String {
+        let columns = "device_key, metric_key, bucket, count, value_count, sum, min, max, last_ts, last_seq, last_type, last_value, last_text"
+        return "(SELECT \(columns) FROM \(table) UNION ALL SELECT \(columns) FROM rollup_delta)"
+    }
+
+    private static let rollupFilters = """
+        r.device_key = $1
+        AND ($2::text IS NULL OR m.name = $2)
+        AND ($3::bigint IS NULL OR r.bucket >= 'epoch'::timestamptz + $3::bigint * interval '1 microsecond')
+        AND ($4::bigint IS NULL OR r.bucket < 'epoch'::timestamptz + $4::bigint * interval '1 microsecond')
+        """
+
+    private static func rawBuckets(aggregate: Aggregate, bucket: String) -> String {
+        switch aggregate {
+        case .last:
+            // The newest reading of each bucket: its number, or its text for strings.
+            return """
+                SELECT DISTINCT ON (m.name, \(bucket)) \(bucket) AS bucket, m.name, r.value_type, r.value, r.text_value
+                FROM reading r JOIN metric m ON m.key = r.metric_key
+                WHERE \(Self.filters)
+                ORDER BY m.name, \(bucket), r.ts DESC, r.seq DESC
+                """
+        default:
+            let function = aggregate == .count ? "count(*)" : "\(aggregate.rawValue)(r.value)"
+            return """
+                SELECT \(bucket) AS bucket, m.name, 0, \(function), NULL
+                FROM reading r JOIN metric m ON m.key = r.metric_key
+                WHERE \(Self.filters)
+                GROUP BY m.name, bucket
+                """
         }
     }
 

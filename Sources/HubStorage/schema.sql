@@ -58,6 +58,36 @@ $$;
 CREATE TABLE IF NOT EXISTS reading_default PARTITION OF reading DEFAULT;
 CREATE INDEX IF NOT EXISTS reading_device_ts ON reading (device_key, ts);
 
+-- Per-minute and per-hour aggregates per device and metric, for bucketed queries over long
+-- ranges (docs/storage.md). `count` counts every reading, `value_count` those with a
+-- number (f64, i64, bool); first and last are by (ts, seq) and may be strings.
+CREATE TABLE IF NOT EXISTS rollup_1m (
+    device_key   integer NOT NULL,
+    metric_key   integer NOT NULL,
+    bucket       timestamptz NOT NULL,
+    count        bigint NOT NULL,
+    value_count  bigint NOT NULL,
+    sum          double precision,
+    min          double precision,
+    max          double precision,
+    first_ts     timestamptz NOT NULL,
+    first_seq    bigint NOT NULL,
+    first_type   smallint NOT NULL,
+    first_value  double precision,
+    first_text   text,
+    last_ts      timestamptz NOT NULL,
+    last_seq     bigint NOT NULL,
+    last_type    smallint NOT NULL,
+    last_value   double precision,
+    last_text    text,
+    PRIMARY KEY (device_key, metric_key, bucket)
+);
+CREATE TABLE IF NOT EXISTS rollup_1h (LIKE rollup_1m INCLUDING ALL);
+-- Minute aggregates of each ingest batch, committed with its readings; folded into the
+-- rollups every second. Queries read them too, so rollups are never behind.
+CREATE TABLE IF NOT EXISTS rollup_delta (LIKE rollup_1m);
+CREATE INDEX IF NOT EXISTS rollup_delta_device ON rollup_delta (device_key, bucket);
+
 CREATE OR REPLACE VIEW telemetry AS
     SELECT d.id AS device_id, r.seq, m.name AS metric, r.ts, r.value, r.text_value
     FROM reading r

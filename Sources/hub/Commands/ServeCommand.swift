@@ -76,6 +76,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("retention-days"), help: "Drop readings older than this many days, a whole partition at a time (default: keep everything).")
     var retentionDays: Int?
 
+    @Option(name: .customLong("rollup-retention-days"), help: "Delete minute and hour rollups older than this many days (default: keep them).")
+    var rollupRetentionDays: Int?
+
     @Option(name: .customLong("rejected-retention-days"), help: "Delete rejected frames after this many days (default 30).")
     var rejectedRetentionDays: Int?
 
@@ -96,6 +99,7 @@ struct ServeCommand: AsyncParsableCommand {
             ("--max-header-bytes", maxHeaderBytes), ("--max-body-bytes", maxBodyBytes),
             ("--partition-hours", partitionHours), ("--retention-days", retentionDays),
             ("--rejected-retention-days", rejectedRetentionDays), ("--command-retention-days", commandRetentionDays),
+            ("--rollup-retention-days", rollupRetentionDays),
         ] {
             if let value, value < 1 { throw ValidationError("\(name) must be at least 1") }
         }
@@ -130,6 +134,7 @@ struct ServeCommand: AsyncParsableCommand {
         if let maxBodyBytes { configuration.server.maxRequestBodyBytes = maxBodyBytes }
         if let partitionHours { configuration.storage.spanSeconds = Int64(partitionHours) * 3600 }
         configuration.storage.retentionDays = retentionDays
+        configuration.storage.rollupRetentionDays = rollupRetentionDays
         if let rejectedRetentionDays { configuration.storage.rejectedRetentionDays = rejectedRetentionDays }
         if let commandRetentionDays { configuration.storage.commandRetentionDays = commandRetentionDays }
         configuration.server.allowedOrigins = allowedOrigins.isEmpty

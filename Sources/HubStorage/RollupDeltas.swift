@@ -1,0 +1,97 @@
+import HubProtocol
+import Postgres
+
+/// The minute aggregates of one ingest batch, per (device, metric, minute), written to
+/// `rollup_delta` in the batch's own transaction, so rollups can never miss or repeat a
+/// committed reading.
+struct RollupDeltas {
+    struct Key: Hashable {
+        var device: Int32
+        var metric: Int32
+        /// The minute's start, in microseconds since the Unix epoch.
+        var minute: Int64
+    }
+
+    /// One reading at the edge of a bucket: first or last by (ts, seq).
+    struct Point {
+        var ts: Int64
+        var seq: Int64
+        var type: Int16
+        var number: Double?
+        var text: String?
+
+        func isBefore(_ other: Point) -> Bool { (ts, seq) < (other.ts, other.seq) }
+    }
+
+    struct Aggregate {
+        var count: Int64 = 0
+        var valueCount: Int64 = 0
+        var sum: Double?
+        var min: Double?
+        var max: Double?
+        var first: Point
+        var last: Point
+    }
+
+    private(set) var entries: [Key: Aggregate] = [:]
+
+    mutating func add(device: Int32, metric: Int32, tsMicros: Int64, seq: Int64, value: Value) {
+        let number: Double?
+        var text: String?
+        switch value {
+        case .f64(let double): number = double
+        case .i64(let int): number = Double(int)
+        case .bool(let bool): number = bool ? 1 : 0
+        case .string(let string):
+            number = nil
+            text = string
+        }
+        let point = Point(ts: tsMicros, seq: seq, type: Int16(value.typeCode), number: number, text: text)
+        let minute = tsMicros >= 0 ? tsMicros / 60_000_000 * 60_000_000 : (tsMicros - 59_999_999) / 60_000_000 * 60_000_000
+        let key = Key(device: device, metric: metric, minute: minute)
+        var aggregate = entries[key] ?? Aggregate(first: point, last: point)
+        aggregate.count += 1
+        if let number {
+            aggregate.valueCount += 1
+            aggregate.sum = (aggregate.sum ?? 0) + number
+            aggregate.min = Swift.min(aggregate.min ?? number, number)
+            aggregate.max = Swift.max(aggregate.max ?? number, number)
+        }
+        if point.isBefore(aggregate.first) { aggregate.first = point }
+        if aggregate.last.isBefore(point) { aggregate.last = point }
+        entries[key] = aggregate
+    }
+
+    /// `COPY rollup_delta … (FORMAT binary)` data, and its row count.
+    func encoded() -> ([UInt8], Int) {
+        var encoder = BinaryCopyEncoder(reservingCapacity: entries.count * 120 + 64)
+        func optional(_ value: Double?) { if let value { encoder.appendDouble(value) } else { encoder.appendNull() } }
+        func point(_ point: Point) {
+            encoder.appendTimestamp(unixMicros: point.ts)
+            encoder.appendInt64(point.seq)
+            encoder.appendInt16(point.type)
+            optional(point.number)
+            if let text = point.text { encoder.appendText(text) } else { encoder.appendNull() }
+        }
+        for (key, aggregate) in entries {
+            encoder.beginRow(fields: 18)
+            encoder.appendInt32(key.device)
+            encoder.appendInt32(key.metric)
+            encoder.appendTimestamp(unixMicros: key.minute)
+            encoder.appendInt64(aggregate.count)
+            encoder.appendInt64(aggregate.valueCount)
+            optional(aggregate.sum)
+            optional(aggregate.min)
+            optional(aggregate.max)
+            point(aggregate.first)
+            point(aggregate.last)
+        }
+        return (encoder.rowCount > 0 ? encoder.finish() : [], encoder.rowCount)
+    }
+
+    static let copyStatement = """
+        COPY rollup_delta (device_key, metric_key, bucket, count, value_count, sum, min, max,
+            first_ts, first_seq, first_type, first_value, first_text, last_ts, last_seq, last_type, last_value, last_text)
+        FROM STDIN (FORMAT binary)
+        """
+}
