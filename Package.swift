@@ -106,7 +106,7 @@ let package = Package(
         .executableTarget(
             name: "hub",
             dependencies: [
-                "Hub", "HubClient", "HubIngest", "Postgres",
+                "Hub", "HubClient", "HubIngest", "HubStorage", "Postgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]

@@ -140,6 +140,19 @@ public final class PartitionManager: @unchecked Sendable {
         return report
     }
 
+    /// Creates the partitions covering [from, to) (Unix seconds), for example before loading
+    /// history, so the readings go straight into them. - Returns: how many were created.
+    @discardableResult
+    public func ensurePartitions(fromSeconds from: Int64, toSeconds to: Int64, on connection: PostgresConnection) throws -> Int {
+        var report = Report()
+        var start = from / settings.spanSeconds * settings.spanSeconds
+        while start < to {
+            try ensurePartition(from: start, on: connection, report: &report)
+            start += settings.spanSeconds
+        }
+        return report.partitionsCreated
+    }
+
     /// The partition for [start, start + span): created empty, or built from the default
     /// partition's rows in that range and attached (its CHECK constraint spares the scan).
     private func ensurePartition(from start: Int64, on connection: PostgresConnection, report: inout Report) throws {

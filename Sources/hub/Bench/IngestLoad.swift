@@ -29,6 +29,8 @@ final class IngestLoad: @unchecked Sendable {
     let framesPerSecondPerDevice: Double?
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
     private var streams: [DeviceLoad] = []
+    /// The devices' ids, in index order.
+    private(set) var ids: [String] = []
     fileprivate let stats = LoadStats()
 
     init(devices: Int, readingsPerFrame: Int, window: Int, framesPerSecondPerDevice: Double? = nil) {
@@ -36,6 +38,30 @@ final class IngestLoad: @unchecked Sendable {
         self.readingsPerFrame = readingsPerFrame
         self.window = window
         self.framesPerSecondPerDevice = framesPerSecondPerDevice
+    }
+
+    /// History loading: frame n of device d carries the time `baseTime(d, n)` (µs), and
+    /// each device stops after `framesPerDevice`.
+    struct History: Sendable {
+        var framesPerDevice: UInt64
+        var baseTime: @Sendable (_ device: Int, _ frame: UInt64) -> Int64
+    }
+
+    var history: History?
+
+    /// Sends every device's history as fast as acks allow. - Returns: when all is acked.
+    func loadHistory(progress: @escaping @Sendable (Int) -> Void) async throws {
+        guard let history else { return }
+        for stream in streams { stream.client!.channel.eventLoop.execute { stream.pump() } }
+        let total = Int(history.framesPerDevice) * streams.count
+        var lastReport = ContinuousClock.now
+        while stats.frames < total {
+            try await Task.sleep(for: .milliseconds(200))
+            if ContinuousClock.now - lastReport > .seconds(10) {
+                progress(stats.frames)
+                lastReport = .now
+            }
+        }
     }
 
     func connect(host: String, port: Int) async throws {
@@ -46,8 +72,13 @@ final class IngestLoad: @unchecked Sendable {
         let run = UUID().uuidString.prefix(6)
         for index in 0..<devices {
             let stream = DeviceLoad(window: window, template: template, stats: stats, rate: framesPerSecondPerDevice)
+            if let history {
+                stream.limit = history.framesPerDevice
+                stream.baseTime = { history.baseTime(index, $0) }
+            }
+            ids.append("bench-\(run)-\(index)")
             stream.client = try await DeviceClient.connect(
-                host: host, port: port, deviceID: "bench-\(run)-\(index)", token: nil, group: group,
+                host: host, port: port, deviceID: ids[index], token: nil, group: group,
                 onEvent: { stream.handle($0) })
             stream.next = stream.client!.welcome.lastSeq + 1
             stream.acked = stream.client!.welcome.lastSeq
@@ -106,6 +137,9 @@ private final class DeviceLoad: @unchecked Sendable {
     private var template: [UInt8]
     private var sentAt: [UInt64]
     private let stats: LoadStats
+    /// History mode: the last frame to send, and each frame's time.
+    var limit: UInt64?
+    var baseTime: ((UInt64) -> Int64)?
     /// Paced mode: frames per second, and the frames this device may send now.
     private let rate: Double?
     private var credit = 0.0
@@ -131,8 +165,13 @@ private final class DeviceLoad: @unchecked Sendable {
     func pump() {
         guard running, let client else { return }
         var sent = false
-        while next - acked <= UInt64(window), rate == nil || credit >= 1 {
+        while next - acked <= UInt64(window), rate == nil || credit >= 1, next <= limit ?? .max {
             if rate != nil { credit -= 1 }
+            if let baseTime {
+                withUnsafeBytes(of: UInt64(bitPattern: baseTime(next)).bigEndian) { bytes in
+                    for index in 0..<8 { template[10 + index] = bytes[index] }
+                }
+            }
             withUnsafeBytes(of: next.bigEndian) { bytes in
                 for index in 0..<8 { template[2 + index] = bytes[index] }
             }
