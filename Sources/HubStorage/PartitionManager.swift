@@ -44,53 +44,32 @@ public final class PartitionManager: @unchecked Sendable {
         public var longestDropMillis = 0.0
     }
 
-    private let url: String
     private let settings: Settings
     private let logger: Logger
     private let condition = NSCondition()
-    private var stopped = false
     private var total = Report()
+    private var worker: PeriodicWorker!
     private let dropped = Counter(label: "hub_retention_readings_dropped_total")
     private let dropSeconds = Timer(label: "hub_retention_drop_seconds")
 
     public init(url: String, settings: Settings, logger: Logger) {
-        self.url = url
         self.settings = settings
         self.logger = logger
+        worker = PeriodicWorker(
+            name: "hub-partitions", url: url, interval: settings.interval,
+            round: { [weak self] connection in _ = try self?.runOnce(on: connection) },
+            failed: { error, _ in logger.warning("partition maintenance failed; trying again later", metadata: ["error": "\(error)"]) })
     }
 
     /// Everything done so far.
     public var report: Report { condition.withLock { total } }
 
     public func start() {
-        let thread = Thread { [self] in loop() }
-        thread.name = "hub-partitions"
-        thread.start()
+        worker.start()
     }
 
     public func stop() {
-        condition.withLock {
-            stopped = true
-            condition.broadcast()
-        }
-    }
-
-    private func loop() {
-        var connection: PostgresConnection?
-        while !condition.withLock({ stopped }) {
-            do {
-                if connection?.isConnected != true { connection = try PostgresConnection(url: url) }
-                _ = try runOnce(on: connection!)
-            } catch {
-                logger.warning("partition maintenance failed; trying again later", metadata: ["error": "\(error)"])
-                if connection?.isConnected != true { connection = nil }
-            }
-            condition.withLock {
-                let seconds = Double(settings.interval.components.seconds) + Double(settings.interval.components.attoseconds) / 1e18
-                _ = condition.wait(until: Date().addingTimeInterval(seconds))
-            }
-        }
-        connection?.close()
+        worker.stop()
     }
 
     /// One round: partitions ahead, default rows moved, retention. - Returns: what it did.

@@ -7,50 +7,22 @@ import Postgres
 /// and upserts both rollups, so a query (which reads rollups and deltas in one snapshot)
 /// sees every committed reading exactly once.
 public final class RollupFolder: @unchecked Sendable {
-    private let url: String
-    private let interval: Duration
-    private let logger: Logger
-    private let condition = NSCondition()
-    private var stopped = false
+    private let worker: PeriodicWorker
 
     public init(url: String, interval: Duration = .seconds(1), logger: Logger) {
-        self.url = url
-        self.interval = interval
-        self.logger = logger
+        worker = PeriodicWorker(
+            name: "hub-rollups", url: url, interval: interval, round: { try Self.fold(on: $0) },
+            failed: { error, first in
+                if first { logger.warning("rollup fold failed; retrying every second", metadata: ["error": "\(error)"]) }
+            })
     }
 
     public func start() {
-        let thread = Thread { [self] in loop() }
-        thread.name = "hub-rollups"
-        thread.start()
+        worker.start()
     }
 
     public func stop() {
-        condition.withLock {
-            stopped = true
-            condition.broadcast()
-        }
-    }
-
-    private func loop() {
-        var connection: PostgresConnection?
-        var failing = false
-        while !condition.withLock({ stopped }) {
-            do {
-                if connection?.isConnected != true { connection = try PostgresConnection(url: url) }
-                try Self.fold(on: connection!)
-                failing = false
-            } catch {
-                if !failing { logger.warning("rollup fold failed; retrying every second", metadata: ["error": "\(error)"]) }
-                failing = true
-                if connection?.isConnected != true { connection = nil }
-            }
-            condition.withLock {
-                let seconds = Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18
-                _ = condition.wait(until: Date().addingTimeInterval(seconds))
-            }
-        }
-        connection?.close()
+        worker.stop()
     }
 
     /// One fold. - Returns: the delta rows taken in.

@@ -1,0 +1,58 @@
+import Foundation
+import Postgres
+
+/// Runs a round of database work on its own thread and connection: at start, then every
+/// `interval`, until stopped. A failed round drops a broken connection and the next round
+/// reconnects.
+final class PeriodicWorker: @unchecked Sendable {
+    private let name: String
+    private let url: String
+    private let interval: Duration
+    private let round: (PostgresConnection) throws -> Void
+    private let failed: (Error, _ firstInARow: Bool) -> Void
+    private let condition = NSCondition()
+    private var stopped = false
+
+    init(
+        name: String, url: String, interval: Duration, round: @escaping (PostgresConnection) throws -> Void,
+        failed: @escaping (Error, _ firstInARow: Bool) -> Void
+    ) {
+        self.name = name
+        self.url = url
+        self.interval = interval
+        self.round = round
+        self.failed = failed
+    }
+
+    func start() {
+        let thread = Thread { [self] in loop() }
+        thread.name = name
+        thread.start()
+    }
+
+    func stop() {
+        condition.withLock {
+            stopped = true
+            condition.broadcast()
+        }
+    }
+
+    private func loop() {
+        var connection: PostgresConnection?
+        var failing = false
+        let seconds = Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18
+        while !condition.withLock({ stopped }) {
+            do {
+                if connection?.isConnected != true { connection = try PostgresConnection(url: url) }
+                try round(connection!)
+                failing = false
+            } catch {
+                failed(error, !failing)
+                failing = true
+                if connection?.isConnected != true { connection = nil }
+            }
+            condition.withLock { _ = condition.wait(until: Date().addingTimeInterval(seconds)) }
+        }
+        connection?.close()
+    }
+}
