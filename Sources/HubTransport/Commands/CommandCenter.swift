@@ -186,27 +186,28 @@ actor CommandCenter {
     /// `command_ack` from a device.
     func acknowledged(id: String, by device: String) async {
         await apply(id: id, device: device) { command in
-            guard command.status == .sent else { return nil }
+            guard command.status == .sent else { return false }
             command.status = .delivered
-            return command
+            return true
         }
     }
 
     /// `command_result` from a device.
     func finished(id: String, by device: String, ok: Bool, resultJSON: String?, error: String?) async {
         await apply(id: id, device: device) { command in
-            guard command.status == .sent || command.status == .delivered else { return nil }
+            guard command.status == .sent || command.status == .delivered else { return false }
             command.status = ok ? .succeeded : .failed
             command.resultJSON = ok ? resultJSON : nil
             command.error = ok ? nil : (error ?? "failed")
-            return command
+            return true
         }
     }
 
     /// Applies a device's reply to its own command. A reply for an unknown command or for
     /// another device's is ignored and counted; a repeat (a second ack, a result after the
     /// time to live) changes nothing.
-    private func apply(id: String, device: String, _ change: (inout Command) -> Command?) async {
+    /// `change` edits the command and tells whether its state allowed the reply.
+    private func apply(id: String, device: String, _ change: (inout Command) -> Bool) async {
         guard var command = open[id] else {
             if (try? await store.command(id: id))?.device != device { ignoredReplies.increment() }
             return
@@ -215,14 +216,14 @@ actor CommandCenter {
             ignoredReplies.increment()
             return
         }
-        guard var changed = change(&command) else { return }
-        changed.updatedMicros = WallClock.nowMicros()
-        if changed.isFinal {
-            finish(changed)
+        guard change(&command) else { return }
+        command.updatedMicros = WallClock.nowMicros()
+        if command.isFinal {
+            finish(command)
         } else {
-            open[id] = changed
-            store.save(changed, isNew: false, done: nil)
-            self.changed(changed)
+            open[id] = command
+            store.save(command, isNew: false, done: nil)
+            changed(command)
         }
     }
 

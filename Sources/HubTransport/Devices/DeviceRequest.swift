@@ -20,6 +20,16 @@ struct DeviceRequest {
             }
         }
 
+        /// The contract's error code for the body.
+        var code: String {
+            switch self {
+            case .badPath: "bad_request"
+            case .unauthorized: "unauthorized"
+            case .disabled: "forbidden"
+            case .unavailable: "unavailable"
+            }
+        }
+
         var message: String {
             switch self {
             case .badPath(let why): why

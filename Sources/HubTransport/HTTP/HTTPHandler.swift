@@ -133,13 +133,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             return .error(.upgradeRequired, code: "upgrade_required", "connect with a WebSocket upgrade")
         } catch {
-            let code = switch error.status {
-            case .badRequest: "bad_request"
-            case .forbidden: "forbidden"
-            case .serviceUnavailable: "unavailable"
-            default: "unauthorized"
-            }
-            var reply = HTTPReply.error(error.status, code: code, error.message)
+            var reply = HTTPReply.error(error.status, code: error.code, error.message)
             reply.close = true
             if error.status == .serviceUnavailable { reply.retryAfterSeconds = 1 }
             return reply

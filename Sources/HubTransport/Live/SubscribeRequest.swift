@@ -59,7 +59,7 @@ public struct SubscribeRequest {
         var patterns: [DevicePattern] = []
         for selector in selectors {
             guard let pattern = DevicePattern(selector) else {
-                throw LiveRequestError("bad_glob", "\\(JSON.quote(selector)) is not a device id or glob (A-Z a-z 0-9 . _ - and *)")
+                throw LiveRequestError("bad_glob", "\(JSON.quote(selector)) is not a device id or glob (A-Z a-z 0-9 . _ - and *)")
             }
             patterns.append(pattern)
         }
