@@ -40,6 +40,8 @@ public final class PartitionManager: @unchecked Sendable {
         public var rejectedDeleted = 0
         public var commandsDeleted = 0
         public var rollupsDeleted = 0
+        /// Sparse hours whose minute rows were built before their readings could go.
+        public var hoursGivenMinutes = 0
         /// The longest a drop held its lock (milliseconds).
         public var longestDropMillis = 0.0
     }
@@ -114,6 +116,7 @@ public final class PartitionManager: @unchecked Sendable {
             total.rejectedDeleted += report.rejectedDeleted
             total.commandsDeleted += report.commandsDeleted
             total.rollupsDeleted += report.rollupsDeleted
+            total.hoursGivenMinutes += report.hoursGivenMinutes
             total.longestDropMillis = max(total.longestDropMillis, report.longestDropMillis)
         }
         return report
@@ -165,6 +168,8 @@ public final class PartitionManager: @unchecked Sendable {
 
     /// Drops partitions that end at or before `cutoff`, and deletes older default rows.
     private func applyRetention(cutoff: Int64, on connection: PostgresConnection, report: inout Report) throws {
+        // Minute buckets of sparse hours come from readings: build their minute rows first.
+        report.hoursGivenMinutes = try RollupFolder.keepMinutes(before: Self.literal(cutoff), on: connection)
         let partitions = try connection.query(
             """
             SELECT c.relname, extract(epoch FROM (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz)::bigint

@@ -94,9 +94,43 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
     }
 
     /// A rollup with the minute deltas not folded into it yet (read in the same snapshot).
+    /// Minute buckets of sparse hours, which keep no minute rows, come from their readings.
     private static func rollupSource(_ table: String) -> String {
         let columns = "device_key, metric_key, bucket, count, value_count, sum, min, max, last_ts, last_seq, last_type, last_value, last_text"
-        return "(SELECT \(columns) FROM \(table) UNION ALL SELECT \(columns) FROM rollup_delta)"
+        let x = columns.split(separator: ", ").map { "x.\($0)" }.joined(separator: ", ")
+        guard table == "rollup_1m" else { return "(SELECT \(columns) FROM \(table) UNION ALL SELECT \(columns) FROM rollup_delta)" }
+        let kept = """
+            EXISTS (SELECT 1 FROM rollup_1h h WHERE h.device_key = x.device_key AND h.metric_key = x.metric_key
+                AND h.bucket = \(RollupFolder.hour("x.bucket")) AND h.minutes)
+            """
+        let metric = "($2::text IS NULL OR x.metric_key = (SELECT key FROM metric WHERE name = $2))"
+        // The (hour, metrics) with readings but no minute rows: sparse hours, and hours
+        // whose only readings are still deltas.
+        let sparse = """
+            SELECT hour, array_agg(DISTINCT metric_key) AS metrics FROM (
+                SELECT x.bucket AS hour, x.metric_key FROM rollup_1h x
+                WHERE x.device_key = $1 AND NOT x.minutes AND \(metric)
+                    AND ($3::bigint IS NULL OR x.bucket > \(micros("$3")) - interval '1 hour')
+                    AND ($4::bigint IS NULL OR x.bucket < \(micros("$4")))
+                UNION ALL
+                SELECT \(RollupFolder.hour("x.bucket")), x.metric_key FROM rollup_delta x
+                WHERE x.device_key = $1 AND \(metric) AND NOT \(kept)
+                    AND ($3::bigint IS NULL OR x.bucket >= \(micros("$3")))
+                    AND ($4::bigint IS NULL OR x.bucket < \(micros("$4")))
+            ) hours GROUP BY hour
+            """
+        return """
+            (SELECT \(columns) FROM rollup_1m
+            UNION ALL SELECT \(x) FROM rollup_delta x WHERE \(kept)
+            UNION ALL SELECT \(x) FROM (\(sparse)) s CROSS JOIN LATERAL (
+                SELECT * FROM \(RollupFolder.readingsAsRows) x
+                WHERE x.device_key = $1 AND x.bucket >= s.hour AND x.bucket < s.hour + interval '1 hour' AND x.metric_key = ANY (s.metrics)) x)
+            """
+    }
+
+    /// A `timestamptz` from microseconds in a parameter.
+    private static func micros(_ parameter: String) -> String {
+        "('epoch'::timestamptz + \(parameter)::bigint * interval '1 microsecond')"
     }
 
     private static let rollupFilters = """

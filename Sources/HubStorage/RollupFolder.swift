@@ -3,10 +3,22 @@ import Logging
 import Postgres
 
 /// Folds `rollup_delta` into `rollup_1m` and `rollup_1h`, every second, on its own thread
-/// and connection: one statement takes the deltas out, merges them per minute and per hour,
-/// and upserts both rollups, so a query (which reads rollups and deltas in one snapshot)
-/// sees every committed reading exactly once.
+/// and connection: one statement takes the deltas out, merges them per hour and per minute,
+/// and upserts both rollups, so a query (which reads rollups, deltas and readings in one
+/// snapshot) sees every committed reading exactly once.
+///
+/// An hour of a (device, metric) keeps minute rows only once it holds more than
+/// ``minuteRowsAbove`` readings; a sparser hour answers minute buckets from its readings,
+/// which are no more rows than its minutes would be (`rollup_1h.minutes` says which). An
+/// hour that grows past the threshold gets its minute rows built from its readings, and
+/// before retention drops readings, ``keepMinutes(before:on:)`` builds them for every
+/// sparse hour older than the cut (docs/storage.md).
 public final class RollupFolder: @unchecked Sendable {
+    /// Readings per hour of a (device, metric) above which the hour keeps minute rows.
+    public static let minuteRowsAbove = 60
+    /// Serialises folds with ``keepMinutes(before:on:)`` (a PostgreSQL advisory lock key).
+    static let lockKey = 0x6875_625f_726f_6c6c  // "hub_roll"
+
     private let worker: PeriodicWorker
 
     public init(url: String, interval: Duration = .seconds(1), logger: Logger) {
@@ -25,45 +37,145 @@ public final class RollupFolder: @unchecked Sendable {
         worker.stop()
     }
 
-    /// One fold. - Returns: the delta rows taken in.
+    /// One fold, in its own transaction. - Returns: the delta rows taken in.
     @discardableResult
     public static func fold(on connection: PostgresConnection) throws(PostgresError) -> Int {
-        func merged(_ bucket: String) -> String {
-            """
-            SELECT device_key, metric_key, \(bucket) AS bucket, sum(count)::bigint, sum(value_count)::bigint,
-                sum(sum), min(min), max(max),
-                min(first_ts), (array_agg(first_seq ORDER BY first_ts, first_seq))[1],
-                (array_agg(first_type ORDER BY first_ts, first_seq))[1], (array_agg(first_value ORDER BY first_ts, first_seq))[1],
-                (array_agg(first_text ORDER BY first_ts, first_seq))[1],
-                max(last_ts), (array_agg(last_seq ORDER BY last_ts DESC, last_seq DESC))[1],
-                (array_agg(last_type ORDER BY last_ts DESC, last_seq DESC))[1], (array_agg(last_value ORDER BY last_ts DESC, last_seq DESC))[1],
-                (array_agg(last_text ORDER BY last_ts DESC, last_seq DESC))[1]
-            FROM taken GROUP BY device_key, metric_key, \(bucket)
-            """
+        try connection.transaction { () throws(PostgresError) -> Int in
+            try connection.execute("SELECT pg_advisory_xact_lock(\(lockKey))")
+            return try foldStatement(on: connection)
         }
-        func upsert() -> String {
-            let first = ["first_ts", "first_seq", "first_type", "first_value", "first_text"].map {
-                "\($0) = CASE WHEN (excluded.first_ts, excluded.first_seq) < (r.first_ts, r.first_seq) THEN excluded.\($0) ELSE r.\($0) END"
-            }
-            let last = ["last_ts", "last_seq", "last_type", "last_value", "last_text"].map {
-                "\($0) = CASE WHEN (excluded.last_ts, excluded.last_seq) > (r.last_ts, r.last_seq) THEN excluded.\($0) ELSE r.\($0) END"
-            }
-            return """
-                ON CONFLICT (device_key, metric_key, bucket) DO UPDATE SET
-                count = r.count + excluded.count, value_count = r.value_count + excluded.value_count,
-                sum = CASE WHEN r.sum IS NULL THEN excluded.sum WHEN excluded.sum IS NULL THEN r.sum ELSE r.sum + excluded.sum END,
-                min = LEAST(r.min, excluded.min), max = GREATEST(r.max, excluded.max),
-                \((first + last).joined(separator: ",\n"))
+    }
+
+    /// Builds the minute rows of every hour before `cutoff` that has none yet, from its
+    /// readings, and from then on keeps minute rows for every hour before it, so minute
+    /// buckets survive the readings' retention. Waits for a running fold; takes the pending
+    /// deltas in first, in the same snapshot as the readings.
+    /// - Returns: the hours that got minute rows.
+    @discardableResult
+    public static func keepMinutes(before cutoff: String, on connection: PostgresConnection) throws(PostgresError) -> Int {
+        try connection.execute("SELECT pg_advisory_lock(\(lockKey))")
+        defer { if connection.isConnected { try? connection.execute("SELECT pg_advisory_unlock(\(lockKey))") } }
+        try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        do {
+            try foldStatement(on: connection)
+            let hours = try connection.query(
                 """
+                WITH due AS (
+                    UPDATE rollup_1h SET minutes = true WHERE NOT minutes AND bucket < $1
+                    RETURNING device_key, metric_key, bucket),
+                built AS (
+                    INSERT INTO rollup_1m AS r
+                    \(merged(from: "(SELECT x.* FROM \(readingsAsRows) x JOIN due p \(Self.inHour(of: "p"))) s", bucket: minute("bucket")))
+                    \(upsert) RETURNING 1)
+                SELECT count(*) FROM due
+                """, [cutoff]
+            ).rows.first?.first.flatMap { $0.flatMap(Int.init) } ?? 0
+            try connection.query("UPDATE rollup_horizon SET minutes_before = greatest(minutes_before, $1)", [cutoff])
+            try connection.execute("COMMIT")
+            return hours
+        } catch {
+            if connection.isConnected { try? connection.execute("ROLLBACK") }
+            throw error
         }
-        let hour = "'epoch'::timestamptz + floor(extract(epoch FROM bucket) / 3600) * interval '1 hour'"
-        return try connection.query(
+    }
+
+    /// Takes the deltas out and merges them into both rollups. Per hour touched: an hour
+    /// with minute rows (or new, and past the threshold or before the horizon) gets the
+    /// minute deltas; an hour crossing the threshold gets minute rows built from all its
+    /// readings (which include the deltas'); a sparse hour gets none.
+    @discardableResult
+    static func foldStatement(on connection: PostgresConnection) throws(PostgresError) -> Int {
+        try connection.query(
             """
             WITH taken AS (DELETE FROM rollup_delta RETURNING *),
-            minutes AS (INSERT INTO rollup_1m AS r \(merged("bucket")) \(upsert()) RETURNING 1),
-            hours AS (INSERT INTO rollup_1h AS r \(merged(hour)) \(upsert()) RETURNING 1)
+            added AS (\(merged(from: "taken", bucket: hour("bucket")))),
+            plan AS (
+                SELECT a.device_key, a.metric_key, a.bucket, h.device_key IS NULL AS fresh, coalesce(h.minutes, false) AS had,
+                    coalesce(h.minutes, false) OR coalesce(h.count, 0) + a.count > \(minuteRowsAbove)
+                        OR (h.device_key IS NULL AND a.bucket < (SELECT minutes_before FROM rollup_horizon)) AS minutes
+                FROM added a LEFT JOIN rollup_1h h
+                    ON h.device_key = a.device_key AND h.metric_key = a.metric_key AND h.bucket = a.bucket),
+            hours AS (
+                INSERT INTO rollup_1h AS r (device_key, metric_key, bucket, \(aggregateColumns.joined(separator: ", ")), minutes)
+                SELECT a.*, p.minutes FROM added a
+                    JOIN plan p ON p.device_key = a.device_key AND p.metric_key = a.metric_key AND p.bucket = a.bucket
+                \(upsert), minutes = excluded.minutes
+                RETURNING 1),
+            minutes AS (
+                INSERT INTO rollup_1m AS r
+                SELECT d.* FROM (\(merged(from: "taken", bucket: "bucket"))) d
+                    JOIN plan p ON p.device_key = d.device_key AND p.metric_key = d.metric_key AND p.bucket = \(hour("d.bucket"))
+                    WHERE p.minutes AND (p.had OR p.fresh)
+                UNION ALL
+                \(merged(from: "(SELECT x.* FROM \(readingsAsRows) x JOIN plan p \(inHour(of: "p")) WHERE p.minutes AND NOT p.had AND NOT p.fresh) s", bucket: minute("bucket")))
+                \(upsert)
+                RETURNING 1)
             SELECT (SELECT count(*) FROM taken)
             """
         ).rows.first?.first.flatMap { $0.flatMap(Int.init) } ?? 0
     }
+
+    static let aggregateColumns = [
+        "count", "value_count", "sum", "min", "max",
+        "first_ts", "first_seq", "first_type", "first_value", "first_text",
+        "last_ts", "last_seq", "last_type", "last_value", "last_text",
+    ]
+
+    /// Each reading as a one-reading rollup row (its `bucket` is its `ts`).
+    static let readingsAsRows = """
+        (SELECT device_key, metric_key, ts AS bucket, 1::bigint AS count, (value IS NOT NULL)::int::bigint AS value_count,
+            value AS sum, value AS min, value AS max,
+            ts AS first_ts, seq AS first_seq, value_type AS first_type, value AS first_value, text_value AS first_text,
+            ts AS last_ts, seq AS last_seq, value_type AS last_type, value AS last_value, text_value AS last_text
+        FROM reading)
+        """
+
+    /// Joins the rows `x` to the hour row `hour` they fall in.
+    static func inHour(of hour: String) -> String {
+        """
+        ON \(hour).device_key = x.device_key AND \(hour).metric_key = x.metric_key
+            AND x.bucket >= \(hour).bucket AND x.bucket < \(hour).bucket + interval '1 hour'
+        """
+    }
+
+    static func minute(_ column: String) -> String {
+        "'epoch'::timestamptz + floor(extract(epoch FROM \(column)) / 60) * interval '1 minute'"
+    }
+
+    static func hour(_ column: String) -> String {
+        "'epoch'::timestamptz + floor(extract(epoch FROM \(column)) / 3600) * interval '1 hour'"
+    }
+
+    /// Rollup-shaped rows of `source` merged per (device, metric, `bucket`); first and last
+    /// by (ts, seq).
+    static func merged(from source: String, bucket: String) -> String {
+        func edge(_ side: String, _ order: String) -> String {
+            ["seq", "type", "value", "text"].map { "(array_agg(\(side)_\($0) ORDER BY \(order)))[1] AS \(side)_\($0)" }
+                .joined(separator: ", ")
+        }
+        return """
+            SELECT device_key, metric_key, \(bucket) AS bucket, sum(count)::bigint AS count, sum(value_count)::bigint AS value_count,
+                sum(sum) AS sum, min(min) AS min, max(max) AS max,
+                min(first_ts) AS first_ts, \(edge("first", "first_ts, first_seq")),
+                max(last_ts) AS last_ts, \(edge("last", "last_ts DESC, last_seq DESC"))
+            FROM \(source) GROUP BY 1, 2, 3
+            """
+    }
+
+    /// Adds a merged row to the one already stored for its bucket.
+    static let upsert: String = {
+        let first = ["first_ts", "first_seq", "first_type", "first_value", "first_text"].map {
+            "\($0) = CASE WHEN (excluded.first_ts, excluded.first_seq) < (r.first_ts, r.first_seq) THEN excluded.\($0) ELSE r.\($0) END"
+        }
+        let last = ["last_ts", "last_seq", "last_type", "last_value", "last_text"].map {
+            "\($0) = CASE WHEN (excluded.last_ts, excluded.last_seq) > (r.last_ts, r.last_seq) THEN excluded.\($0) ELSE r.\($0) END"
+        }
+        return """
+            ON CONFLICT (device_key, metric_key, bucket) DO UPDATE SET
+            count = r.count + excluded.count, value_count = r.value_count + excluded.value_count,
+            sum = CASE WHEN r.sum IS NULL THEN excluded.sum WHEN excluded.sum IS NULL THEN r.sum ELSE r.sum + excluded.sum END,
+            min = LEAST(r.min, excluded.min), max = GREATEST(r.max, excluded.max),
+            \((first + last).joined(separator: ",\n"))
+            """
+    }()
 }

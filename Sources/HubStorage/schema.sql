@@ -83,6 +83,18 @@ CREATE TABLE IF NOT EXISTS rollup_1m (
     PRIMARY KEY (device_key, metric_key, bucket)
 );
 CREATE TABLE IF NOT EXISTS rollup_1h (LIKE rollup_1m INCLUDING ALL);
+-- Whether the hour keeps minute rows in rollup_1m. A sparse hour (at most 60 readings of
+-- its metric) has none: its readings answer minute buckets, and are no more rows. Rows of
+-- a database made before this column had minute rows for every hour.
+ALTER TABLE rollup_1h ADD COLUMN IF NOT EXISTS minutes boolean NOT NULL DEFAULT true;
+CREATE INDEX IF NOT EXISTS rollup_1h_sparse ON rollup_1h (bucket) WHERE NOT minutes;
+-- Hours before this time always keep minute rows: retention built them before it dropped
+-- the readings, and late readings for them get minute rows straight away.
+CREATE TABLE IF NOT EXISTS rollup_horizon (
+    only_row        boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    minutes_before  timestamptz NOT NULL DEFAULT '-infinity'
+);
+INSERT INTO rollup_horizon DEFAULT VALUES ON CONFLICT DO NOTHING;
 -- Minute aggregates of each ingest batch, committed with its readings; folded into the
 -- rollups every second. Queries read them too, so rollups are never behind.
 CREATE TABLE IF NOT EXISTS rollup_delta (LIKE rollup_1m);

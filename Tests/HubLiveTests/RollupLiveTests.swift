@@ -11,7 +11,7 @@ extension IngestLiveTests {
         let hub = try await TestHub.start()
         defer { Task { await hub.stop() } }
         let device = try await hub.connect("rolled", token: try await hub.addDevice("rolled"))
-        // 720 frames over 4 hours from 2026-11-29 00:00 UTC, 20 s apart, with values whose
+        // 720 frames over 4 hours from 2025-11-29 00:00 UTC, 20 s apart, with values whose
         // sums are exact in binary floating point, so raw and rollup sums agree bit for bit.
         let start: Int64 = 1_764_374_400_000_000
         for seq in 1...720 as ClosedRange<UInt64> {
@@ -26,32 +26,17 @@ extension IngestLiveTests {
         try await device.waitForAck(720)
         let key = try #require(hub.hub.registry.record(id: "rolled")?.key)
 
-        let executor = DatabaseExecutor(url: hub.databaseURL, name: "test-queries", threads: 1)
-        defer { executor.shutdown() }
-        let rollups = PostgresTelemetryQueries(executor: executor)
-        let raw = PostgresTelemetryQueries(executor: executor, useRollups: false)
         let hour: Int64 = 3_600_000_000
-        let ranges: [(Int64?, Int64?)] = [(nil, nil), (start, start + 4 * hour), (start + hour, start + 3 * hour)]
-        func compare() async throws {
-            for aggregate in Aggregate.allCases {
-                for bucket in [60, 300, 3600, 7200] as [Int64] {
-                    for (from, to) in ranges {
-                        for metric in [nil, "temp", "fw"] as [String?] {
-                            let a = try await rollups.buckets(deviceKey: key, metric: metric, fromMicros: from, toMicros: to, bucketSeconds: bucket, aggregate: aggregate, limit: 10_000)
-                            let b = try await raw.buckets(deviceKey: key, metric: metric, fromMicros: from, toMicros: to, bucketSeconds: bucket, aggregate: aggregate, limit: 10_000)
-                            let same = a == b
-                            #expect(same, "\(aggregate) bucket_s=\(bucket) from=\(String(describing: from)) metric=\(metric ?? "*"): \(a.count) rows from rollups, \(b.count) raw; first difference \(String(describing: zip(a, b).first { $0 != $1 }))")
-                            #expect(!b.isEmpty)
-                        }
-                    }
-                }
-            }
-        }
+        let compare = try RollupComparison(hub, key: key, ranges: [(nil, nil), (start, start + 4 * hour), (start + hour, start + 3 * hour)])
+        defer { compare.executor.shutdown() }
         // Right after ingest (deltas maybe not folded yet), then once everything is folded.
-        try await compare()
+        try await compare.all()
         try await eventually { try hub.count("SELECT count(*) FROM rollup_delta") == 0 }
         #expect(try hub.count("SELECT count(*) FROM rollup_1h WHERE device_key = \(key)") == 19)
-        try await compare()
+        // "fw" (about 4 an hour) and the one "temp" at 04:00 are sparse hours: no minute rows.
+        #expect(try hub.count("SELECT count(*) FROM rollup_1h WHERE device_key = \(key) AND NOT minutes") == 7)
+        #expect(try hub.count("SELECT count(*) FROM rollup_1m r JOIN metric m ON m.key = r.metric_key WHERE device_key = \(key) AND m.name = 'fw'") == 0)
+        try await compare.all()
 
         // Raw readings gone (as retention would do): the hour buckets still answer over REST.
         _ = try hub.query("DELETE FROM reading WHERE device_key = $1", [String(key)])
@@ -60,5 +45,112 @@ extension IngestLiveTests {
         #expect(rows.compactMap { $0["value"] as? Int }.reduce(0, +) == 719)  // seq 720 is at 4 h exactly: outside
         let unaligned = try await call(hub, "GET", "/api/v1/devices/rolled/telemetry?metric=count&bucket_s=3600&agg=count&from_us=\(start + 1)&to_us=\(start + 4 * hour)")
         #expect((unaligned.json as? [[String: Any]])?.isEmpty == true)  // not aligned: raw rows, which are gone
+    }
+}
+
+/// Asks the same bucketed queries of the rollups and of the raw readings and expects equal
+/// answers: every aggregate, bucket_s 60, 300, 3600 and 7200, each range, and the metrics
+/// all, "temp" and "fw".
+struct RollupComparison {
+    let executor: DatabaseExecutor
+    let key: Int32
+    let ranges: [(Int64?, Int64?)]
+    let rollups: PostgresTelemetryQueries
+    let raw: PostgresTelemetryQueries
+
+    init(_ hub: TestHub, key: Int32, ranges: [(Int64?, Int64?)]) throws {
+        executor = DatabaseExecutor(url: hub.databaseURL, name: "test-queries", threads: 1)
+        self.key = key
+        self.ranges = ranges
+        rollups = PostgresTelemetryQueries(executor: executor)
+        raw = PostgresTelemetryQueries(executor: executor, useRollups: false)
+    }
+
+    /// - Returns: every raw answer, to compare with after the readings are gone.
+    @discardableResult
+    func all(expecting expected: [[TelemetryRow]]? = nil) async throws -> [[TelemetryRow]] {
+        var answers: [[TelemetryRow]] = []
+        for aggregate in Aggregate.allCases {
+            for bucket in [60, 300, 3600, 7200] as [Int64] {
+                for (from, to) in ranges {
+                    for metric in [nil, "temp", "fw"] as [String?] {
+                        let a = try await rollups.buckets(deviceKey: key, metric: metric, fromMicros: from, toMicros: to, bucketSeconds: bucket, aggregate: aggregate, limit: 10_000)
+                        var b = expected?[answers.count] ?? []
+                        if expected == nil {
+                            b = try await raw.buckets(deviceKey: key, metric: metric, fromMicros: from, toMicros: to, bucketSeconds: bucket, aggregate: aggregate, limit: 10_000)
+                        }
+                        let same = a == b
+                        #expect(same, "\(aggregate) bucket_s=\(bucket) from=\(String(describing: from)) metric=\(metric ?? "*"): \(a.count) rows from rollups, \(b.count) raw; first difference \(String(describing: zip(a, b).first { $0 != $1 }))")
+                        if metric != "fw" { #expect(!b.isEmpty) }
+                        answers.append(b)
+                    }
+                }
+            }
+        }
+        return answers
+    }
+}
+
+extension IngestLiveTests {
+    @Test("an hour keeps minute rows once it passes 60 readings, built from its readings; retention builds them for sparse hours first")
+    func sparseHours() async throws {
+        let hub = try await TestHub.start()
+        defer { Task { await hub.stop() } }
+        let device = try await hub.connect("sparse", token: try await hub.addDevice("sparse"))
+        let key = try #require(hub.hub.registry.record(id: "sparse")?.key)
+        // 2025-11-29 10:00 UTC; "temp" every 2 minutes, "fw" now and then.
+        let start: Int64 = 1_764_410_400_000_000
+        let hour: Int64 = 3_600_000_000
+        var seq: UInt64 = 0
+        func send(_ count: Int, from offset: Int64, every step: Int64) async throws {
+            for index in 0..<Int64(count) {
+                seq += 1
+                var readings = [Reading(name: "temp", value: .f64(Double(seq % 16) * 0.5))]
+                if seq % 7 == 0 { readings.append(Reading(name: "fw", value: .string("v\(seq)"))) }
+                device.client.send(TelemetryFrame(seq: seq, baseTime: start + offset + index * step, readings: readings))
+            }
+            try await device.waitForAck(seq)
+            try await eventually { try hub.count("SELECT count(*) FROM rollup_delta") == 0 }
+        }
+        let compare = try RollupComparison(hub, key: key, ranges: [(nil, nil), (start, start + 3 * hour), (start + hour, start + 2 * hour)])
+        defer { compare.executor.shutdown() }
+        let minuteRows = "SELECT count(*) FROM rollup_1m WHERE device_key = \(key)"
+        let sparseHours = "SELECT count(*) FROM rollup_1h WHERE device_key = \(key) AND NOT minutes"
+
+        // 30 readings in each of three hours: all sparse, no minute rows.
+        for h in 0..<3 as Range<Int64> { try await send(30, from: h * hour, every: 120_000_000) }
+        #expect(try hub.count(minuteRows) == 0)
+        #expect(try hub.count(sparseHours) == 6)
+        try await compare.all()
+
+        // 40 more "temp" in the first hour, a second after the others: it crosses 60 and
+        // gets minute rows for all 70 readings, built from the readings.
+        try await send(40, from: 1_000_000, every: 60_000_000)
+        #expect(try hub.count("SELECT count(*) FROM rollup_1h h JOIN metric m ON m.key = h.metric_key WHERE device_key = \(key) AND m.name = 'temp' AND minutes AND count = 70") == 1)
+        #expect(try hub.count("SELECT sum(count)::int FROM rollup_1m r JOIN metric m ON m.key = r.metric_key WHERE device_key = \(key) AND m.name = 'temp'") == 70)
+        try await compare.all()
+        // More readings into the crossed hour go straight to its minute rows.
+        try await send(5, from: 1_500_000, every: 600_000_000)
+        #expect(try hub.count("SELECT sum(count)::int FROM rollup_1m r JOIN metric m ON m.key = r.metric_key WHERE device_key = \(key) AND m.name = 'temp'") == 75)
+        try await compare.all()
+
+        // Retention's first step: minute rows for every sparse hour before the cut, then the
+        // readings go. Minute buckets of those hours still answer as the readings did.
+        let kept = try RollupComparison(hub, key: key, ranges: [(start, start + 2 * hour)])
+        defer { kept.executor.shutdown() }
+        let rawAnswers = try await kept.all()
+        let connection = try PostgresConnection(url: hub.databaseURL)
+        defer { connection.close() }
+        let built = try RollupFolder.keepMinutes(before: "2025-11-29T12:00:00Z", on: connection)
+        #expect(built == 3)  // "fw" of 10:00, "temp" and "fw" of 11:00
+        #expect(try hub.count(sparseHours) == 2)
+        _ = try hub.query("DELETE FROM reading WHERE device_key = $1 AND ts < '2025-11-29T12:00:00Z'", [String(key)])
+        #expect(try hub.count("SELECT count(*) FROM reading WHERE device_key = \(key) AND ts < '2025-11-29T12:00:00Z'") == 0)
+        try await kept.all(expecting: rawAnswers)
+
+        // A late reading for an hour before that cut gets minute rows at once.
+        try await send(1, from: -30 * 60_000_000, every: 1)
+        #expect(try hub.count(sparseHours) == 2)
+        #expect(try hub.count("SELECT sum(count)::int FROM rollup_1m WHERE device_key = \(key) AND bucket < '2025-11-29T10:00:00Z'") == 1)
     }
 }

@@ -107,6 +107,12 @@ extension IngestLiveTests {
         #expect(report.readingsDropped == 300)
         #expect(report.partitionsDropped >= 10)
         #expect(longestAckMillis < 2_000, "an ack waited \(longestAckMillis) ms")
+        // The rollups of the dropped readings stay, minute rows included (those hours were
+        // sparse, so retention built their minute rows before the drop).
+        for table in ["rollup_1m", "rollup_1h"] {
+            #expect(try hub.count("SELECT sum(count)::int FROM \(table) WHERE bucket < now() - interval '9 days'") == 300, "\(table)")
+        }
+        #expect(report.hoursGivenMinutes == 10)
         print("retention: dropped \(report.partitionsDropped) partitions (\(report.readingsDropped) readings) of \(oldPartitions ?? "?"); longest drop \(String(format: "%.1f", report.longestDropMillis)) ms; longest ack meanwhile \(String(format: "%.1f", longestAckMillis)) ms")
     }
 }

@@ -69,10 +69,16 @@ final class BenchTarget: @unchecked Sendable {
             cpuProbe: CPUProbe(hubPID: process.processIdentifier, postmasterPIDFile: cluster.appendingPathComponent("postmaster.pid")))
     }
 
-    func stop() {
+    /// Stops the hub; its data folder goes too unless `keepingData`.
+    func stop(keepingData: Bool = false) {
         guard let process else { return }
         process.interrupt()
         process.waitUntilExit()
-        if let folder { try? FileManager.default.removeItem(at: folder) }
+        guard let folder else { return }
+        if keepingData {
+            print("kept the hub's data folder: \(folder.path) (start it with: hub serve --data-dir \(folder.path))")
+        } else {
+            try? FileManager.default.removeItem(at: folder)
+        }
     }
 }

@@ -16,12 +16,13 @@ struct HistoryBenchCommand: AsyncParsableCommand {
     @Option(help: "Simulated days, ending now.") var days = 30
     @Option(name: .customShort("r"), help: "Readings per frame (metrics per device).") var readingsPerFrame = 10
     @Option(help: "Queries of each kind.") var queries = 200
+    @Flag(help: "Keep the hub's data folder (and its PostgreSQL cluster) for a look afterwards.") var keepData = false
 
     func run() async throws {
         let token = "bench-\(UUID().uuidString)"
         print("starting a hub with its own embedded PostgreSQL…")
         let target = try BenchTarget.startHub(extraArguments: ["--api-token", token])
-        defer { target.stop() }
+        defer { target.stop(keepingData: keepData) }
         guard let databaseURL = target.databaseURL else { return }
 
         let framesPerDevice = UInt64(max(1, readings / (devices * readingsPerFrame)))
