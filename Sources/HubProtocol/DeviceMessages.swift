@@ -25,6 +25,11 @@ public enum DeviceMessages {
 
 /// Minimal JSON text helpers for messages built by hand on the hot path.
 public enum JSON {
+    /// A JSON number for `double`; `null` for NaN and the infinities, which JSON lacks.
+    public static func number(_ double: Double) -> String {
+        double.isFinite ? "\(double)" : "null"
+    }
+
     /// A JSON string literal for `text`, with quotes and control characters escaped.
     public static func quote(_ text: String) -> String {
         var out = "\""

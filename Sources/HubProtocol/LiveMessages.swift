@@ -56,7 +56,7 @@ public enum LiveMessages {
     /// A value as JSON: a number, a boolean or a string.
     public static func json(_ value: Value) -> String {
         switch value {
-        case .f64(let double): "\(double)"
+        case .f64(let double): JSON.number(double)
         case .i64(let int): "\(int)"
         case .bool(let bool): bool ? "true" : "false"
         case .string(let string): JSON.quote(string)

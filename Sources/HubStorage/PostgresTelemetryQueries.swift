@@ -105,7 +105,8 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
             """
         let metric = "($2::text IS NULL OR x.metric_key = (SELECT key FROM metric WHERE name = $2))"
         // The (hour, metrics) with readings but no minute rows: sparse hours, and hours
-        // whose only readings are still deltas.
+        // whose only readings are still deltas. Their readings are read an hour at a time
+        // (`OFFSET 0` keeps the planner from turning that into a scan of the whole range).
         let sparse = """
             SELECT hour, array_agg(DISTINCT metric_key) AS metrics FROM (
                 SELECT x.bucket AS hour, x.metric_key FROM rollup_1h x
@@ -124,7 +125,8 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
             UNION ALL SELECT \(x) FROM rollup_delta x WHERE \(kept)
             UNION ALL SELECT \(x) FROM (\(sparse)) s CROSS JOIN LATERAL (
                 SELECT * FROM \(RollupFolder.readingsAsRows) x
-                WHERE x.device_key = $1 AND x.bucket >= s.hour AND x.bucket < s.hour + interval '1 hour' AND x.metric_key = ANY (s.metrics)) x)
+                WHERE x.device_key = $1 AND x.bucket >= s.hour AND x.bucket < s.hour + interval '1 hour' AND x.metric_key = ANY (s.metrics)
+                OFFSET 0) x)
             """
     }
 

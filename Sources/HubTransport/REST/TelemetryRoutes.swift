@@ -35,7 +35,7 @@ struct TelemetryRoutes: Sendable {
         if bucket == nil, query["agg"] != nil { throw RESTError(.badRequest, "bad_request", "agg needs bucket_s") }
         guard let bucket else {
             let rows = try await queries.raw(deviceKey: key, metric: metric, fromMicros: from, toMicros: to, limit: limit)
-            return .json(.ok, rows.map { ["ts_us": $0.tsMicros, "metric": $0.metric, "seq": $0.seq ?? 0, "value": Self.json($0.value)] })
+            return HTTPReply(status: .ok, body: Self.json(rows, withSeq: true))
         }
         guard bucket > 0 else { throw RESTError(.badRequest, "bad_request", "bucket_s must be a positive number of seconds") }
         let name = query["agg"] ?? "avg"
@@ -44,7 +44,7 @@ struct TelemetryRoutes: Sendable {
         }
         let rows = try await queries.buckets(
             deviceKey: key, metric: metric, fromMicros: from, toMicros: to, bucketSeconds: bucket, aggregate: aggregate, limit: limit)
-        return .json(.ok, rows.map { ["ts_us": $0.tsMicros, "metric": $0.metric, "value": Self.json($0.value)] })
+        return HTTPReply(status: .ok, body: Self.json(rows, withSeq: false))
     }
 
     @Sendable func latest(_ request: RESTRequest) async throws -> HTTPReply {
@@ -65,6 +65,28 @@ struct TelemetryRoutes: Sendable {
         guard let raw = query[name] else { return nil }
         guard let value = Int64(raw) else { throw RESTError(.badRequest, "bad_request", "\(name) must be an integer") }
         return value
+    }
+
+    /// Rows as a JSON array, built by hand (`JSONSerialization` took about 30 µs a row):
+    /// `[{"metric":…,"seq":…,"ts_us":…,"value":…},…]`.
+    static func json(_ rows: [TelemetryRow], withSeq: Bool) -> String {
+        var out = "["
+        out.reserveCapacity(rows.count * 64 + 2)
+        for (index, row) in rows.enumerated() {
+            out += index == 0 ? #"{"metric":"# : #",{"metric":"#
+            out += JSON.quote(row.metric)
+            if withSeq { out += #","seq":\#(row.seq ?? 0)"# }
+            out += #","ts_us":\#(row.tsMicros),"value":"#
+            switch row.value {
+            case .f64(let double)?: out += JSON.number(double)
+            case .i64(let int)?: out += String(int)
+            case .bool(let bool)?: out += bool ? "1" : "0"
+            case .string(let string)?: out += JSON.quote(string)
+            case nil: out += "null"
+            }
+            out += "}"
+        }
+        return out + "]"
     }
 
     static func json(_ value: Value?) -> Any {
