@@ -93,8 +93,10 @@ public final class RollupFolder: @unchecked Sendable {
                 SELECT a.device_key, a.metric_key, a.bucket, h.device_key IS NULL AS fresh, coalesce(h.minutes, false) AS had,
                     coalesce(h.minutes, false) OR coalesce(h.count, 0) + a.count > \(minuteRowsAbove)
                         OR (h.device_key IS NULL AND a.bucket < (SELECT minutes_before FROM rollup_horizon)) AS minutes
-                FROM added a LEFT JOIN rollup_1h h
-                    ON h.device_key = a.device_key AND h.metric_key = a.metric_key AND h.bucket = a.bucket),
+                FROM added a LEFT JOIN LATERAL (
+                    -- One index probe per hour touched (LIMIT keeps it so), not a scan of rollup_1h.
+                    SELECT h.device_key, h.count, h.minutes FROM rollup_1h h
+                    WHERE h.device_key = a.device_key AND h.metric_key = a.metric_key AND h.bucket = a.bucket LIMIT 1) h ON true),
             hours AS (
                 INSERT INTO rollup_1h AS r (device_key, metric_key, bucket, \(aggregateColumns.joined(separator: ", ")), minutes)
                 SELECT a.*, p.minutes FROM added a
@@ -103,9 +105,7 @@ public final class RollupFolder: @unchecked Sendable {
                 RETURNING 1),
             minutes AS (
                 INSERT INTO rollup_1m AS r
-                SELECT d.* FROM (\(merged(from: "taken", bucket: "bucket"))) d
-                    JOIN plan p ON p.device_key = d.device_key AND p.metric_key = d.metric_key AND p.bucket = \(hour("d.bucket"))
-                    WHERE p.minutes AND (p.had OR p.fresh)
+                \(merged(from: "(SELECT x.* FROM taken x WHERE EXISTS (SELECT FROM plan p WHERE p.device_key = x.device_key AND p.metric_key = x.metric_key AND p.bucket = \(hour("x.bucket")) AND p.minutes AND (p.had OR p.fresh))) s", bucket: "bucket"))
                 UNION ALL
                 \(merged(from: "(SELECT x.* FROM \(readingsAsRows) x JOIN plan p \(inHour(of: "p")) WHERE p.minutes AND NOT p.had AND NOT p.fresh) s", bucket: minute("bucket")))
                 \(upsert)
@@ -139,26 +139,26 @@ public final class RollupFolder: @unchecked Sendable {
     }
 
     static func minute(_ column: String) -> String {
-        "'epoch'::timestamptz + floor(extract(epoch FROM \(column)) / 60) * interval '1 minute'"
+        "date_bin('1 minute', \(column), 'epoch')"
     }
 
     static func hour(_ column: String) -> String {
-        "'epoch'::timestamptz + floor(extract(epoch FROM \(column)) / 3600) * interval '1 hour'"
+        "date_bin('1 hour', \(column), 'epoch')"
     }
 
     /// Rollup-shaped rows of `source` merged per (device, metric, `bucket`); first and last
-    /// by (ts, seq).
+    /// by (ts, seq), each taken whole as a `rollup_edge` (one sort per group and side).
     static func merged(from source: String, bucket: String) -> String {
-        func edge(_ side: String, _ order: String) -> String {
-            ["seq", "type", "value", "text"].map { "(array_agg(\(side)_\($0) ORDER BY \(order)))[1] AS \(side)_\($0)" }
-                .joined(separator: ", ")
+        func edge(_ side: String) -> String {
+            ["ts", "seq", "type", "value", "text"].map { "(\(side)).\($0) AS \(side)_\($0)" }.joined(separator: ", ")
         }
         return """
-            SELECT device_key, metric_key, \(bucket) AS bucket, sum(count)::bigint AS count, sum(value_count)::bigint AS value_count,
-                sum(sum) AS sum, min(min) AS min, max(max) AS max,
-                min(first_ts) AS first_ts, \(edge("first", "first_ts, first_seq")),
-                max(last_ts) AS last_ts, \(edge("last", "last_ts DESC, last_seq DESC"))
-            FROM \(source) GROUP BY 1, 2, 3
+            SELECT device_key, metric_key, bucket, count, value_count, sum, min, max, \(edge("first")), \(edge("last")) FROM (
+                SELECT device_key, metric_key, \(bucket) AS bucket, sum(count)::bigint AS count, sum(value_count)::bigint AS value_count,
+                    sum(sum) AS sum, min(min) AS min, max(max) AS max,
+                    (array_agg((first_ts, first_seq, first_type, first_value, first_text)::rollup_edge ORDER BY first_ts, first_seq))[1] AS first,
+                    (array_agg((last_ts, last_seq, last_type, last_value, last_text)::rollup_edge ORDER BY last_ts DESC, last_seq DESC))[1] AS last
+                FROM \(source) GROUP BY 1, 2, 3) merged
             """
     }
 

@@ -83,6 +83,14 @@ CREATE TABLE IF NOT EXISTS rollup_1m (
     PRIMARY KEY (device_key, metric_key, bucket)
 );
 CREATE TABLE IF NOT EXISTS rollup_1h (LIKE rollup_1m INCLUDING ALL);
+-- The first or last reading of a bucket, taken whole when rollup rows are merged.
+DO $$
+BEGIN
+    IF to_regtype('rollup_edge') IS NULL THEN
+        CREATE TYPE rollup_edge AS (ts timestamptz, seq bigint, type smallint, value double precision, text text);
+    END IF;
+END
+$$;
 -- Whether the hour keeps minute rows in rollup_1m. A sparse hour (at most 60 readings of
 -- its metric) has none: its readings answer minute buckets, and are no more rows. Rows of
 -- a database made before this column had minute rows for every hour.
