@@ -59,7 +59,10 @@ public final class PartitionManager: @unchecked Sendable {
         self.logger = logger
         worker = PeriodicWorker(
             name: "hub-partitions", url: url, interval: settings.interval,
-            round: { [weak self] connection in _ = try self?.runOnce(on: connection) },
+            round: { [weak self] connection in
+                _ = try self?.runOnce(on: connection)
+                return false
+            },
             failed: { error, _ in logger.warning("partition maintenance failed; trying again later", metadata: ["error": "\(error)"]) })
     }
 

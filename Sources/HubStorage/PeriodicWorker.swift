@@ -2,19 +2,20 @@ import Foundation
 import Postgres
 
 /// Runs a round of database work on its own thread and connection: at start, then every
-/// `interval`, until stopped. A failed round drops a broken connection and the next round
-/// reconnects.
+/// `interval`, until stopped; at once again while a round says more work is waiting. A
+/// failed round drops a broken connection and the next round reconnects.
 final class PeriodicWorker: @unchecked Sendable {
     private let name: String
     private let url: String
     private let interval: Duration
-    private let round: (PostgresConnection) throws -> Void
+    /// Returns whether more work is waiting.
+    private let round: (PostgresConnection) throws -> Bool
     private let failed: (Error, _ firstInARow: Bool) -> Void
     private let condition = NSCondition()
     private var stopped = false
 
     init(
-        name: String, url: String, interval: Duration, round: @escaping (PostgresConnection) throws -> Void,
+        name: String, url: String, interval: Duration, round: @escaping (PostgresConnection) throws -> Bool,
         failed: @escaping (Error, _ firstInARow: Bool) -> Void
     ) {
         self.name = name
@@ -44,8 +45,9 @@ final class PeriodicWorker: @unchecked Sendable {
         while !condition.withLock({ stopped }) {
             do {
                 if connection?.isConnected != true { connection = try PostgresConnection(url: url) }
-                try round(connection!)
+                let more = try round(connection!)
                 failing = false
+                if more { continue }
             } catch {
                 failed(error, !failing)
                 failing = true

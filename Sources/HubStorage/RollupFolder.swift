@@ -16,6 +16,10 @@ import Postgres
 public final class RollupFolder: @unchecked Sendable {
     /// Readings per hour of a (device, metric) above which the hour keeps minute rows.
     public static let minuteRowsAbove = 60
+    /// Delta rows one fold takes at most; while more wait, the next fold starts at once.
+    /// Bounded, so a backlog is worked off in steady steps rather than one statement that
+    /// outgrows memory and slows down as it grows.
+    public static let foldLimit = 100_000
     /// Serialises folds with ``keepMinutes(before:on:)`` (a PostgreSQL advisory lock key).
     static let lockKey = 0x6875_625f_726f_6c6c  // "hub_roll"
 
@@ -23,7 +27,7 @@ public final class RollupFolder: @unchecked Sendable {
 
     public init(url: String, interval: Duration = .seconds(1), logger: Logger) {
         worker = PeriodicWorker(
-            name: "hub-rollups", url: url, interval: interval, round: { try Self.fold(on: $0) },
+            name: "hub-rollups", url: url, interval: interval, round: { try Self.fold(on: $0) == Self.foldLimit },
             failed: { error, first in
                 if first { logger.warning("rollup fold failed; retrying every second", metadata: ["error": "\(error)"]) }
             })
@@ -42,6 +46,8 @@ public final class RollupFolder: @unchecked Sendable {
     public static func fold(on connection: PostgresConnection) throws(PostgresError) -> Int {
         try connection.transaction { () throws(PostgresError) -> Int in
             try connection.execute("SELECT pg_advisory_xact_lock(\(lockKey))")
+            // A full fold sorts about 15 MB of rows: in memory, not in temporary files.
+            try connection.execute("SET LOCAL work_mem = '64MB'")
             return try foldStatement(on: connection)
         }
     }
@@ -57,7 +63,7 @@ public final class RollupFolder: @unchecked Sendable {
         defer { if connection.isConnected { try? connection.execute("SELECT pg_advisory_unlock(\(lockKey))") } }
         try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         do {
-            try foldStatement(on: connection)
+            while try foldStatement(on: connection) == foldLimit {}
             let hours = try connection.query(
                 """
                 WITH due AS (
@@ -87,7 +93,8 @@ public final class RollupFolder: @unchecked Sendable {
     static func foldStatement(on connection: PostgresConnection) throws(PostgresError) -> Int {
         try connection.query(
             """
-            WITH taken AS (DELETE FROM rollup_delta RETURNING *),
+            WITH taken AS (
+                DELETE FROM rollup_delta WHERE ctid = ANY (ARRAY(SELECT ctid FROM rollup_delta LIMIT \(foldLimit))) RETURNING *),
             added AS (\(merged(from: "taken", bucket: hour("bucket")))),
             plan AS (
                 SELECT a.device_key, a.metric_key, a.bucket, h.device_key IS NULL AS fresh, coalesce(h.minutes, false) AS had,

@@ -63,9 +63,11 @@ struct HistoryBenchCommand: AsyncParsableCommand {
               (SELECT sum(pg_table_size(c.oid)) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'reading'::regclass),
               (SELECT sum(pg_indexes_size(c.oid)) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'reading'::regclass),
               pg_total_relation_size('rollup_1m'), pg_total_relation_size('rollup_1h'),
-              (SELECT count(*) FROM reading)
+              (SELECT count(*) FROM reading), (SELECT sum(count) FROM rollup_1h), (SELECT coalesce(sum(count), 0) FROM rollup_1m)
             """).rows[0].map { Double($0 ?? "0") ?? 0 }
         let stored = sizes[4]
+        // Every reading is in the hour rollup exactly once.
+        guard sizes[5] == stored else { throw ValidationError("rollup_1h counts \(Int(sizes[5])) readings; reading holds \(Int(stored))") }
 
         // Queries through the REST API, one device and one metric each.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -94,6 +96,7 @@ struct HistoryBenchCommand: AsyncParsableCommand {
         var lines = [
             "history: \(Int(stored)) readings, \(devices) devices × \(readingsPerFrame) metrics over \(days) days",
             String(format: "  loaded in %.0f s (%.0f readings/s through the device path); rollups folded by %.0f s", loadSeconds, Double(total) / loadSeconds, foldedAt),
+            String(format: "  rollups: rollup_1h counts %.0f readings (all of them); rollup_1m %.0f (hours past 60 readings only)", sizes[5], sizes[6]),
             String(
                 format: "  bytes per reading  %.1f table + %.1f indexes + %.1f rollups (1 m %.1f, 1 h %.1f) = %.1f",
                 sizes[0] / stored, sizes[1] / stored, (sizes[2] + sizes[3]) / stored, sizes[2] / stored, sizes[3] / stored,
