@@ -23,14 +23,26 @@ public final class RollupFolder: @unchecked Sendable {
     /// Serialises folds with ``keepMinutes(before:on:)`` (a PostgreSQL advisory lock key).
     static let lockKey = 0x6875_625f_726f_6c6c  // "hub_roll"
 
-    private let worker: PeriodicWorker
+    private var worker: PeriodicWorker!
+    /// Where the next fold looks for deltas: a heap block of `rollup_delta`. Folds walk the
+    /// table from front to end and then start over, so each one reads past the rows earlier
+    /// folds deleted (dead until vacuumed) once per pass, not every time.
+    private var cursor = Cursor()
 
     public init(url: String, interval: Duration = .seconds(1), logger: Logger) {
         worker = PeriodicWorker(
-            name: "hub-rollups", url: url, interval: interval, round: { try Self.fold(on: $0) == Self.foldLimit },
+            name: "hub-rollups", url: url, interval: interval,
+            round: { [unowned self] connection in try Self.fold(on: connection, cursor: &cursor) == Self.foldLimit },
             failed: { error, first in
                 if first { logger.warning("rollup fold failed; retrying every second", metadata: ["error": "\(error)"]) }
             })
+    }
+
+    /// A position in `rollup_delta`'s heap.
+    public struct Cursor: Sendable {
+        var block: Int64 = 0
+
+        public init() {}
     }
 
     public func start() {
@@ -41,14 +53,15 @@ public final class RollupFolder: @unchecked Sendable {
         worker.stop()
     }
 
-    /// One fold, in its own transaction. - Returns: the delta rows taken in.
+    /// One fold, in its own transaction, of up to ``foldLimit`` deltas from `cursor` on.
+    /// - Returns: the delta rows taken in.
     @discardableResult
-    public static func fold(on connection: PostgresConnection) throws(PostgresError) -> Int {
+    public static func fold(on connection: PostgresConnection, cursor: inout Cursor) throws(PostgresError) -> Int {
         try connection.transaction { () throws(PostgresError) -> Int in
             try connection.execute("SELECT pg_advisory_xact_lock(\(lockKey))")
             // A full fold sorts about 15 MB of rows: in memory, not in temporary files.
             try connection.execute("SET LOCAL work_mem = '64MB'")
-            return try foldStatement(on: connection)
+            return try foldStatement(on: connection, cursor: &cursor)
         }
     }
 
@@ -63,7 +76,8 @@ public final class RollupFolder: @unchecked Sendable {
         defer { if connection.isConnected { try? connection.execute("SELECT pg_advisory_unlock(\(lockKey))") } }
         try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         do {
-            while try foldStatement(on: connection) == foldLimit {}
+            var cursor = Cursor()
+            while try foldStatement(on: connection, cursor: &cursor) == foldLimit {}
             let hours = try connection.query(
                 """
                 WITH due AS (
@@ -89,12 +103,15 @@ public final class RollupFolder: @unchecked Sendable {
     /// with minute rows (or new, and past the threshold or before the horizon) gets the
     /// minute deltas; an hour crossing the threshold gets minute rows built from all its
     /// readings (which include the deltas'); a sparse hour gets none.
+    /// Moves `cursor` past the deltas taken, or back to the front once it reached the end.
     @discardableResult
-    static func foldStatement(on connection: PostgresConnection) throws(PostgresError) -> Int {
-        try connection.query(
+    static func foldStatement(on connection: PostgresConnection, cursor: inout Cursor) throws(PostgresError) -> Int {
+        let row = try connection.query(
             """
             WITH taken AS (
-                DELETE FROM rollup_delta WHERE ctid = ANY (ARRAY(SELECT ctid FROM rollup_delta LIMIT \(foldLimit))) RETURNING *),
+                DELETE FROM rollup_delta
+                WHERE ctid = ANY (ARRAY(SELECT ctid FROM rollup_delta WHERE ctid >= $1::tid LIMIT \(foldLimit)))
+                RETURNING *, (ctid::text::point)[0]::bigint AS block),
             added AS (\(merged(from: "taken", bucket: hour("bucket")))),
             plan AS (
                 SELECT a.device_key, a.metric_key, a.bucket, h.device_key IS NULL AS fresh, coalesce(h.minutes, false) AS had,
@@ -117,9 +134,12 @@ public final class RollupFolder: @unchecked Sendable {
                 \(merged(from: "(SELECT x.* FROM \(readingsAsRows) x JOIN plan p \(inHour(of: "p")) WHERE p.minutes AND NOT p.had AND NOT p.fresh) s", bucket: minute("bucket")))
                 \(upsert)
                 RETURNING 1)
-            SELECT (SELECT count(*) FROM taken)
-            """
-        ).rows.first?.first.flatMap { $0.flatMap(Int.init) } ?? 0
+            SELECT count(*), max(block) FROM taken
+            """, ["(\(cursor.block),0)"]
+        ).rows.first
+        let taken = row?[0].flatMap { Int($0) } ?? 0
+        cursor.block = taken == foldLimit ? row?[1].flatMap { Int64($0) } ?? 0 : 0
+        return taken
     }
 
     static let aggregateColumns = [
