@@ -14,23 +14,42 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
         self.useRollups = useRollups
     }
 
+    /// How a query treats `metric` ($2): one named metric is filtered by its key, with no
+    /// join per row; without one, every metric, its name joined in.
+    private struct MetricColumn {
+        let join: String
+        let name: String
+        let filter: String
+
+        init(_ metric: String?) {
+            if metric != nil {
+                (join, name, filter) = ("", "$2::text", "r.metric_key = (SELECT key FROM metric WHERE name = $2)")
+            } else {
+                (join, name, filter) = ("JOIN metric m ON m.key = r.metric_key", "m.name", "$2::text IS NULL")
+            }
+        }
+    }
+
     /// Filters shared by the queries: $1 device key, $2 metric, $3 from, $4 to (µs).
-    private static let filters = """
+    private static func filters(_ m: MetricColumn) -> String {
+        """
         r.device_key = $1
-        AND ($2::text IS NULL OR m.name = $2)
+        AND \(m.filter)
         AND ($3::bigint IS NULL OR r.ts >= 'epoch'::timestamptz + $3::bigint * interval '1 microsecond')
         AND ($4::bigint IS NULL OR r.ts < 'epoch'::timestamptz + $4::bigint * interval '1 microsecond')
         """
+    }
 
     public func raw(deviceKey: Int32, metric: String?, fromMicros: Int64?, toMicros: Int64?, limit: Int) async throws -> [TelemetryRow] {
         let parameters = Self.parameters(deviceKey, metric, fromMicros, toMicros)
+        let m = MetricColumn(metric)
         return try await executor.run { connection in
             try connection.query(
                 """
-                SELECT (extract(epoch FROM r.ts) * 1000000)::bigint, m.name, r.seq, r.value_type, r.value, r.text_value
-                FROM reading r JOIN metric m ON m.key = r.metric_key
-                WHERE \(Self.filters)
-                ORDER BY r.ts, r.seq, m.name
+                SELECT (extract(epoch FROM r.ts) * 1000000)::bigint, \(m.name), r.seq, r.value_type, r.value, r.text_value
+                FROM reading r \(m.join)
+                WHERE \(Self.filters(m))
+                ORDER BY r.ts, r.seq, 2
                 LIMIT \(limit)
                 """, parameters
             ).rows.map { row in
@@ -47,15 +66,17 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
     ) async throws -> [TelemetryRow] {
         let parameters = Self.parameters(deviceKey, metric, fromMicros, toMicros) + [String(bucketSeconds)]
         let rollup = useRollups ? Self.rollup(bucketSeconds: bucketSeconds, fromMicros: fromMicros, toMicros: toMicros) : nil
-        let bucket = "(floor(extract(epoch FROM r.\(rollup == nil ? "ts" : "bucket")) / $5::bigint) * $5::bigint * 1000000)::bigint"
+        // The bucket's start in microseconds (whole seconds, so exact in a double).
+        let bucket = "(date_part('epoch', date_bin(make_interval(secs => $5::bigint), r.\(rollup == nil ? "ts" : "bucket"), 'epoch')) * 1000000)::bigint"
+        let m = MetricColumn(metric)
         let sql: String
         switch (aggregate, rollup) {
         case (.last, let table?):
             sql = """
-                SELECT DISTINCT ON (m.name, \(bucket)) \(bucket) AS bucket, m.name, r.last_type, r.last_value, r.last_text
-                FROM \(Self.rollupSource(table)) r JOIN metric m ON m.key = r.metric_key
-                WHERE \(Self.rollupFilters)
-                ORDER BY m.name, \(bucket), r.last_ts DESC, r.last_seq DESC
+                SELECT DISTINCT ON (\(m.name), \(bucket)) \(bucket) AS bucket, \(m.name), r.last_type, r.last_value, r.last_text
+                FROM \(Self.rollupSource(table)) r \(m.join)
+                WHERE \(Self.rollupFilters(m))
+                ORDER BY \(m.name), \(bucket), r.last_ts DESC, r.last_seq DESC
                 """
         case (_, let table?):
             let function = switch aggregate {
@@ -64,13 +85,13 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
             default: "\(aggregate.rawValue)(r.\(aggregate.rawValue))"
             }
             sql = """
-                SELECT \(bucket) AS bucket, m.name, 0, \(function), NULL
-                FROM \(Self.rollupSource(table)) r JOIN metric m ON m.key = r.metric_key
-                WHERE \(Self.rollupFilters)
-                GROUP BY m.name, 1
+                SELECT \(bucket) AS bucket, \(m.name), 0, \(function), NULL
+                FROM \(Self.rollupSource(table)) r \(m.join)
+                WHERE \(Self.rollupFilters(m))
+                GROUP BY 1, 2
                 """
         default:
-            sql = Self.rawBuckets(aggregate: aggregate, bucket: bucket)
+            sql = Self.rawBuckets(aggregate: aggregate, bucket: bucket, metric: m)
         }
         return try await executor.run { connection in
             try connection.query("SELECT * FROM (\(sql)) b ORDER BY 1, 2 LIMIT \(limit)", parameters).rows.map { row in
@@ -125,7 +146,7 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
             UNION ALL SELECT \(x) FROM rollup_delta x WHERE \(kept)
             UNION ALL SELECT \(x) FROM (\(sparse)) s CROSS JOIN LATERAL (
                 SELECT * FROM \(RollupFolder.readingsAsRows) x
-                WHERE x.device_key = $1 AND x.bucket >= s.hour AND x.bucket < s.hour + interval '1 hour' AND x.metric_key = ANY (s.metrics)
+                WHERE x.device_key = $1 AND \(metric) AND x.bucket >= s.hour AND x.bucket < s.hour + interval '1 hour' AND x.metric_key = ANY (s.metrics)
                 OFFSET 0) x)
             """
     }
@@ -135,30 +156,32 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
         "('epoch'::timestamptz + \(parameter)::bigint * interval '1 microsecond')"
     }
 
-    private static let rollupFilters = """
+    private static func rollupFilters(_ m: MetricColumn) -> String {
+        """
         r.device_key = $1
-        AND ($2::text IS NULL OR m.name = $2)
+        AND \(m.filter)
         AND ($3::bigint IS NULL OR r.bucket >= 'epoch'::timestamptz + $3::bigint * interval '1 microsecond')
         AND ($4::bigint IS NULL OR r.bucket < 'epoch'::timestamptz + $4::bigint * interval '1 microsecond')
         """
+    }
 
-    private static func rawBuckets(aggregate: Aggregate, bucket: String) -> String {
+    private static func rawBuckets(aggregate: Aggregate, bucket: String, metric m: MetricColumn) -> String {
         switch aggregate {
         case .last:
             // The newest reading of each bucket: its number, or its text for strings.
             return """
-                SELECT DISTINCT ON (m.name, \(bucket)) \(bucket) AS bucket, m.name, r.value_type, r.value, r.text_value
-                FROM reading r JOIN metric m ON m.key = r.metric_key
-                WHERE \(Self.filters)
-                ORDER BY m.name, \(bucket), r.ts DESC, r.seq DESC
+                SELECT DISTINCT ON (\(m.name), \(bucket)) \(bucket) AS bucket, \(m.name), r.value_type, r.value, r.text_value
+                FROM reading r \(m.join)
+                WHERE \(Self.filters(m))
+                ORDER BY \(m.name), \(bucket), r.ts DESC, r.seq DESC
                 """
         default:
             let function = aggregate == .count ? "count(*)" : "\(aggregate.rawValue)(r.value)"
             return """
-                SELECT \(bucket) AS bucket, m.name, 0, \(function), NULL
-                FROM reading r JOIN metric m ON m.key = r.metric_key
-                WHERE \(Self.filters)
-                GROUP BY m.name, bucket
+                SELECT \(bucket) AS bucket, \(m.name), 0, \(function), NULL
+                FROM reading r \(m.join)
+                WHERE \(Self.filters(m))
+                GROUP BY 1, 2
                 """
         }
     }

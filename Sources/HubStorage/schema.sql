@@ -56,7 +56,10 @@ BEGIN
 END
 $$;
 CREATE TABLE IF NOT EXISTS reading_default PARTITION OF reading DEFAULT;
-CREATE INDEX IF NOT EXISTS reading_device_ts ON reading (device_key, ts);
+-- By device, then metric, then time: a metric's readings over a range are one index range,
+-- and a device's readings over a range are one index scan per partition in it.
+DROP INDEX IF EXISTS reading_device_ts;
+CREATE INDEX IF NOT EXISTS reading_device_metric_ts ON reading (device_key, metric_key, ts);
 
 -- Per-minute and per-hour aggregates per device and metric, for bucketed queries over long
 -- ranges (docs/storage.md). `count` counts every reading, `value_count` those with a

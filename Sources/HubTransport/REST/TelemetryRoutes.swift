@@ -72,9 +72,11 @@ struct TelemetryRoutes: Sendable {
     static func json(_ rows: [TelemetryRow], withSeq: Bool) -> String {
         var out = "["
         out.reserveCapacity(rows.count * 64 + 2)
+        var quoted = (metric: "", text: "")  // rows come grouped by metric: quote each once
         for (index, row) in rows.enumerated() {
+            if row.metric != quoted.metric { quoted = (row.metric, JSON.quote(row.metric)) }
             out += index == 0 ? #"{"metric":"# : #",{"metric":"#
-            out += JSON.quote(row.metric)
+            out += quoted.text
             if withSeq { out += #","seq":\#(row.seq ?? 0)"# }
             out += #","ts_us":\#(row.tsMicros),"value":"#
             switch row.value {
