@@ -56,8 +56,8 @@ BEGIN
 END
 $$;
 CREATE TABLE IF NOT EXISTS reading_default PARTITION OF reading DEFAULT;
--- By device, then metric, then time: a metric's readings over a range are one index range,
--- and a device's readings over a range are one index scan per partition in it.
+-- By device, metric and time: one metric's readings over a range are one index range,
+-- read without visiting the other metrics' rows (docs/storage.md weighs the cost).
 DROP INDEX IF EXISTS reading_device_ts;
 CREATE INDEX IF NOT EXISTS reading_device_metric_ts ON reading (device_key, metric_key, ts);
 
