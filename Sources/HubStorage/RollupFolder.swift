@@ -56,12 +56,12 @@ public final class RollupFolder: @unchecked Sendable {
     /// One fold, in its own transaction, of up to ``foldLimit`` deltas from `cursor` on.
     /// - Returns: the delta rows taken in.
     @discardableResult
-    public static func fold(on connection: PostgresConnection, cursor: inout Cursor) throws(PostgresError) -> Int {
+    public static func fold(on connection: PostgresConnection, cursor: inout Cursor, limit: Int = foldLimit) throws(PostgresError) -> Int {
         try connection.transaction { () throws(PostgresError) -> Int in
             try connection.execute("SELECT pg_advisory_xact_lock(\(lockKey))")
             // A full fold sorts about 15 MB of rows: in memory, not in temporary files.
             try connection.execute("SET LOCAL work_mem = '64MB'")
-            return try foldStatement(on: connection, cursor: &cursor)
+            return try foldStatement(on: connection, cursor: &cursor, limit: limit)
         }
     }
 
@@ -99,24 +99,32 @@ public final class RollupFolder: @unchecked Sendable {
         }
     }
 
-    /// Takes the deltas out and merges them into both rollups. Per hour touched: an hour
-    /// with minute rows (or new, and past the threshold or before the horizon) gets the
-    /// minute deltas; an hour crossing the threshold gets minute rows built from all its
-    /// readings (which include the deltas'); a sparse hour gets none.
+    /// Takes up to `limit` deltas out and merges them into both rollups. Per hour touched:
+    /// an hour with minute rows (or new, and past the threshold or before the horizon) gets
+    /// the minute deltas; an hour crossing the threshold gets minute rows built from all its
+    /// readings, once every delta of those readings is in this fold (until then it stays
+    /// without); a sparse hour gets none.
+    ///
     /// Moves `cursor` past the deltas taken, or back to the front once it reached the end.
     @discardableResult
-    static func foldStatement(on connection: PostgresConnection, cursor: inout Cursor) throws(PostgresError) -> Int {
+    static func foldStatement(on connection: PostgresConnection, cursor: inout Cursor, limit: Int = foldLimit) throws(PostgresError) -> Int {
         let row = try connection.query(
             """
-            WITH taken AS (
-                DELETE FROM rollup_delta
-                WHERE ctid = ANY (ARRAY(SELECT ctid FROM rollup_delta WHERE ctid >= $1::tid LIMIT \(foldLimit)))
+            WITH chosen AS (SELECT ARRAY(SELECT ctid FROM rollup_delta WHERE ctid >= $1::tid LIMIT \(limit)) AS rows),
+            taken AS (
+                DELETE FROM rollup_delta WHERE ctid = ANY ((SELECT rows FROM chosen)::tid[])
                 RETURNING *, (ctid::text::point)[0]::bigint AS block),
             added AS (\(merged(from: "taken", bucket: hour("bucket")))),
             plan AS (
                 SELECT a.device_key, a.metric_key, a.bucket, h.device_key IS NULL AS fresh, coalesce(h.minutes, false) AS had,
-                    coalesce(h.minutes, false) OR coalesce(h.count, 0) + a.count > \(minuteRowsAbove)
-                        OR (h.device_key IS NULL AND a.bucket < (SELECT minutes_before FROM rollup_horizon)) AS minutes
+                    coalesce(h.minutes, false)
+                        OR (h.device_key IS NULL AND (a.count > \(minuteRowsAbove) OR a.bucket < (SELECT minutes_before FROM rollup_horizon)))
+                        OR (h.device_key IS NOT NULL AND h.count + a.count > \(minuteRowsAbove) AND NOT EXISTS (
+                            -- Built from readings, the minute rows would count these twice.
+                            SELECT FROM rollup_delta d
+                            WHERE d.device_key = a.device_key AND d.metric_key = a.metric_key
+                                AND d.bucket >= a.bucket AND d.bucket < a.bucket + interval '1 hour'
+                                AND d.ctid <> ALL ((SELECT rows FROM chosen)::tid[]))) AS minutes
                 FROM added a LEFT JOIN LATERAL (
                     -- One index probe per hour touched (LIMIT keeps it so), not a scan of rollup_1h.
                     SELECT h.device_key, h.count, h.minutes FROM rollup_1h h
@@ -138,7 +146,7 @@ public final class RollupFolder: @unchecked Sendable {
             """, ["(\(cursor.block),0)"]
         ).rows.first
         let taken = row?[0].flatMap { Int($0) } ?? 0
-        cursor.block = taken == foldLimit ? row?[1].flatMap { Int64($0) } ?? 0 : 0
+        cursor.block = taken == limit ? row?[1].flatMap { Int64($0) } ?? 0 : 0
         return taken
     }
 

@@ -154,3 +154,37 @@ extension IngestLiveTests {
         #expect(try hub.count("SELECT sum(count)::int FROM rollup_1m WHERE device_key = \(key) AND bucket < '2025-11-29T10:00:00Z'") == 1)
     }
 }
+
+extension IngestLiveTests {
+    @Test("a fold that takes part of the pending deltas never builds minute rows from readings whose deltas it left behind")
+    func partialFold() async throws {
+        let cluster = try #require(TestCluster.current)
+        let connection = try PostgresConnection(url: try cluster.makeDatabase())
+        defer { connection.close() }
+        try connection.execute("INSERT INTO device_registry (id) VALUES ('d'); INSERT INTO metric (name) VALUES ('m')")
+        // Readings `seq` in `range`, 50 s apart from 10:00, each with its delta, as ingest writes them.
+        func add(_ range: ClosedRange<Int>) throws {
+            try connection.execute(
+                """
+                INSERT INTO reading SELECT 1, 1, i, '2025-11-29 10:00:00+00'::timestamptz + i * interval '50 seconds', 1, i, NULL
+                    FROM generate_series(\(range.lowerBound), \(range.upperBound)) i;
+                INSERT INTO rollup_delta SELECT 1, 1, date_bin('1 minute', ts, 'epoch'), 1, 1, value, value, value,
+                    ts, seq, 1, value, NULL, ts, seq, 1, value, NULL
+                    FROM reading WHERE seq BETWEEN \(range.lowerBound) AND \(range.upperBound)
+                """)
+        }
+        func count(_ sql: String) throws -> Int { Int(try connection.query(sql).rows[0][0] ?? "0") ?? -1 }
+        var cursor = RollupFolder.Cursor()
+        try add(1...50)
+        #expect(try RollupFolder.fold(on: connection, cursor: &cursor) == 50)
+        #expect(try count("SELECT count(*) FROM rollup_1h WHERE NOT minutes") == 1)
+        // 20 more, folded 5 at a time: the hour passes 60 while 5 of its deltas still wait.
+        try add(51...70)
+        var folds = 0
+        while try RollupFolder.fold(on: connection, cursor: &cursor, limit: 5) > 0 { folds += 1 }
+        #expect(folds == 4)
+        #expect(try count("SELECT count(*) FROM rollup_1h WHERE minutes AND count = 70") == 1)
+        #expect(try count("SELECT sum(count) FROM rollup_1m") == 70)
+        #expect(try count("SELECT sum(sum)::int FROM rollup_1m") == (1...70).reduce(0, +))
+    }
+}
