@@ -30,13 +30,14 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
         }
     }
 
-    /// Filters shared by the queries: $1 device key, $2 metric, $3 from, $4 to (µs).
-    private static func filters(_ m: MetricColumn) -> String {
+    /// Filters shared by the queries: $1 device key, $2 metric, $3 from, $4 to (µs), on
+    /// `r.ts` (readings) or `r.bucket` (rollups).
+    private static func filters(_ m: MetricColumn, time: String = "ts") -> String {
         """
         r.device_key = $1
         AND \(m.filter)
-        AND ($3::bigint IS NULL OR r.ts >= 'epoch'::timestamptz + $3::bigint * interval '1 microsecond')
-        AND ($4::bigint IS NULL OR r.ts < 'epoch'::timestamptz + $4::bigint * interval '1 microsecond')
+        AND ($3::bigint IS NULL OR r.\(time) >= \(micros("$3")))
+        AND ($4::bigint IS NULL OR r.\(time) < \(micros("$4")))
         """
     }
 
@@ -75,7 +76,7 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
             sql = """
                 SELECT DISTINCT ON (\(m.name), \(bucket)) \(bucket) AS bucket, \(m.name), r.last_type, r.last_value, r.last_text
                 FROM \(Self.rollupSource(table)) r \(m.join)
-                WHERE \(Self.rollupFilters(m))
+                WHERE \(Self.filters(m, time: "bucket"))
                 ORDER BY \(m.name), \(bucket), r.last_ts DESC, r.last_seq DESC
                 """
         case (_, let table?):
@@ -87,7 +88,7 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
             sql = """
                 SELECT \(bucket) AS bucket, \(m.name), 0, \(function), NULL
                 FROM \(Self.rollupSource(table)) r \(m.join)
-                WHERE \(Self.rollupFilters(m))
+                WHERE \(Self.filters(m, time: "bucket"))
                 GROUP BY 1, 2
                 """
         default:
@@ -146,7 +147,7 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
             UNION ALL SELECT \(x) FROM rollup_delta x WHERE \(kept)
             UNION ALL SELECT \(x) FROM (\(sparse)) s CROSS JOIN LATERAL (
                 SELECT * FROM \(RollupFolder.readingsAsRows) x
-                WHERE x.device_key = $1 AND \(metric) AND x.bucket >= s.hour AND x.bucket < s.hour + interval '1 hour' AND x.metric_key = ANY (s.metrics)
+                WHERE x.device_key = $1 AND x.bucket >= s.hour AND x.bucket < s.hour + interval '1 hour' AND x.metric_key = ANY (s.metrics)
                 OFFSET 0) x)
             """
     }
@@ -154,15 +155,6 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
     /// A `timestamptz` from microseconds in a parameter.
     private static func micros(_ parameter: String) -> String {
         "('epoch'::timestamptz + \(parameter)::bigint * interval '1 microsecond')"
-    }
-
-    private static func rollupFilters(_ m: MetricColumn) -> String {
-        """
-        r.device_key = $1
-        AND \(m.filter)
-        AND ($3::bigint IS NULL OR r.bucket >= 'epoch'::timestamptz + $3::bigint * interval '1 microsecond')
-        AND ($4::bigint IS NULL OR r.bucket < 'epoch'::timestamptz + $4::bigint * interval '1 microsecond')
-        """
     }
 
     private static func rawBuckets(aggregate: Aggregate, bucket: String, metric m: MetricColumn) -> String {
