@@ -32,11 +32,11 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
 
     /// Filters shared by the queries: $1 device key, $2 metric, $3 from, $4 to (µs), on
     /// `r.ts` (readings) or `r.bucket` (rollups).
-    private static func filters(_ m: MetricColumn, time: String = "ts") -> String {
+    private static func filters(_ m: MetricColumn, time: String = "ts", startingBefore slack: String? = nil) -> String {
         """
         r.device_key = $1
         AND \(m.filter)
-        AND ($3::bigint IS NULL OR r.\(time) >= \(micros("$3")))
+        AND ($3::bigint IS NULL OR r.\(time) \(slack.map { "> \(micros("$3")) - \($0)" } ?? ">= \(micros("$3"))"))
         AND ($4::bigint IS NULL OR r.\(time) < \(micros("$4")))
         """
     }
@@ -52,13 +52,15 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
                 WHERE \(Self.filters(m))
                 ORDER BY r.ts, r.seq, 2
                 LIMIT \(limit)
-                """, parameters
-            ).rows.map { row in
-                TelemetryRow(
-                    tsMicros: Int64(row[0]!)!, metric: row[1]!, seq: UInt64(row[2]!),
-                    value: Self.value(type: row[3].flatMap { Int($0) } ?? 1, number: row[4], text: row[5]))
-            }
+                """, parameters, rows: Self.reading)
         }
+    }
+
+    /// A row `(ts µs, metric, seq, value_type, value, text_value)`.
+    private static func reading(_ row: PostgresRow) -> TelemetryRow {
+        TelemetryRow(
+            tsMicros: row.int64(0) ?? 0, metric: row.string(1) ?? "", seq: row.int64(2).map { UInt64(bitPattern: $0) },
+            value: value(type: row.int64(3) ?? 1, number: row.double(4), text: row.string(5)))
     }
 
     public func buckets(
@@ -66,41 +68,22 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
         limit: Int
     ) async throws -> [TelemetryRow] {
         let parameters = Self.parameters(deviceKey, metric, fromMicros, toMicros) + [String(bucketSeconds)]
-        let rollup = useRollups ? Self.rollup(bucketSeconds: bucketSeconds, fromMicros: fromMicros, toMicros: toMicros) : nil
-        // The bucket's start in microseconds (whole seconds, so exact in a double).
-        let bucket = "(date_part('epoch', date_bin(make_interval(secs => $5::bigint), r.\(rollup == nil ? "ts" : "bucket"), 'epoch')) * 1000000)::bigint"
         let m = MetricColumn(metric)
         let sql: String
-        switch (aggregate, rollup) {
-        case (.last, let table?):
-            sql = """
-                SELECT DISTINCT ON (\(m.name), \(bucket)) \(bucket) AS bucket, \(m.name), r.last_type, r.last_value, r.last_text
-                FROM \(Self.rollupSource(table)) r \(m.join)
-                WHERE \(Self.filters(m, time: "bucket"))
-                ORDER BY \(m.name), \(bucket), r.last_ts DESC, r.last_seq DESC
-                """
-        case (_, let table?):
-            let function = switch aggregate {
-            case .count: "sum(r.count)::bigint"
-            case .avg: "sum(r.sum) / NULLIF(sum(r.value_count), 0)"
-            default: "\(aggregate.rawValue)(r.\(aggregate.rawValue))"
-            }
-            sql = """
-                SELECT \(bucket) AS bucket, \(m.name), 0, \(function), NULL
-                FROM \(Self.rollupSource(table)) r \(m.join)
-                WHERE \(Self.filters(m, time: "bucket"))
-                GROUP BY 1, 2
-                """
-        default:
+        if useRollups, let table = Self.rollup(bucketSeconds: bucketSeconds, fromMicros: fromMicros, toMicros: toMicros) {
+            sql = Self.rollupBuckets(table, aggregate: aggregate, metric: m)
+        } else {
+            // The bucket's start in microseconds (whole seconds, so exact in a double).
+            let bucket = "(date_part('epoch', date_bin(make_interval(secs => $5::bigint), r.ts, 'epoch')) * 1000000)::bigint"
             sql = Self.rawBuckets(aggregate: aggregate, bucket: bucket, metric: m)
         }
         return try await executor.run { connection in
-            try connection.query("SELECT * FROM (\(sql)) b ORDER BY 1, 2 LIMIT \(limit)", parameters).rows.map { row in
+            try connection.query("SELECT * FROM (\(sql)) b ORDER BY 1, 2 LIMIT \(limit)", parameters) { row in
                 let value: Value? =
                     aggregate == .last
-                    ? Self.value(type: row[2].flatMap { Int($0) } ?? 1, number: row[3], text: row[4])
-                    : aggregate == .count ? row[3].flatMap { Int64($0) }.map(Value.i64) : row[3].flatMap { Double($0) }.map(Value.f64)
-                return TelemetryRow(tsMicros: Int64(row[0]!)!, metric: row[1]!, seq: nil, value: value)
+                    ? Self.value(type: row.int64(2) ?? 1, number: row.double(3), text: row.string(4))
+                    : aggregate == .count ? row.int64(3).map(Value.i64) : row.double(3).map(Value.f64)
+                return TelemetryRow(tsMicros: row.int64(0) ?? 0, metric: row.string(1) ?? "", seq: nil, value: value)
             }
         }
     }
@@ -115,41 +98,51 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
         return nil
     }
 
-    /// A rollup with the minute deltas not folded into it yet (read in the same snapshot).
-    /// Minute buckets of sparse hours, which keep no minute rows, come from their readings.
-    private static func rollupSource(_ table: String) -> String {
-        let columns = "device_key, metric_key, bucket, count, value_count, sum, min, max, last_ts, last_seq, last_type, last_value, last_text"
-        let x = columns.split(separator: ", ").map { "x.\($0)" }.joined(separator: ", ")
-        guard table == "rollup_1m" else { return "(SELECT \(columns) FROM \(table) UNION ALL SELECT \(columns) FROM rollup_delta)" }
-        let kept = """
-            EXISTS (SELECT 1 FROM rollup_1h h WHERE h.device_key = x.device_key AND h.metric_key = x.metric_key
-                AND h.bucket = \(RollupFolder.hour("x.bucket")) AND h.minutes)
+    /// Buckets from a rollup, its minute deltas not folded into it yet (read in the same
+    /// snapshot), and for `rollup_1m` the minute arrays of sparse hours, which keep no
+    /// minute rows. Each row's bucket is taken to microseconds once, and the query's buckets
+    /// are whole multiples of it, in integer arithmetic.
+    private static func rollupBuckets(_ table: String, aggregate: Aggregate, metric m: MetricColumn) -> String {
+        let columns: [String] = switch aggregate {
+        case .count: ["count"]
+        case .avg: ["sum", "value_count"]
+        case .last: ["last_ts", "last_seq", "last_type", "last_value", "last_text"]
+        default: [aggregate.rawValue]
+        }
+        let micros = "(date_part('epoch', r.bucket) * 1000000)::bigint"
+        func rows(from source: String) -> String {
+            "SELECT \(micros) AS bucket, r.metric_key, \(columns.map { "r.\($0)" }.joined(separator: ", ")) FROM \(source) r WHERE \(filters(m, time: "bucket"))"
+        }
+        var source = "\(rows(from: table)) UNION ALL \(rows(from: "rollup_delta"))"
+        if table == "rollup_1m" {
+            // An hour that starts before the range can hold minutes in it.
+            source += """
+                 UNION ALL SELECT \(micros) + u.minute * 60000000::bigint, r.metric_key, \(columns.map { "u.\($0)" }.joined(separator: ", "))
+                FROM rollup_1h r CROSS JOIN LATERAL unnest(r.m_minute, \(columns.map { "r.m_\($0)" }.joined(separator: ", "))) AS u(minute, \(columns.joined(separator: ", ")))
+                WHERE NOT r.minutes AND \(filters(m, time: "bucket", startingBefore: "interval '1 hour'"))
+                """
+        }
+        let width = "($5::bigint * 1000000)"
+        let bucket = "(r.bucket - ((r.bucket % \(width)) + \(width)) % \(width))"
+        let from = """
+            (\(source)) r \(m.join)
+            WHERE ($3::bigint IS NULL OR r.bucket >= $3) AND ($4::bigint IS NULL OR r.bucket < $4)
             """
-        let metric = "($2::text IS NULL OR x.metric_key = (SELECT key FROM metric WHERE name = $2))"
-        // The (hour, metrics) with readings but no minute rows: sparse hours, and hours
-        // whose only readings are still deltas. Their readings are read an hour at a time
-        // (`OFFSET 0` keeps the planner from turning that into a scan of the whole range).
-        let sparse = """
-            SELECT hour, array_agg(DISTINCT metric_key) AS metrics FROM (
-                SELECT x.bucket AS hour, x.metric_key FROM rollup_1h x
-                WHERE x.device_key = $1 AND NOT x.minutes AND \(metric)
-                    AND ($3::bigint IS NULL OR x.bucket > \(micros("$3")) - interval '1 hour')
-                    AND ($4::bigint IS NULL OR x.bucket < \(micros("$4")))
-                UNION ALL
-                SELECT \(RollupFolder.hour("x.bucket")), x.metric_key FROM rollup_delta x
-                WHERE x.device_key = $1 AND \(metric) AND NOT \(kept)
-                    AND ($3::bigint IS NULL OR x.bucket >= \(micros("$3")))
-                    AND ($4::bigint IS NULL OR x.bucket < \(micros("$4")))
-            ) hours GROUP BY hour
-            """
-        return """
-            (SELECT \(columns) FROM rollup_1m
-            UNION ALL SELECT \(x) FROM rollup_delta x WHERE \(kept)
-            UNION ALL SELECT \(x) FROM (\(sparse)) s CROSS JOIN LATERAL (
-                SELECT * FROM \(RollupFolder.readingsAsRows) x
-                WHERE x.device_key = $1 AND x.bucket >= s.hour AND x.bucket < s.hour + interval '1 hour' AND x.metric_key = ANY (s.metrics)
-                OFFSET 0) x)
-            """
+        switch aggregate {
+        case .last:
+            return """
+                SELECT DISTINCT ON (\(m.name), \(bucket)) \(bucket) AS bucket, \(m.name), r.last_type, r.last_value, r.last_text
+                FROM \(from)
+                ORDER BY \(m.name), \(bucket), r.last_ts DESC, r.last_seq DESC
+                """
+        default:
+            let function = switch aggregate {
+            case .count: "sum(r.count)::bigint"
+            case .avg: "sum(r.sum) / NULLIF(sum(r.value_count), 0)"
+            default: "\(aggregate.rawValue)(r.\(aggregate.rawValue))"
+            }
+            return "SELECT \(bucket) AS bucket, \(m.name), 0, \(function), NULL FROM \(from) GROUP BY 1, 2"
+        }
     }
 
     /// A `timestamptz` from microseconds in a parameter.
@@ -187,12 +180,7 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
                 FROM reading r JOIN metric m ON m.key = r.metric_key
                 WHERE r.device_key = $1
                 ORDER BY r.metric_key, r.ts DESC, r.seq DESC
-                """, [String(deviceKey)]
-            ).rows.map { row in
-                TelemetryRow(
-                    tsMicros: Int64(row[0]!)!, metric: row[1]!, seq: UInt64(row[2]!),
-                    value: Self.value(type: row[3].flatMap { Int($0) } ?? 1, number: row[4], text: row[5]))
-            }
+                """, [String(deviceKey)], rows: Self.reading)
         }
     }
 
@@ -201,13 +189,13 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
     }
 
     /// A stored value for REST: booleans as stored (0/1), integers as integers.
-    static func value(type: Int, number: String?, text: String?) -> Value? {
+    static func value(type: Int64, number: Double?, text: String?) -> Value? {
         switch type {
         case 4: return text.map(Value.string)
         case 2, 3:
-            guard let double = number.flatMap(Double.init) else { return nil }
+            guard let double = number else { return nil }
             return .i64(double >= 0x1p63 ? .max : double <= -0x1p63 ? .min : Int64(double))
-        default: return number.flatMap(Double.init).map(Value.f64)
+        default: return number.map(Value.f64)
         }
     }
 }

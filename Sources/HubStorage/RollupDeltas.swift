@@ -49,9 +49,13 @@ struct RollupDeltas {
         let point = Point(ts: tsMicros, seq: seq, type: Int16(value.typeCode), number: number, text: text)
         let minute = tsMicros >= 0 ? tsMicros / 60_000_000 * 60_000_000 : (tsMicros - 59_999_999) / 60_000_000 * 60_000_000
         let key = Key(device: device, metric: metric, minute: minute)
-        var aggregate = entries[key] ?? Aggregate(first: point, last: point)
+        // Updated in place: no copy of the entry out of the dictionary and back per reading.
+        Self.merge(point, into: &entries[key, default: Aggregate(first: point, last: point)])
+    }
+
+    private static func merge(_ point: Point, into aggregate: inout Aggregate) {
         aggregate.count += 1
-        if let number {
+        if let number = point.number {
             aggregate.valueCount += 1
             aggregate.sum = (aggregate.sum ?? 0) + number
             aggregate.min = Swift.min(aggregate.min ?? number, number)
@@ -59,7 +63,6 @@ struct RollupDeltas {
         }
         if point.isBefore(aggregate.first) { aggregate.first = point }
         if aggregate.last.isBefore(point) { aggregate.last = point }
-        entries[key] = aggregate
     }
 
     /// `COPY rollup_delta … (FORMAT binary)` data, and its row count.

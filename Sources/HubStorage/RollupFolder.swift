@@ -8,9 +8,9 @@ import Postgres
 /// snapshot) sees every committed reading exactly once.
 ///
 /// An hour of a (device, metric) keeps minute rows only once it holds more than
-/// ``minuteRowsAbove`` readings; a sparser hour answers minute buckets from its readings,
-/// which are no more rows than its minutes would be (`rollup_1h.minutes` says which). An
-/// hour that grows past the threshold gets its minute rows built from its readings, and
+/// ``minuteRowsAbove`` readings (`rollup_1h.minutes` says which); a sparser hour keeps its
+/// minutes as arrays in its hour row instead, about a third of the bytes. An hour that
+/// grows past the threshold gets its minute rows built from its readings, and
 /// before retention drops readings, ``keepMinutes(before:on:)`` builds them for every
 /// sparse hour older than the cut (docs/storage.md).
 public final class RollupFolder: @unchecked Sendable {
@@ -28,11 +28,19 @@ public final class RollupFolder: @unchecked Sendable {
     /// table from front to end and then start over, so each one reads past the rows earlier
     /// folds deleted (dead until vacuumed) once per pass, not every time.
     private var cursor = Cursor()
+    /// Whether sparse hours made before minute arrays have been given them (first round).
+    private var arraysComplete = false
 
     public init(url: String, interval: Duration = .seconds(1), logger: Logger) {
         worker = PeriodicWorker(
             name: "hub-rollups", url: url, interval: interval,
-            round: { [unowned self] connection in try Self.fold(on: connection, cursor: &cursor) == Self.foldLimit },
+            round: { [unowned self] connection in
+                if !arraysComplete {
+                    try Self.completeMinuteArrays(on: connection)
+                    arraysComplete = true
+                }
+                return try Self.fold(on: connection, cursor: &cursor) == Self.foldLimit
+            },
             failed: { error, first in
                 if first { logger.warning("rollup fold failed; retrying every second", metadata: ["error": "\(error)"]) }
             })
@@ -67,21 +75,16 @@ public final class RollupFolder: @unchecked Sendable {
 
     /// Builds the minute rows of every hour before `cutoff` that has none yet, from its
     /// readings, and from then on keeps minute rows for every hour before it, so minute
-    /// buckets survive the readings' retention. Waits for a running fold; takes the pending
-    /// deltas in first, in the same snapshot as the readings.
+    /// buckets survive the readings' retention.
     /// - Returns: the hours that got minute rows.
     @discardableResult
     public static func keepMinutes(before cutoff: String, on connection: PostgresConnection) throws(PostgresError) -> Int {
-        try connection.execute("SELECT pg_advisory_lock(\(lockKey))")
-        defer { if connection.isConnected { try? connection.execute("SELECT pg_advisory_unlock(\(lockKey))") } }
-        try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-        do {
-            var cursor = Cursor()
-            while try foldStatement(on: connection, cursor: &cursor) == foldLimit {}
+        try withEveryDeltaFolded(on: connection) { () throws(PostgresError) -> Int in
             let hours = try connection.query(
                 """
                 WITH due AS (
-                    UPDATE rollup_1h SET minutes = true WHERE NOT minutes AND bucket < $1
+                    UPDATE rollup_1h SET minutes = true, \(minuteArrays.map { "m_\($0.name) = NULL" }.joined(separator: ", "))
+                    WHERE NOT minutes AND bucket < $1
                     RETURNING device_key, metric_key, bucket),
                 built AS (
                     INSERT INTO rollup_1m AS r
@@ -91,8 +94,51 @@ public final class RollupFolder: @unchecked Sendable {
                 """, [cutoff]
             ).rows.first?.first.flatMap { $0.flatMap(Int.init) } ?? 0
             try connection.query("UPDATE rollup_horizon SET minutes_before = greatest(minutes_before, $1)", [cutoff])
-            try connection.execute("COMMIT")
             return hours
+        }
+    }
+
+    /// Gives every sparse hour without minute arrays (made by a version before them) its
+    /// arrays, built from its readings. Cheap when there are none: the fold runs it once at
+    /// start.
+    /// - Returns: the hours that got arrays.
+    @discardableResult
+    public static func completeMinuteArrays(on connection: PostgresConnection) throws(PostgresError) -> Int {
+        let missing = "SELECT device_key, metric_key, bucket FROM rollup_1h WHERE NOT minutes AND m_minute IS NULL"
+        guard try connection.query("SELECT EXISTS (\(missing))").rows.first?.first == "t" else { return 0 }
+        return try withEveryDeltaFolded(on: connection) { () throws(PostgresError) -> Int in
+            try connection.query(
+                """
+                WITH missing AS (\(missing)),
+                built AS (\(minuteArraysMerged(from: """
+                    SELECT x.device_key, x.metric_key, p.bucket AS hour, \(minuteInHour("x.bucket", hour: "p.bucket")) AS minute,
+                        \(minuteArrays.dropFirst().map { "x.\($0.name)" }.joined(separator: ", "))
+                    FROM \(readingsAsRows) x JOIN missing p \(inHour(of: "p"))
+                    """))),
+                done AS (
+                    UPDATE rollup_1h h SET \(minuteArrays.map { "m_\($0.name) = b.m_\($0.name)" }.joined(separator: ", "))
+                    FROM built b WHERE h.device_key = b.device_key AND h.metric_key = b.metric_key AND h.bucket = b.hour
+                    RETURNING 1)
+                SELECT count(*) FROM done
+                """
+            ).rows.first?.first.flatMap { $0.flatMap(Int.init) } ?? 0
+        }
+    }
+
+    /// Runs `body` in one repeatable-read transaction that first folds every pending delta,
+    /// with other folds held off: rollups then hold exactly the readings `body` sees.
+    private static func withEveryDeltaFolded<T>(
+        on connection: PostgresConnection, _ body: () throws(PostgresError) -> T
+    ) throws(PostgresError) -> T {
+        try connection.execute("SELECT pg_advisory_lock(\(lockKey))")
+        defer { if connection.isConnected { try? connection.execute("SELECT pg_advisory_unlock(\(lockKey))") } }
+        try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        do {
+            var cursor = Cursor()
+            while try foldStatement(on: connection, cursor: &cursor) == foldLimit {}
+            let result = try body()
+            try connection.execute("COMMIT")
+            return result
         } catch {
             if connection.isConnected { try? connection.execute("ROLLBACK") }
             throw error
@@ -103,7 +149,7 @@ public final class RollupFolder: @unchecked Sendable {
     /// an hour with minute rows (or new, and past the threshold or before the horizon) gets
     /// the minute deltas; an hour crossing the threshold gets minute rows built from all its
     /// readings, once every delta of those readings is in this fold (until then it stays
-    /// without); a sparse hour gets none.
+    /// sparse); a sparse hour gets the minute deltas merged into its minute arrays.
     ///
     /// Moves `cursor` past the deltas taken, or back to the front once it reached the end.
     @discardableResult
@@ -125,15 +171,25 @@ public final class RollupFolder: @unchecked Sendable {
                             WHERE d.device_key = a.device_key AND d.metric_key = a.metric_key
                                 AND d.bucket >= a.bucket AND d.bucket < a.bucket + interval '1 hour'
                                 AND d.ctid <> ALL ((SELECT rows FROM chosen)::tid[]))) AS minutes
+                    , \(minuteArrays.map { "h.m_\($0.name)" }.joined(separator: ", "))
                 FROM added a LEFT JOIN LATERAL (
                     -- One index probe per hour touched (LIMIT keeps it so), not a scan of rollup_1h.
-                    SELECT h.device_key, h.count, h.minutes FROM rollup_1h h
+                    SELECT h.device_key, h.count, h.minutes, \(minuteArrayColumns) FROM rollup_1h h
                     WHERE h.device_key = a.device_key AND h.metric_key = a.metric_key AND h.bucket = a.bucket LIMIT 1) h ON true),
+            sparse AS (\(minuteArraysMerged(from: """
+                SELECT p.device_key, p.metric_key, p.bucket AS hour, u.* FROM plan p CROSS JOIN LATERAL \(unnestMinuteArrays(of: "p"))
+                WHERE NOT p.minutes
+                UNION ALL
+                SELECT x.device_key, x.metric_key, p.bucket, \(minuteInHour("x.bucket", hour: "p.bucket")) AS minute, \(minuteArrays.dropFirst().map { "x.\($0.name)" }.joined(separator: ", "))
+                FROM taken x JOIN plan p ON p.device_key = x.device_key AND p.metric_key = x.metric_key AND p.bucket = \(hour("x.bucket"))
+                WHERE NOT p.minutes
+                """))),
             hours AS (
-                INSERT INTO rollup_1h AS r (device_key, metric_key, bucket, \(aggregateColumns.joined(separator: ", ")), minutes)
-                SELECT a.*, p.minutes FROM added a
+                INSERT INTO rollup_1h AS r (device_key, metric_key, bucket, \(aggregateColumns.joined(separator: ", ")), minutes, \(minuteArrayColumns))
+                SELECT a.*, p.minutes, \(minuteArrays.map { "s.m_\($0.name)" }.joined(separator: ", ")) FROM added a
                     JOIN plan p ON p.device_key = a.device_key AND p.metric_key = a.metric_key AND p.bucket = a.bucket
-                \(upsert), minutes = excluded.minutes
+                    LEFT JOIN sparse s ON s.device_key = a.device_key AND s.metric_key = a.metric_key AND s.hour = a.bucket
+                \(upsert), minutes = excluded.minutes, \(minuteArrays.map { "m_\($0.name) = excluded.m_\($0.name)" }.joined(separator: ", "))
                 RETURNING 1),
             minutes AS (
                 INSERT INTO rollup_1m AS r
@@ -155,6 +211,45 @@ public final class RollupFolder: @unchecked Sendable {
         "first_ts", "first_seq", "first_type", "first_value", "first_text",
         "last_ts", "last_seq", "last_type", "last_value", "last_text",
     ]
+
+    /// The per-minute arrays of a sparse hour in `rollup_1h` (column `m_<name>`): the
+    /// minute within the hour, then the rollup columns a minute bucket is answered from.
+    static let minuteArrays: [(name: String, type: String)] = [
+        ("minute", "smallint"), ("count", "integer"), ("value_count", "integer"),
+        ("sum", "double precision"), ("min", "double precision"), ("max", "double precision"),
+        ("last_ts", "timestamptz"), ("last_seq", "bigint"), ("last_type", "smallint"),
+        ("last_value", "double precision"), ("last_text", "text"),
+    ]
+
+    static let minuteArrayColumns = minuteArrays.map { "m_\($0.name)" }.joined(separator: ", ")
+
+    /// The hour row `hour`'s minutes as rows `u(minute, count, …)`.
+    static func unnestMinuteArrays(of hour: String) -> String {
+        "unnest(\(minuteArrays.map { "\(hour).m_\($0.name)" }.joined(separator: ", "))) AS u(\(minuteArrays.map(\.name).joined(separator: ", ")))"
+    }
+
+    /// The minute (0-59) of `time` within the hour starting at `hour`.
+    static func minuteInHour(_ time: String, hour: String) -> String {
+        "((date_part('epoch', \(time)) - date_part('epoch', \(hour))) / 60)::smallint"
+    }
+
+    /// Rows `(device_key, metric_key, hour, minute, count, …)` of `source` merged per minute,
+    /// then gathered into one row of minute arrays per hour. No array is sorted, but all are
+    /// built from the same rows in the same order, so their elements line up.
+    static func minuteArraysMerged(from source: String) -> String {
+        let aggregates = minuteArrays.map { column in
+            let element = column.name.hasPrefix("last_") ? "(last).\(column.name.dropFirst(5))" : column.name
+            return "array_agg(\(element)) AS m_\(column.name)"
+        }
+        return """
+            SELECT device_key, metric_key, hour, \(aggregates.joined(separator: ", ")) FROM (
+                SELECT device_key, metric_key, hour, minute, sum(count)::integer AS count, sum(value_count)::integer AS value_count,
+                    sum(sum) AS sum, min(min) AS min, max(max) AS max,
+                    (array_agg((last_ts, last_seq, last_type, last_value, last_text)::rollup_edge ORDER BY last_ts DESC, last_seq DESC))[1] AS last
+                FROM (\(source)) parts GROUP BY 1, 2, 3, 4) minutes
+            GROUP BY 1, 2, 3
+            """
+    }
 
     /// Each reading as a one-reading rollup row (its `bucket` is its `ts`).
     static let readingsAsRows = """

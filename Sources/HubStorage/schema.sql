@@ -98,6 +98,22 @@ $$;
 -- a database made before this column had minute rows for every hour.
 ALTER TABLE rollup_1h ADD COLUMN IF NOT EXISTS minutes boolean NOT NULL DEFAULT true;
 CREATE INDEX IF NOT EXISTS rollup_1h_sparse ON rollup_1h (bucket) WHERE NOT minutes;
+-- A sparse hour's minutes, in parallel arrays with one element per minute that has
+-- readings, in minute order: the minute within the hour (0-59), then the minute's
+-- aggregates as in rollup_1m (without first). Minute buckets of a sparse hour come from
+-- here, so they never read readings. NULL for hours that keep minute rows.
+ALTER TABLE rollup_1h
+    ADD COLUMN IF NOT EXISTS m_minute smallint[],
+    ADD COLUMN IF NOT EXISTS m_count integer[],
+    ADD COLUMN IF NOT EXISTS m_value_count integer[],
+    ADD COLUMN IF NOT EXISTS m_sum double precision[],
+    ADD COLUMN IF NOT EXISTS m_min double precision[],
+    ADD COLUMN IF NOT EXISTS m_max double precision[],
+    ADD COLUMN IF NOT EXISTS m_last_ts timestamptz[],
+    ADD COLUMN IF NOT EXISTS m_last_seq bigint[],
+    ADD COLUMN IF NOT EXISTS m_last_type smallint[],
+    ADD COLUMN IF NOT EXISTS m_last_value double precision[],
+    ADD COLUMN IF NOT EXISTS m_last_text text[];
 -- Hours before this time always keep minute rows: retention built them before it dropped
 -- the readings, and late readings for them get minute rows straight away.
 CREATE TABLE IF NOT EXISTS rollup_horizon (

@@ -54,6 +54,18 @@ public final class PostgresConnection {
         return try finish(result, expecting: [PGRES_COMMAND_OK, PGRES_TUPLES_OK])
     }
 
+    /// Runs a statement and makes a value of each row straight from libpq's buffer, with
+    /// no string made for a number: for results of thousands of rows.
+    public func query<T>(_ sql: String, _ parameters: [String?] = [], rows transform: (PostgresRow) -> T) throws(PostgresError) -> [T] {
+        let handle = try liveHandle()
+        let result = withCStrings(parameters) { values in
+            PQexecParams(handle, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+        }
+        return try finish(result, expecting: [PGRES_TUPLES_OK]) { result in
+            (0..<PQntuples(result)).map { transform(PostgresRow(result: result, row: $0)) }
+        }
+    }
+
     /// Runs one or more statements without parameters (schema scripts, `BEGIN`, `COMMIT`).
     public func execute(_ sql: String) throws(PostgresError) {
         let handle = try liveHandle()
@@ -147,6 +159,13 @@ public final class PostgresConnection {
     }
 
     private func finish(_ result: OpaquePointer?, expecting statuses: [ExecStatusType]) throws(PostgresError) -> PostgresResult {
+        try finish(result, expecting: statuses, read: PostgresResult.init)
+    }
+
+    /// Checks a result's status, reads it with `read` and frees it.
+    private func finish<T>(
+        _ result: OpaquePointer?, expecting statuses: [ExecStatusType], read: (OpaquePointer) -> T
+    ) throws(PostgresError) -> T {
         guard let result else {
             throw PostgresError(.connection, message: handle.map(Self.connectionMessage) ?? "connection closed")
         }
@@ -163,7 +182,7 @@ public final class PostgresConnection {
             }
             throw PostgresError(.query, message: "unexpected result status \(String(cString: PQresStatus(status)))")
         }
-        return PostgresResult(result)
+        return read(result)
     }
 
     private func drainResults(_ handle: OpaquePointer) {

@@ -121,13 +121,28 @@ extension IngestLiveTests {
         for h in 0..<3 as Range<Int64> { try await send(30, from: h * hour, every: 120_000_000) }
         #expect(try hub.count(minuteRows) == 0)
         #expect(try hub.count(sparseHours) == 6)
+        // Their minutes are in the hour rows' arrays: one element per minute with readings.
+        let minutesWithReadings = "SELECT count(DISTINCT (metric_key, date_bin('1 minute', ts, 'epoch'))) FROM reading WHERE device_key = \(key)"
+        #expect(try hub.count("SELECT sum(cardinality(m_minute))::int FROM rollup_1h WHERE device_key = \(key)") == hub.count(minutesWithReadings))
+        #expect(try hub.count("SELECT sum(c)::int FROM rollup_1h, unnest(m_count) c WHERE device_key = \(key)") == 90 + 12)
         try await compare.all()
+        // Hours made before minute arrays get theirs at start, built from their readings.
+        let names = ["minute", "count", "value_count", "sum", "min", "max", "last_ts", "last_seq", "last_type", "last_value", "last_text"]
+        let arrays = "SELECT metric_key, bucket, u.* FROM rollup_1h, unnest(\(names.map { "m_\($0)" }.joined(separator: ", "))) u ORDER BY 1, 2, 3"
+        let made = try hub.query(arrays).rows
+        _ = try hub.query("UPDATE rollup_1h SET \(names.map { "m_\($0) = NULL" }.joined(separator: ", "))")
+        let connection = try PostgresConnection(url: hub.databaseURL)
+        defer { connection.close() }
+        #expect(try RollupFolder.completeMinuteArrays(on: connection) == 6)
+        #expect(try hub.query(arrays).rows == made)
+        #expect(try RollupFolder.completeMinuteArrays(on: connection) == 0)
 
         // 40 more "temp" in the first hour, a second after the others: it crosses 60 and
         // gets minute rows for all 70 readings, built from the readings.
         try await send(40, from: 1_000_000, every: 60_000_000)
         #expect(try hub.count("SELECT count(*) FROM rollup_1h h JOIN metric m ON m.key = h.metric_key WHERE device_key = \(key) AND m.name = 'temp' AND minutes AND count = 70") == 1)
         #expect(try hub.count("SELECT sum(count)::int FROM rollup_1m r JOIN metric m ON m.key = r.metric_key WHERE device_key = \(key) AND m.name = 'temp'") == 70)
+        #expect(try hub.count("SELECT count(*) FROM rollup_1h WHERE device_key = \(key) AND minutes AND m_minute IS NOT NULL") == 0)
         try await compare.all()
         // More readings into the crossed hour go straight to its minute rows.
         try await send(5, from: 1_500_000, every: 600_000_000)
@@ -139,8 +154,6 @@ extension IngestLiveTests {
         let kept = try RollupComparison(hub, key: key, ranges: [(start, start + 2 * hour)])
         defer { kept.executor.shutdown() }
         let rawAnswers = try await kept.all()
-        let connection = try PostgresConnection(url: hub.databaseURL)
-        defer { connection.close() }
         let built = try RollupFolder.keepMinutes(before: "2025-11-29T12:00:00Z", on: connection)
         #expect(built == 3)  // "fw" of 10:00, "temp" and "fw" of 11:00
         #expect(try hub.count(sparseHours) == 2)
