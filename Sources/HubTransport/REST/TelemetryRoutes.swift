@@ -67,28 +67,44 @@ struct TelemetryRoutes: Sendable {
         return value
     }
 
-    /// Rows as a JSON array, built by hand (`JSONSerialization` took about 30 µs a row):
-    /// `[{"metric":…,"seq":…,"ts_us":…,"value":…},…]`.
+    /// Rows as a JSON array, written byte by byte (`JSONSerialization` took about 30 µs a
+    /// row, appending to a `String` about 1 µs): `[{"metric":…,"seq":…,"ts_us":…,"value":…},…]`.
     static func json(_ rows: [TelemetryRow], withSeq: Bool) -> String {
-        var out = "["
+        var out: [UInt8] = [UInt8(ascii: "[")]
         out.reserveCapacity(rows.count * 64 + 2)
-        var quoted = (metric: "", text: "")  // rows come grouped by metric: quote each once
-        for (index, row) in rows.enumerated() {
-            if row.metric != quoted.metric { quoted = (row.metric, JSON.quote(row.metric)) }
-            out += index == 0 ? #"{"metric":"# : #",{"metric":"#
-            out += quoted.text
-            if withSeq { out += #","seq":\#(row.seq ?? 0)"# }
-            out += #","ts_us":\#(row.tsMicros),"value":"#
-            switch row.value {
-            case .f64(let double)?: out += JSON.number(double)
-            case .i64(let int)?: out += String(int)
-            case .bool(let bool)?: out += bool ? "1" : "0"
-            case .string(let string)?: out += JSON.quote(string)
-            case nil: out += "null"
-            }
-            out += "}"
+        var quoted = (metric: "", text: [UInt8]())  // rows come grouped by metric: quote each once
+        func append(_ integer: some BinaryInteger) {
+            if integer < 0 { out.append(UInt8(ascii: "-")) }
+            var rest = integer.magnitude
+            let start = out.count
+            repeat {
+                out.append(UInt8(ascii: "0") + UInt8(rest % 10))
+                rest /= 10
+            } while rest != 0
+            out[start...].reverse()
         }
-        return out + "]"
+        for (index, row) in rows.enumerated() {
+            if row.metric != quoted.metric { quoted = (row.metric, Array(JSON.quote(row.metric).utf8)) }
+            out.append(contentsOf: (index == 0 ? #"{"metric":"# : #",{"metric":"#).utf8)
+            out.append(contentsOf: quoted.text)
+            if withSeq {
+                out.append(contentsOf: #","seq":"#.utf8)
+                append(row.seq ?? 0)
+            }
+            out.append(contentsOf: #","ts_us":"#.utf8)
+            append(row.tsMicros)
+            out.append(contentsOf: #","value":"#.utf8)
+            switch row.value {
+            case .f64(let double)?: out.append(contentsOf: JSON.number(double).utf8)
+            case .i64(let int)?: append(int)
+            case .bool(let bool)?: out.append(bool ? UInt8(ascii: "1") : UInt8(ascii: "0"))
+            case .string(let string)?: out.append(contentsOf: JSON.quote(string).utf8)
+            case nil: out.append(contentsOf: "null".utf8)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+        out.append(UInt8(ascii: "]"))
+        return String(decoding: out, as: UTF8.self)
     }
 
     static func json(_ value: Value?) -> Any {
