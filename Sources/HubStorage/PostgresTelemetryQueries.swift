@@ -98,10 +98,11 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
         return nil
     }
 
-    /// Buckets from a rollup, its minute deltas not folded into it yet (read in the same
-    /// snapshot), and for `rollup_1m` the minute arrays of sparse hours, which keep no
-    /// minute rows. Each row's bucket is taken to microseconds once, and the query's buckets
-    /// are whole multiples of it, in integer arithmetic.
+    /// Buckets from a rollup and its minute deltas not folded into it yet (read in the same
+    /// snapshot). Minute buckets of sparse hours, which keep no minute rows, come from their
+    /// hour row's minute arrays, or for `last` from their readings. Each row's bucket is
+    /// taken to microseconds once, and the query's buckets are whole multiples of it, in
+    /// integer arithmetic. Only the columns the aggregate needs are read.
     private static func rollupBuckets(_ table: String, aggregate: Aggregate, metric m: MetricColumn) -> String {
         let columns: [String] = switch aggregate {
         case .count: ["count"]
@@ -110,17 +111,49 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
         default: [aggregate.rawValue]
         }
         let micros = "(date_part('epoch', r.bucket) * 1000000)::bigint"
-        func rows(from source: String) -> String {
-            "SELECT \(micros) AS bucket, r.metric_key, \(columns.map { "r.\($0)" }.joined(separator: ", ")) FROM \(source) r WHERE \(filters(m, time: "bucket"))"
+        func rows(from source: String, where condition: String = "true") -> String {
+            """
+            SELECT \(micros) AS bucket, r.metric_key, \(columns.map { "r.\($0)" }.joined(separator: ", ")) FROM \(source) r
+            WHERE \(filters(m, time: "bucket")) AND \(condition)
+            """
         }
-        var source = "\(rows(from: table)) UNION ALL \(rows(from: "rollup_delta"))"
-        if table == "rollup_1m" {
-            // An hour that starts before the range can hold minutes in it.
-            source += """
-                 UNION ALL SELECT \(micros) + u.minute * 60000000::bigint, r.metric_key, \(columns.map { "u.\($0)" }.joined(separator: ", "))
-                FROM rollup_1h r CROSS JOIN LATERAL unnest(r.m_minute, \(columns.map { "r.m_\($0)" }.joined(separator: ", "))) AS u(minute, \(columns.joined(separator: ", ")))
+        let source: String
+        switch (table, aggregate) {
+        case ("rollup_1m", .last):
+            // The (hour, metrics) with readings but no minute rows: sparse hours, and hours
+            // whose only readings are still deltas. Their readings are read an hour at a
+            // time (`OFFSET 0` keeps the planner from turning that into a scan of the range).
+            let kept = """
+                EXISTS (SELECT FROM rollup_1h h WHERE h.device_key = r.device_key AND h.metric_key = r.metric_key
+                    AND h.bucket = \(RollupFolder.hour("r.bucket")) AND h.minutes)
+                """
+            let sparse = """
+                SELECT hour, array_agg(DISTINCT metric_key) AS metrics FROM (
+                    SELECT r.bucket AS hour, r.metric_key FROM rollup_1h r
+                    WHERE NOT r.minutes AND \(filters(m, time: "bucket", startingBefore: "interval '1 hour'"))
+                    UNION ALL
+                    SELECT \(RollupFolder.hour("r.bucket")), r.metric_key FROM rollup_delta r WHERE \(filters(m, time: "bucket")) AND NOT \(kept)
+                ) hours GROUP BY hour
+                """
+            source = """
+                \(rows(from: "rollup_1m")) UNION ALL \(rows(from: "rollup_delta", where: kept))
+                UNION ALL \(rows(from: """
+                    (SELECT x.* FROM (\(sparse)) s CROSS JOIN LATERAL (
+                        SELECT * FROM \(RollupFolder.readingsAsRows) x
+                        WHERE x.device_key = $1 AND x.bucket >= s.hour AND x.bucket < s.hour + interval '1 hour' AND x.metric_key = ANY (s.metrics)
+                        OFFSET 0) x)
+                    """))
+                """
+        case ("rollup_1m", _):
+            let arrays = columns.flatMap(RollupFolder.minuteArrays(for:))
+            source = """
+                \(rows(from: table)) UNION ALL \(rows(from: "rollup_delta"))
+                UNION ALL SELECT \(micros) + u.minute * 60000000::bigint, r.metric_key, \(columns.map { RollupFolder.minuteValue($0) }.joined(separator: ", "))
+                FROM rollup_1h r CROSS JOIN LATERAL \(RollupFolder.unnestMinuteArrays(of: "r", Array(Set(arrays)).sorted()))
                 WHERE NOT r.minutes AND \(filters(m, time: "bucket", startingBefore: "interval '1 hour'"))
                 """
+        default:
+            source = "\(rows(from: table)) UNION ALL \(rows(from: "rollup_delta"))"
         }
         let width = "($5::bigint * 1000000)"
         let bucket = "(r.bucket - ((r.bucket % \(width)) + \(width)) % \(width))"

@@ -83,7 +83,7 @@ public final class RollupFolder: @unchecked Sendable {
             let hours = try connection.query(
                 """
                 WITH due AS (
-                    UPDATE rollup_1h SET minutes = true, \(minuteArrays.map { "m_\($0.name) = NULL" }.joined(separator: ", "))
+                    UPDATE rollup_1h SET minutes = true, \(minuteArrays.map { "m_\($0) = NULL" }.joined(separator: ", "))
                     WHERE NOT minutes AND bucket < $1
                     RETURNING device_key, metric_key, bucket),
                 built AS (
@@ -112,11 +112,11 @@ public final class RollupFolder: @unchecked Sendable {
                 WITH missing AS (\(missing)),
                 built AS (\(minuteArraysMerged(from: """
                     SELECT x.device_key, x.metric_key, p.bucket AS hour, \(minuteInHour("x.bucket", hour: "p.bucket")) AS minute,
-                        \(minuteArrays.dropFirst().map { "x.\($0.name)" }.joined(separator: ", "))
+                        x.count, x.value_count, x.sum, x.min, x.max
                     FROM \(readingsAsRows) x JOIN missing p \(inHour(of: "p"))
                     """))),
                 done AS (
-                    UPDATE rollup_1h h SET \(minuteArrays.map { "m_\($0.name) = b.m_\($0.name)" }.joined(separator: ", "))
+                    UPDATE rollup_1h h SET \(minuteArrays.map { "m_\($0) = b.m_\($0)" }.joined(separator: ", "))
                     FROM built b WHERE h.device_key = b.device_key AND h.metric_key = b.metric_key AND h.bucket = b.hour
                     RETURNING 1)
                 SELECT count(*) FROM done
@@ -171,25 +171,26 @@ public final class RollupFolder: @unchecked Sendable {
                             WHERE d.device_key = a.device_key AND d.metric_key = a.metric_key
                                 AND d.bucket >= a.bucket AND d.bucket < a.bucket + interval '1 hour'
                                 AND d.ctid <> ALL ((SELECT rows FROM chosen)::tid[]))) AS minutes
-                    , \(minuteArrays.map { "h.m_\($0.name)" }.joined(separator: ", "))
+                    , \(minuteArrays.map { "h.m_\($0)" }.joined(separator: ", "))
                 FROM added a LEFT JOIN LATERAL (
                     -- One index probe per hour touched (LIMIT keeps it so), not a scan of rollup_1h.
                     SELECT h.device_key, h.count, h.minutes, \(minuteArrayColumns) FROM rollup_1h h
                     WHERE h.device_key = a.device_key AND h.metric_key = a.metric_key AND h.bucket = a.bucket LIMIT 1) h ON true),
             sparse AS (\(minuteArraysMerged(from: """
-                SELECT p.device_key, p.metric_key, p.bucket AS hour, u.* FROM plan p CROSS JOIN LATERAL \(unnestMinuteArrays(of: "p"))
+                SELECT p.device_key, p.metric_key, p.bucket AS hour, u.minute, \(minuteArrays.dropFirst().map { "\(minuteValue($0)) AS \($0)" }.joined(separator: ", "))
+                FROM plan p CROSS JOIN LATERAL \(unnestMinuteArrays(of: "p"))
                 WHERE NOT p.minutes
                 UNION ALL
-                SELECT x.device_key, x.metric_key, p.bucket, \(minuteInHour("x.bucket", hour: "p.bucket")) AS minute, \(minuteArrays.dropFirst().map { "x.\($0.name)" }.joined(separator: ", "))
+                SELECT x.device_key, x.metric_key, p.bucket, \(minuteInHour("x.bucket", hour: "p.bucket")), x.count, x.value_count, x.sum, x.min, x.max
                 FROM taken x JOIN plan p ON p.device_key = x.device_key AND p.metric_key = x.metric_key AND p.bucket = \(hour("x.bucket"))
                 WHERE NOT p.minutes
                 """))),
             hours AS (
                 INSERT INTO rollup_1h AS r (device_key, metric_key, bucket, \(aggregateColumns.joined(separator: ", ")), minutes, \(minuteArrayColumns))
-                SELECT a.*, p.minutes, \(minuteArrays.map { "s.m_\($0.name)" }.joined(separator: ", ")) FROM added a
+                SELECT a.*, p.minutes, \(minuteArrays.map { "s.m_\($0)" }.joined(separator: ", ")) FROM added a
                     JOIN plan p ON p.device_key = a.device_key AND p.metric_key = a.metric_key AND p.bucket = a.bucket
                     LEFT JOIN sparse s ON s.device_key = a.device_key AND s.metric_key = a.metric_key AND s.hour = a.bucket
-                \(upsert), minutes = excluded.minutes, \(minuteArrays.map { "m_\($0.name) = excluded.m_\($0.name)" }.joined(separator: ", "))
+                \(upsert), minutes = excluded.minutes, \(minuteArrays.map { "m_\($0) = excluded.m_\($0)" }.joined(separator: ", "))
                 RETURNING 1),
             minutes AS (
                 INSERT INTO rollup_1m AS r
@@ -213,19 +214,31 @@ public final class RollupFolder: @unchecked Sendable {
     ]
 
     /// The per-minute arrays of a sparse hour in `rollup_1h` (column `m_<name>`): the
-    /// minute within the hour, then the rollup columns a minute bucket is answered from.
-    static let minuteArrays: [(name: String, type: String)] = [
-        ("minute", "smallint"), ("count", "integer"), ("value_count", "integer"),
-        ("sum", "double precision"), ("min", "double precision"), ("max", "double precision"),
-        ("last_ts", "timestamptz"), ("last_seq", "bigint"), ("last_type", "smallint"),
-        ("last_value", "double precision"), ("last_text", "text"),
-    ]
+    /// minute within the hour, then what `count`, `sum`, `avg`, `min` and `max` need. In a
+    /// minute of one reading, `value_count`, `min` and `max` are NULL (a bit each): they
+    /// follow from its `sum` (``minuteValue(_:of:)``).
+    static let minuteArrays = ["minute", "count", "value_count", "sum", "min", "max"]
 
-    static let minuteArrayColumns = minuteArrays.map { "m_\($0.name)" }.joined(separator: ", ")
+    static let minuteArrayColumns = minuteArrays.map { "m_\($0)" }.joined(separator: ", ")
 
-    /// The hour row `hour`'s minutes as rows `u(minute, count, …)`.
-    static func unnestMinuteArrays(of hour: String) -> String {
-        "unnest(\(minuteArrays.map { "\(hour).m_\($0.name)" }.joined(separator: ", "))) AS u(\(minuteArrays.map(\.name).joined(separator: ", ")))"
+    /// The arrays to read for the minutes' `column`.
+    static func minuteArrays(for column: String) -> [String] {
+        ["value_count", "min", "max"].contains(column) ? [column, "sum"] : [column]
+    }
+
+    /// The hour row `hour`'s minutes as rows `u(minute, …)`, from the arrays `arrays`.
+    static func unnestMinuteArrays(of hour: String, _ arrays: [String] = minuteArrays) -> String {
+        let arrays = arrays.first == "minute" ? arrays : ["minute"] + arrays
+        return "unnest(\(arrays.map { "\(hour).m_\($0)" }.joined(separator: ", "))) AS u(\(arrays.joined(separator: ", ")))"
+    }
+
+    /// A minute's `column` from the unnested arrays `u`.
+    static func minuteValue(_ column: String, of u: String = "u") -> String {
+        switch column {
+        case "value_count": "coalesce(\(u).value_count, (\(u).sum IS NOT NULL)::integer)"
+        case "min", "max": "coalesce(\(u).\(column), \(u).sum)"
+        default: "\(u).\(column)"
+        }
     }
 
     /// The minute (0-59) of `time` within the hour starting at `hour`.
@@ -233,22 +246,21 @@ public final class RollupFolder: @unchecked Sendable {
         "((date_part('epoch', \(time)) - date_part('epoch', \(hour))) / 60)::smallint"
     }
 
-    /// Rows `(device_key, metric_key, hour, minute, count, …)` of `source` merged per minute,
-    /// then gathered into one row of minute arrays per hour. No array is sorted, but all are
-    /// built from the same rows in the same order, so their elements line up.
+    /// Rows `(device_key, metric_key, hour, minute, count, value_count, sum, min, max)` of
+    /// `source` merged per minute, then gathered into one row of minute arrays per hour. No
+    /// array is sorted, but all are built from the same rows in the same order, so their
+    /// elements line up.
     static func minuteArraysMerged(from source: String) -> String {
-        let aggregates = minuteArrays.map { column in
-            let element = column.name.hasPrefix("last_") ? "(last).\(column.name.dropFirst(5))" : column.name
-            return "array_agg(\(element)) AS m_\(column.name)"
-        }
-        return """
-            SELECT device_key, metric_key, hour, \(aggregates.joined(separator: ", ")) FROM (
-                SELECT device_key, metric_key, hour, minute, sum(count)::integer AS count, sum(value_count)::integer AS value_count,
-                    sum(sum) AS sum, min(min) AS min, max(max) AS max,
-                    (array_agg((last_ts, last_seq, last_type, last_value, last_text)::rollup_edge ORDER BY last_ts DESC, last_seq DESC))[1] AS last
-                FROM (\(source)) parts GROUP BY 1, 2, 3, 4) minutes
-            GROUP BY 1, 2, 3
-            """
+        """
+        SELECT device_key, metric_key, hour, array_agg(minute) AS m_minute, array_agg(count) AS m_count,
+            array_agg(CASE WHEN count > 1 THEN value_count END) AS m_value_count, array_agg(sum) AS m_sum,
+            array_agg(CASE WHEN count > 1 THEN min END) AS m_min, array_agg(CASE WHEN count > 1 THEN max END) AS m_max
+        FROM (
+            SELECT device_key, metric_key, hour, minute, sum(count)::integer AS count, sum(value_count)::integer AS value_count,
+                sum(sum) AS sum, min(min) AS min, max(max) AS max
+            FROM (\(source)) parts GROUP BY 1, 2, 3, 4) minutes
+        GROUP BY 1, 2, 3
+        """
     }
 
     /// Each reading as a one-reading rollup row (its `bucket` is its `ts`).

@@ -98,22 +98,18 @@ $$;
 -- a database made before this column had minute rows for every hour.
 ALTER TABLE rollup_1h ADD COLUMN IF NOT EXISTS minutes boolean NOT NULL DEFAULT true;
 CREATE INDEX IF NOT EXISTS rollup_1h_sparse ON rollup_1h (bucket) WHERE NOT minutes;
--- A sparse hour's minutes, in parallel arrays with one element per minute that has
--- readings, in minute order: the minute within the hour (0-59), then the minute's
--- aggregates as in rollup_1m (without first). Minute buckets of a sparse hour come from
--- here, so they never read readings. NULL for hours that keep minute rows.
+-- A sparse hour's minutes, as parallel arrays with one element per minute that has
+-- readings: the minute within the hour (0-59), its count, value_count, sum, min and max.
+-- In a minute of one reading, value_count, min and max are NULL: they follow from its sum.
+-- Minute buckets of a sparse hour come from here (except `last`, from its readings).
+-- NULL for hours that keep minute rows.
 ALTER TABLE rollup_1h
     ADD COLUMN IF NOT EXISTS m_minute smallint[],
     ADD COLUMN IF NOT EXISTS m_count integer[],
     ADD COLUMN IF NOT EXISTS m_value_count integer[],
     ADD COLUMN IF NOT EXISTS m_sum double precision[],
     ADD COLUMN IF NOT EXISTS m_min double precision[],
-    ADD COLUMN IF NOT EXISTS m_max double precision[],
-    ADD COLUMN IF NOT EXISTS m_last_ts timestamptz[],
-    ADD COLUMN IF NOT EXISTS m_last_seq bigint[],
-    ADD COLUMN IF NOT EXISTS m_last_type smallint[],
-    ADD COLUMN IF NOT EXISTS m_last_value double precision[],
-    ADD COLUMN IF NOT EXISTS m_last_text text[];
+    ADD COLUMN IF NOT EXISTS m_max double precision[];
 -- Hours before this time always keep minute rows: retention built them before it dropped
 -- the readings, and late readings for them get minute rows straight away.
 CREATE TABLE IF NOT EXISTS rollup_horizon (
@@ -180,6 +176,18 @@ DO $$
 BEGIN
     IF to_regclass('reading_unpartitioned') IS NOT NULL THEN
         INSERT INTO reading SELECT * FROM reading_unpartitioned;
+        -- That version kept no rollups: the fold builds them from one minute delta per
+        -- device, metric and minute, as it does for new readings.
+        INSERT INTO rollup_delta
+        SELECT device_key, metric_key, bucket, count, value_count, sum, min, max,
+            (f).ts, (f).seq, (f).type, (f).value, (f).text, (l).ts, (l).seq, (l).type, (l).value, (l).text
+        FROM (
+            SELECT device_key, metric_key, date_bin('1 minute', ts, 'epoch') AS bucket,
+                count(*) AS count, count(value) AS value_count, sum(value) AS sum, min(value) AS min, max(value) AS max,
+                (array_agg((ts, seq, value_type, value, text_value)::rollup_edge ORDER BY ts, seq))[1] AS f,
+                (array_agg((ts, seq, value_type, value, text_value)::rollup_edge ORDER BY ts DESC, seq DESC))[1] AS l
+            FROM reading_unpartitioned GROUP BY 1, 2, 3
+        ) minutes;
         DROP TABLE reading_unpartitioned;
     END IF;
 END

@@ -127,7 +127,7 @@ extension IngestLiveTests {
         #expect(try hub.count("SELECT sum(c)::int FROM rollup_1h, unnest(m_count) c WHERE device_key = \(key)") == 90 + 12)
         try await compare.all()
         // Hours made before minute arrays get theirs at start, built from their readings.
-        let names = ["minute", "count", "value_count", "sum", "min", "max", "last_ts", "last_seq", "last_type", "last_value", "last_text"]
+        let names = ["minute", "count", "value_count", "sum", "min", "max"]
         let arrays = "SELECT metric_key, bucket, u.* FROM rollup_1h, unnest(\(names.map { "m_\($0)" }.joined(separator: ", "))) u ORDER BY 1, 2, 3"
         let made = try hub.query(arrays).rows
         _ = try hub.query("UPDATE rollup_1h SET \(names.map { "m_\($0) = NULL" }.joined(separator: ", "))")
@@ -165,6 +165,54 @@ extension IngestLiveTests {
         try await send(1, from: -30 * 60_000_000, every: 1)
         #expect(try hub.count(sparseHours) == 2)
         #expect(try hub.count("SELECT sum(count)::int FROM rollup_1m WHERE device_key = \(key) AND bucket < '2025-11-29T10:00:00Z'") == 1)
+    }
+}
+
+extension IngestLiveTests {
+    @Test("a sparse hour's minute arrays hold minutes of several readings and of mixed types, and merge a later reading into a minute")
+    func sparseMinuteArrays() async throws {
+        let hub = try await TestHub.start()
+        defer { Task { await hub.stop() } }
+        let device = try await hub.connect("mixed", token: try await hub.addDevice("mixed"))
+        let key = try #require(hub.hub.registry.record(id: "mixed")?.key)
+        let start: Int64 = 1_764_410_400_000_000  // 2025-11-29 10:00 UTC
+        let frames: [(Int64, [Reading])] = [
+            (0, [Reading(name: "temp", value: .f64(1)), Reading(name: "fw", value: .string("a"))]),
+            (10, [Reading(name: "temp", value: .f64(5))]),
+            (20, [Reading(name: "temp", value: .f64(3)), Reading(name: "fw", value: .string("b"))]),
+            (70, [Reading(name: "temp", value: .i64(7))]),
+            (130, [Reading(name: "temp", value: .bool(true))]),
+            (190, [Reading(name: "temp", value: .string("x"))]),
+            (200, [Reading(name: "temp", value: .f64(2.5))]),
+        ]
+        for (index, (second, readings)) in frames.enumerated() {
+            device.client.send(TelemetryFrame(seq: UInt64(index + 1), baseTime: start + second * 1_000_000, readings: readings))
+        }
+        try await device.waitForAck(UInt64(frames.count))
+        try await eventually { try hub.count("SELECT count(*) FROM rollup_delta") == 0 }
+        func minutes(_ metric: String) throws -> String? {
+            try hub.query(
+                """
+                SELECT string_agg(format('%s:%s:%s:%s:%s:%s', u.minute, u.count, u.value_count, u.sum, u.min, u.max), ' ' ORDER BY u.minute)
+                FROM rollup_1h h JOIN metric m ON m.key = h.metric_key,
+                    unnest(m_minute, m_count, m_value_count, m_sum, m_min, m_max) u(minute, count, value_count, sum, min, max)
+                WHERE h.device_key = \(key) AND m.name = $1 AND NOT h.minutes
+                """, [metric]
+            ).rows.first?.first ?? nil
+        }
+        // minute:count:value_count:sum:min:max; a minute of one reading keeps only its sum.
+        #expect(try minutes("temp") == "0:3:3:9:1:5 1:1::7:: 2:1::1:: 3:2:1:2.5:2.5:2.5")
+        #expect(try minutes("fw") == "0:2:0:::")
+        let compare = try RollupComparison(hub, key: key, ranges: [(nil, nil), (start, start + 3_600_000_000)])
+        defer { compare.executor.shutdown() }
+        try await compare.all()
+
+        // A later reading in a minute the arrays already hold is merged into it.
+        device.client.send(TelemetryFrame(seq: 8, baseTime: start + 15_000_000, readings: [Reading(name: "temp", value: .f64(0.5))]))
+        try await device.waitForAck(8)
+        try await eventually { try hub.count("SELECT count(*) FROM rollup_delta") == 0 }
+        #expect(try minutes("temp") == "0:4:4:9.5:0.5:5 1:1::7:: 2:1::1:: 3:2:1:2.5:2.5:2.5")
+        try await compare.all()
     }
 }
 

@@ -12,7 +12,7 @@ extension IngestLiveTests {
         ).rows.compactMap { $0[0] }
     }
 
-    @Test("a database made by the schema of 2026-11-22 upgrades in place: every reading stays, then moves into time partitions")
+    @Test("a database made by the schema of 2026-11-22 upgrades in place: every reading stays, moves into time partitions, and gets rollups")
     func schemaMigration() async throws {
         let cluster = try #require(TestCluster.current)
         let url = try cluster.makeDatabase(schema: false)
@@ -40,6 +40,12 @@ extension IngestLiveTests {
         #expect(try hub.count("SELECT count(*) FROM reading_default") == 0)
         #expect(try partitions(hub).filter { $0.hasPrefix("reading_p202611") }.count >= 3)
         #expect(try hub.count("SELECT count(*) FROM reading_p2026110100") == 1439)
+        // That schema kept no rollups: they are built, and answer as the readings do.
+        try await eventually { try hub.count("SELECT count(*) FROM rollup_delta") == 0 }
+        #expect(try hub.count("SELECT sum(count)::int FROM rollup_1h") == 3000)
+        let compare = try RollupComparison(hub, key: try #require(hub.hub.registry.record(id: "legacy")?.key), ranges: [(nil, nil)])
+        defer { compare.executor.shutdown() }
+        try await compare.all()
         // The device keeps its mark: a resend of an old seq is a duplicate.
         let token = try #require((try await call(hub, "POST", "/api/v1/devices/legacy/token").json as? [String: Any])?["token"] as? String)
         let device = try await hub.connect("legacy", token: token)
