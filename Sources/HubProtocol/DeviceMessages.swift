@@ -27,7 +27,7 @@ public enum DeviceMessages {
 public enum JSON {
     /// A JSON number for `double`; `null` for NaN and the infinities, which JSON lacks.
     public static func number(_ double: Double) -> String {
-        double.isFinite ? "\(double)" : "null"
+        double.isFinite ? double.description : "null"
     }
 
     /// A JSON string literal for `text`, with quotes and control characters escaped.

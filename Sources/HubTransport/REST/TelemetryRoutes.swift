@@ -73,15 +73,17 @@ struct TelemetryRoutes: Sendable {
         var out: [UInt8] = [UInt8(ascii: "[")]
         out.reserveCapacity(rows.count * 64 + 2)
         var quoted = (metric: "", text: [UInt8]())  // rows come grouped by metric: quote each once
-        func append(_ integer: some BinaryInteger) {
-            if integer < 0 { out.append(UInt8(ascii: "-")) }
-            var rest = integer.magnitude
-            let start = out.count
-            repeat {
-                out.append(UInt8(ascii: "0") + UInt8(rest % 10))
-                rest /= 10
-            } while rest != 0
-            out[start...].reverse()
+        func append(_ magnitude: UInt64, negative: Bool = false) {
+            if negative { out.append(UInt8(ascii: "-")) }
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+                var rest = magnitude, start = digits.count
+                repeat {
+                    start -= 1
+                    digits[start] = UInt8(ascii: "0") + UInt8(rest % 10)
+                    rest /= 10
+                } while rest != 0
+                out.append(contentsOf: digits[start...])
+            }
         }
         for (index, row) in rows.enumerated() {
             if row.metric != quoted.metric { quoted = (row.metric, Array(JSON.quote(row.metric).utf8)) }
@@ -92,11 +94,11 @@ struct TelemetryRoutes: Sendable {
                 append(row.seq ?? 0)
             }
             out.append(contentsOf: #","ts_us":"#.utf8)
-            append(row.tsMicros)
+            append(row.tsMicros.magnitude, negative: row.tsMicros < 0)
             out.append(contentsOf: #","value":"#.utf8)
             switch row.value {
             case .f64(let double)?: out.append(contentsOf: JSON.number(double).utf8)
-            case .i64(let int)?: append(int)
+            case .i64(let int)?: append(int.magnitude, negative: int < 0)
             case .bool(let bool)?: out.append(bool ? UInt8(ascii: "1") : UInt8(ascii: "0"))
             case .string(let string)?: out.append(contentsOf: JSON.quote(string).utf8)
             case nil: out.append(contentsOf: "null".utf8)
