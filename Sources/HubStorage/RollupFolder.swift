@@ -98,14 +98,15 @@ public final class RollupFolder: @unchecked Sendable {
         }
     }
 
-    /// Gives every sparse hour without minute arrays (made by a version before them) its
-    /// arrays, built from its readings. Cheap when there are none: the fold runs it once at
-    /// start.
+    /// Gives every sparse hour without minute arrays (folded by a version before them) its
+    /// arrays, built from its readings, if `schema.sql` found such hours when it added the
+    /// arrays (`rollup_horizon.minute_arrays_missing`). The fold runs it once at start.
     /// - Returns: the hours that got arrays.
     @discardableResult
     public static func completeMinuteArrays(on connection: PostgresConnection) throws(PostgresError) -> Int {
+        let flag = "SELECT minute_arrays_missing FROM rollup_horizon"
+        guard try connection.query(flag).rows.first?.first == "t" else { return 0 }
         let missing = "SELECT device_key, metric_key, bucket FROM rollup_1h WHERE NOT minutes AND m_minute IS NULL"
-        guard try connection.query("SELECT EXISTS (\(missing))").rows.first?.first == "t" else { return 0 }
         return try withEveryDeltaFolded(on: connection) { () throws(PostgresError) -> Int in
             try connection.query(
                 """
@@ -118,7 +119,8 @@ public final class RollupFolder: @unchecked Sendable {
                 done AS (
                     UPDATE rollup_1h h SET \(minuteArrays.map { "m_\($0) = b.m_\($0)" }.joined(separator: ", "))
                     FROM built b WHERE h.device_key = b.device_key AND h.metric_key = b.metric_key AND h.bucket = b.hour
-                    RETURNING 1)
+                    RETURNING 1),
+                flag AS (UPDATE rollup_horizon SET minute_arrays_missing = false)
                 SELECT count(*) FROM done
                 """
             ).rows.first?.first.flatMap { $0.flatMap(Int.init) } ?? 0

@@ -98,18 +98,6 @@ $$;
 -- a database made before this column had minute rows for every hour.
 ALTER TABLE rollup_1h ADD COLUMN IF NOT EXISTS minutes boolean NOT NULL DEFAULT true;
 CREATE INDEX IF NOT EXISTS rollup_1h_sparse ON rollup_1h (bucket) WHERE NOT minutes;
--- A sparse hour's minutes, as parallel arrays with one element per minute that has
--- readings: the minute within the hour (0-59), its count, value_count, sum, min and max.
--- In a minute of one reading, value_count, min and max are NULL: they follow from its sum.
--- Minute buckets of a sparse hour come from here (except `last`, from its readings).
--- NULL for hours that keep minute rows.
-ALTER TABLE rollup_1h
-    ADD COLUMN IF NOT EXISTS m_minute smallint[],
-    ADD COLUMN IF NOT EXISTS m_count integer[],
-    ADD COLUMN IF NOT EXISTS m_value_count integer[],
-    ADD COLUMN IF NOT EXISTS m_sum double precision[],
-    ADD COLUMN IF NOT EXISTS m_min double precision[],
-    ADD COLUMN IF NOT EXISTS m_max double precision[];
 -- Hours before this time always keep minute rows: retention built them before it dropped
 -- the readings, and late readings for them get minute rows straight away.
 CREATE TABLE IF NOT EXISTS rollup_horizon (
@@ -117,6 +105,27 @@ CREATE TABLE IF NOT EXISTS rollup_horizon (
     minutes_before  timestamptz NOT NULL DEFAULT '-infinity'
 );
 INSERT INTO rollup_horizon DEFAULT VALUES ON CONFLICT DO NOTHING;
+-- A sparse hour's minutes, as parallel arrays with one element per minute that has
+-- readings: the minute within the hour (0-59), its count, value_count, sum, min and max.
+-- In a minute of one reading, value_count, min and max are NULL: they follow from its sum.
+-- Minute buckets of a sparse hour come from here (except `last`, from its readings).
+-- NULL for hours that keep minute rows. Sparse hours folded before these columns existed
+-- get them at start, from their readings (rollup_horizon.minute_arrays_missing).
+ALTER TABLE rollup_horizon ADD COLUMN IF NOT EXISTS minute_arrays_missing boolean NOT NULL DEFAULT false;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'rollup_1h'::regclass AND attname = 'm_minute') THEN
+        ALTER TABLE rollup_1h
+            ADD COLUMN m_minute smallint[],
+            ADD COLUMN m_count integer[],
+            ADD COLUMN m_value_count integer[],
+            ADD COLUMN m_sum double precision[],
+            ADD COLUMN m_min double precision[],
+            ADD COLUMN m_max double precision[];
+        UPDATE rollup_horizon SET minute_arrays_missing = EXISTS (SELECT FROM rollup_1h WHERE NOT minutes);
+    END IF;
+END
+$$;
 -- Minute aggregates of each ingest batch, committed with its readings; folded into the
 -- rollups every second. Queries read them too, so rollups are never behind.
 CREATE TABLE IF NOT EXISTS rollup_delta (LIKE rollup_1m);

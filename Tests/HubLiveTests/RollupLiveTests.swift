@@ -126,13 +126,17 @@ extension IngestLiveTests {
         #expect(try hub.count("SELECT sum(cardinality(m_minute))::int FROM rollup_1h WHERE device_key = \(key)") == hub.count(minutesWithReadings))
         #expect(try hub.count("SELECT sum(c)::int FROM rollup_1h, unnest(m_count) c WHERE device_key = \(key)") == 90 + 12)
         try await compare.all()
-        // Hours made before minute arrays get theirs at start, built from their readings.
+        // Hours folded before minute arrays existed get theirs at start, from their readings:
+        // drop the arrays as if made by that version, and apply the schema again.
         let names = ["minute", "count", "value_count", "sum", "min", "max"]
         let arrays = "SELECT metric_key, bucket, u.* FROM rollup_1h, unnest(\(names.map { "m_\($0)" }.joined(separator: ", "))) u ORDER BY 1, 2, 3"
         let made = try hub.query(arrays).rows
-        _ = try hub.query("UPDATE rollup_1h SET \(names.map { "m_\($0) = NULL" }.joined(separator: ", "))")
         let connection = try PostgresConnection(url: hub.databaseURL)
         defer { connection.close() }
+        #expect(try RollupFolder.completeMinuteArrays(on: connection) == 0)  // none missing
+        _ = try hub.query("ALTER TABLE rollup_1h \(names.map { "DROP COLUMN m_\($0)" }.joined(separator: ", "))")
+        try Schema.apply(on: connection)
+        #expect(try hub.count("SELECT count(*) FROM rollup_horizon WHERE minute_arrays_missing") == 1)
         #expect(try RollupFolder.completeMinuteArrays(on: connection) == 6)
         #expect(try hub.query(arrays).rows == made)
         #expect(try RollupFolder.completeMinuteArrays(on: connection) == 0)
