@@ -145,7 +145,7 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
                     """))
                 """
         case ("rollup_1m", _):
-            let arrays = columns.flatMap(RollupFolder.minuteArrays(for:))
+            let arrays = columns.flatMap(RollupFolder.minuteArraysNeeded(for:))
             source = """
                 \(rows(from: table)) UNION ALL \(rows(from: "rollup_delta"))
                 UNION ALL SELECT \(micros) + u.minute * 60000000::bigint, r.metric_key, \(columns.map { RollupFolder.minuteValue($0) }.joined(separator: ", "))

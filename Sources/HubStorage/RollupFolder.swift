@@ -9,7 +9,7 @@ import Postgres
 ///
 /// An hour of a (device, metric) keeps minute rows only once it holds more than
 /// ``minuteRowsAbove`` readings (`rollup_1h.minutes` says which); a sparser hour keeps its
-/// minutes as arrays in its hour row instead, about a third of the bytes. An hour that
+/// minutes as compact arrays in its hour row instead (``minuteArrays``). An hour that
 /// grows past the threshold gets its minute rows built from its readings, and
 /// before retention drops readings, ``keepMinutes(before:on:)`` builds them for every
 /// sparse hour older than the cut (docs/storage.md).
@@ -224,7 +224,7 @@ public final class RollupFolder: @unchecked Sendable {
     static let minuteArrayColumns = minuteArrays.map { "m_\($0)" }.joined(separator: ", ")
 
     /// The arrays to read for the minutes' `column`.
-    static func minuteArrays(for column: String) -> [String] {
+    static func minuteArraysNeeded(for column: String) -> [String] {
         ["value_count", "min", "max"].contains(column) ? [column, "sum"] : [column]
     }
 
