@@ -47,22 +47,22 @@ public final class PostgresConnection {
     /// Runs one statement with text parameters (`$1`, `$2`, …); `nil` is SQL NULL.
     @discardableResult
     public func query(_ sql: String, _ parameters: [String?] = []) throws(PostgresError) -> PostgresResult {
-        let handle = try liveHandle()
-        let result = withCStrings(parameters) { values in
-            PQexecParams(handle, sql, Int32(parameters.count), nil, values, nil, nil, 0)
-        }
-        return try finish(result, expecting: [PGRES_COMMAND_OK, PGRES_TUPLES_OK])
+        try finish(try run(sql, parameters), expecting: [PGRES_COMMAND_OK, PGRES_TUPLES_OK])
     }
 
     /// Runs a statement and makes a value of each row straight from libpq's buffer, with
     /// no string made for a number: for results of thousands of rows.
     public func query<T>(_ sql: String, _ parameters: [String?] = [], rows transform: (PostgresRow) -> T) throws(PostgresError) -> [T] {
-        let handle = try liveHandle()
-        let result = withCStrings(parameters) { values in
-            PQexecParams(handle, sql, Int32(parameters.count), nil, values, nil, nil, 0)
-        }
-        return try finish(result, expecting: [PGRES_TUPLES_OK]) { result in
+        try finish(try run(sql, parameters), expecting: [PGRES_TUPLES_OK]) { result in
             (0..<PQntuples(result)).map { transform(PostgresRow(result: result, row: $0)) }
+        }
+    }
+
+    /// Sends a statement with text parameters and waits for its result.
+    private func run(_ sql: String, _ parameters: [String?]) throws(PostgresError) -> OpaquePointer? {
+        let handle = try liveHandle()
+        return withCStrings(parameters) { values in
+            PQexecParams(handle, sql, Int32(parameters.count), nil, values, nil, nil, 0)
         }
     }
 

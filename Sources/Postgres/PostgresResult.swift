@@ -18,11 +18,9 @@ public struct PostgresResult: Sendable {
         let rowCount = Int(PQntuples(result))
         // COPY results have fields without names.
         columns = (0..<columnCount).map { PQfname(result, Int32($0)).map { String(cString: $0) } ?? "" }
-        rows = (0..<rowCount).map { row in
-            (0..<columnCount).map { column in
-                PQgetisnull(result, Int32(row), Int32(column)) == 1
-                    ? nil : String(cString: PQgetvalue(result, Int32(row), Int32(column)))
-            }
+        rows = (0..<Int32(rowCount)).map { row in
+            let row = PostgresRow(result: result, row: row)
+            return (0..<columnCount).map(row.string)
         }
         affectedRows = PQcmdTuples(result).flatMap { Int(String(cString: $0)) } ?? 0
     }
