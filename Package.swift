@@ -73,8 +73,9 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
             ],
-            resources: [.copy("Page/index.html")]
+            resources: [.copy("Page/index.html"), .copy("REST/openapi.json")]
         ),
 
         // A device client on NIO: used by the simulator, the load tool and the tests.

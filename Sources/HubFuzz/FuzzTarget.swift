@@ -10,7 +10,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     if let frame = try? TelemetryFrame(decoding: bytes, receivedAtMicros: 1_763_769_600_000_000) {
         precondition(frame.encoded() == Array(bytes), "a decoded frame does not encode back to its bytes")
     }
-    _ = try? LiveClientMessage(text: String(decoding: bytes, as: UTF8.self), maxBytes: 65_536)
+    _ = try? LiveClientMessage(text: String(decoding: bytes, as: UTF8.self), limits: .init(maxBytes: 65_536))
     return 0
 }
 

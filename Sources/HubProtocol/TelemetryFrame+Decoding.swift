@@ -33,7 +33,10 @@ extension TelemetryFrame {
 
         let base = baseTime == 0 ? receivedAtMicros : baseTime
         var readings: [Reading] = []
-        readings.reserveCapacity(count)
+        // Reserve by the bytes that are there, not by the declared count: a 20-byte frame
+        // declaring 65,535 readings must not reserve megabytes. The smallest reading
+        // (a one-byte name and a bool) takes 8 bytes.
+        readings.reserveCapacity(min(count, reader.remaining / FrameLimits.minReadingSize))
         for index in 0..<count {
             readings.append(try Self.decodeReading(&reader, index: index, base: base, seq: seq))
         }

@@ -61,6 +61,8 @@ public enum FrameLimits {
     public static let maxSeq: UInt64 = UInt64(Int64.max)
     public static let maxNameLength = 64
     public static let maxStringLength = 1024
+    /// The fewest bytes a reading takes: name length, a one-byte name, offset, type, bool.
+    public static let minReadingSize = 8
     /// The first microsecond after the end of year 9999 UTC: reading times must be below it.
     public static let endOfTimeMicros: Int64 = 253_402_300_800_000_000
 

@@ -1,4 +1,5 @@
 import Foundation
+import HubIngest
 import Logging
 import Postgres
 
@@ -7,22 +8,26 @@ import Postgres
 /// with several threads they run concurrently, and PostgreSQL commits them together.
 /// Callers await them without blocking an event loop.
 ///
+/// Every statement has `statementTimeout` (PostgreSQL's `statement_timeout`), so no REST
+/// call or replay can hold a connection for longer. Errors reach callers as
+/// `StorageFailure`.
+///
 /// Bound: at most `maxPendingJobs` jobs wait; more fail at once with `busy`.
 public final class DatabaseExecutor: @unchecked Sendable {
-    public struct Busy: Error, CustomStringConvertible {
-        public var description: String { "the database queue is full" }
-    }
-
     public static let maxPendingJobs = 1024
 
     private let url: String
+    private let statementTimeout: Duration?
     private let condition = NSCondition()
     private var jobs: [(PostgresConnection?) -> Void] = []
     private var stopped = false
 
-    /// - Parameter threads: concurrent connections (default 4).
-    public init(url: String, name: String, threads: Int = 4) {
+    /// - Parameters:
+    ///   - threads: concurrent connections (default 4).
+    ///   - statementTimeout: the longest one statement may run; `nil` for no limit.
+    public init(url: String, name: String, threads: Int = 4, statementTimeout: Duration? = nil) {
         self.url = url
+        self.statementTimeout = statementTimeout
         for index in 0..<max(1, threads) {
             let thread = Thread { [self] in loop() }
             thread.name = "\(name)-\(index)"
@@ -35,21 +40,30 @@ public final class DatabaseExecutor: @unchecked Sendable {
         try await withCheckedThrowingContinuation { continuation in
             let job: (PostgresConnection?) -> Void = { connection in
                 guard let connection else {
-                    continuation.resume(throwing: PostgresError(.connection, message: "database unreachable"))
+                    continuation.resume(throwing: StorageFailure.unreachable)
                     return
                 }
-                continuation.resume(with: Result { try body(connection) })
+                continuation.resume(with: Result { try body(connection) }.mapError(StorageFailure.from))
             }
             condition.lock()
             guard !stopped, jobs.count < Self.maxPendingJobs else {
                 condition.unlock()
-                continuation.resume(throwing: Busy())
+                continuation.resume(throwing: StorageFailure.busy)
                 return
             }
             jobs.append(job)
             condition.signal()
             condition.unlock()
         }
+    }
+
+    private func connect() throws -> PostgresConnection {
+        let connection = try PostgresConnection(url: url)
+        if let statementTimeout {
+            let millis = statementTimeout.components.seconds * 1000 + statementTimeout.components.attoseconds / 1_000_000_000_000_000
+            try connection.execute("SET statement_timeout = \(max(1, millis))")
+        }
+        return connection
     }
 
     public func shutdown() {
@@ -71,8 +85,29 @@ public final class DatabaseExecutor: @unchecked Sendable {
             }
             let job = jobs.removeFirst()
             condition.unlock()
-            if connection?.isConnected != true { connection = try? PostgresConnection(url: url) }
+            if connection?.isConnected != true { connection = try? connect() }
             job(connection)
+        }
+    }
+}
+
+extension StorageFailure {
+    /// What a libpq failure means to a client. SQLSTATE 57014 is a statement timeout;
+    /// classes 22 (data exception), 23 (integrity) and 54 (program limit) are refusals of
+    /// the value; a lost connection or a server going away is `unreachable`.
+    public init(_ error: PostgresError) {
+        switch error.sqlState {
+        case "57014"?: self = .timeout
+        case let state? where ["22", "23", "54"].contains(String(state.prefix(2))): self = .refused(error.message)
+        default: self = error.isTransient ? .unreachable : .failed(error.description)
+        }
+    }
+
+    /// Any error thrown by a storage call, as a `StorageFailure` (others pass unchanged).
+    public static func from(_ error: Error) -> Error {
+        switch error {
+        case let error as PostgresError: StorageFailure(error)
+        default: error
         }
     }
 }

@@ -28,12 +28,14 @@ public enum CloseReason: String, Sendable, CaseIterable {
     case heartbeatTimeout = "heartbeat_timeout"
     case revoked
     case slowConsumer = "slow_consumer"
+    /// A device that took no byte of what the hub wrote for `--write-timeout`.
+    case notReading = "not_reading"
 
     public var code: UInt16 {
         switch self {
         case .normal: 1000
         case .shuttingDown: 1001
-        case .tooManyBadFrames: 1008
+        case .tooManyBadFrames, .notReading: 1008
         case .frameTooLarge: 1009
         case .replaced: 4001
         case .heartbeatTimeout: 4002

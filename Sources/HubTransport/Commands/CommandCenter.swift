@@ -26,6 +26,9 @@ actor CommandCenter {
         var maxPendingPerDevice = 1_000
         /// The longest `wait_s`.
         var maxWaitSeconds = 60
+        /// The largest params object, as JSON text: what one command costs in memory and
+        /// on the device's socket (at most `maxPendingPerDevice` of them wait per device).
+        var maxParamsBytes = 16_384
     }
 
     let settings: Settings

@@ -57,6 +57,9 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     private var heartbeat: RepeatedTask?
     private var session: Int64 = 0
     private var replies: Task<Void, Never>?
+    /// Command replies handed to the command center and not applied yet; at
+    /// `maxRequestsInFlight` the socket is not read.
+    private var repliesInFlight = 0
     private let fanout: FanoutBatch
     private var announcedOnline = false
 
@@ -171,13 +174,14 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     }
 
     private func receive(_ frame: WebSocketFrame, context: ChannelHandlerContext) {
-        if frame.opcode == .text {
-            receiveText(frame.unmaskedData, context: context)
-            return
-        }
+        // Text messages (command replies) count against the frame rate like frames.
         if let debt = frameBudget.take(nowNanos: DispatchTime.now().uptimeNanoseconds) {
             rateDebtNanos = debt
             pausedForRate = true
+        }
+        if frame.opcode == .text {
+            receiveText(frame.unmaskedData, context: context)
+            return
         }
         let data = frame.unmaskedData
         let now = WallClock.nowMicros()
@@ -224,6 +228,12 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
                 writeText(DeviceMessages.error(code: "bad_message", message: "command_result needs a string \"id\" and a boolean \"ok\""), context: context)
                 return
             }
+            // What the database cannot store is refused here, before it reaches the shared
+            // command writer; the command stays as it was.
+            if let why = object["result"].flatMap(StorableJSON.refusal) ?? object["error"].flatMap(StorableJSON.refusal) {
+                writeText(DeviceMessages.error(code: "bad_message", message: "command_result cannot be stored: \(why)"), context: context)
+                return
+            }
             let result = object["result"].flatMap(CommandJSON.text)
             let error = object["error"].map { ($0 as? String) ?? CommandJSON.text($0) ?? "failed" }
             inOrder { await commands.finished(id: id, by: device, ok: ok, resultJSON: result, error: error) }
@@ -236,16 +246,24 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     /// must not overtake its result).
     private func inOrder(_ work: @escaping @Sendable () async -> Void) {
         let previous = replies
+        repliesInFlight += 1
+        let loop = eventLoop
         replies = Task {
             await previous?.value
             await work()
+            loop.execute { self.replyApplied() }
         }
+    }
+
+    private func replyApplied() {
+        repliesInFlight -= 1
+        if readPending, let context { read(context: context) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
         pushBurst()
         reportCycle()
-        if let ack = pendingAck {
+        if let ack = pendingAck, context.channel.isWritable {
             pendingAck = nil
             writeAck(ack, context: context)
         }
@@ -269,6 +287,23 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         }
     }
 
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            if let ack = pendingAck {
+                pendingAck = nil
+                writeAck(ack, context: context)
+                context.flush()
+            }
+            if readPending { read(context: context) }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is WriteWatchdog.Expired { closeSocket(.notReading) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if case NIOWebSocketFrameAggregator.Error.accumulatedFrameSizeIsTooLarge = error {
             closeSocket(.frameTooLarge)
@@ -284,7 +319,11 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     // MARK: - Outbound: reads are held while paused
 
     func read(context: ChannelHandlerContext) {
-        guard case .streaming = state, !paused, !pausedForRate else {
+        // Not read while the device does not take what the hub writes (its replies would
+        // only pile up), nor past the rate, the ingest queue, or the replies in flight.
+        guard case .streaming = state, !paused, !pausedForRate, context.channel.isWritable,
+            repliesInFlight < environment.configuration.maxRequestsInFlight
+        else {
             readPending = true
             return
         }
@@ -355,8 +394,13 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             if let seq {
                 stream?.committed(upTo: seq)
                 if let context, !closing, state != .inactive {
-                    writeAck(seq, context: context)
-                    context.flush()
+                    if context.channel.isWritable {
+                        writeAck(seq, context: context)
+                        context.flush()
+                    } else {
+                        // One ack covers all before it: hold only the newest until it can go.
+                        pendingAck = max(pendingAck ?? 0, seq)
+                    }
                 }
             }
             checkDrained()

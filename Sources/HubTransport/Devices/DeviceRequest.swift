@@ -30,6 +30,21 @@ struct DeviceRequest {
             }
         }
 
+        /// A 401 or 403: counted against the source address (contract section 7).
+        var isFailedAuthentication: Bool {
+            switch self {
+            case .unauthorized, .disabled: true
+            case .badPath, .unavailable: false
+            }
+        }
+
+        /// The HTTP answer; it closes the connection.
+        var reply: HTTPReply {
+            var reply = HTTPReply.closing(.error(status, code: code, message))
+            if status == .serviceUnavailable { reply.retryAfterSeconds = 1 }
+            return reply
+        }
+
         var message: String {
             switch self {
             case .badPath(let why): why
@@ -42,14 +57,19 @@ struct DeviceRequest {
 
     static let pathPrefix = "/devices/"
 
+    /// `/devices` and everything under it: a malformed id there is 400, never 404.
+    static func isDevicePath(_ path: Substring) -> Bool {
+        path == "/devices" || path.hasPrefix(pathPrefix)
+    }
+
     let deviceID: String
     let token: String?
 
     /// Parses `/devices/{id}[?token=…]` and the `Authorization: Bearer` header.
     init(head: HTTPRequestHead) throws(Refusal) {
         let (path, query) = RequestTarget.split(head.uri)
-        guard path.hasPrefix(Self.pathPrefix) else { throw .badPath("not a device path") }
-        let id = String(path.dropFirst(Self.pathPrefix.count))
+        guard Self.isDevicePath(path) else { throw .badPath("not a device path") }
+        let id = String(path.dropFirst(min(path.count, Self.pathPrefix.count)))
         guard DeviceID.isValid(id) else {
             throw .badPath("invalid device id: use 1-64 characters of A-Z a-z 0-9 . _ - (not only dots)")
         }

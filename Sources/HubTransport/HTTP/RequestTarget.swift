@@ -17,14 +17,14 @@ enum RequestTarget {
         return nil
     }
 
-    /// Every `name=value` of a query string, percent-decoded (the last one wins).
-    static func queryItems(_ query: Substring) -> [String: String] {
+    /// Every `name=value` of a query string, percent-decoded (the last one wins); `nil` if
+    /// one is malformed (a bad escape, not UTF-8, or U+0000).
+    static func queryItems(_ query: Substring) -> [String: String]? {
         var items: [String: String] = [:]
         for pair in query.split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            if let name = percentDecode(parts[0]), let value = percentDecode(parts.count == 2 ? parts[1] : "") {
-                items[name] = value
-            }
+            guard let name = percentDecode(parts[0]), let value = percentDecode(parts.count == 2 ? parts[1] : "") else { return nil }
+            items[name] = value
         }
         return items
     }
@@ -37,6 +37,7 @@ enum RequestTarget {
         return String(value.dropFirst(prefix.count)).trimmingSpaces()
     }
 
+    /// `nil` for a bad escape, bytes that are not UTF-8, or U+0000 (no stored text holds it).
     static func percentDecode(_ text: Substring) -> String? {
         var bytes: [UInt8] = []
         var iterator = Array(text.utf8).makeIterator()
@@ -51,6 +52,7 @@ enum RequestTarget {
             default: bytes.append(byte)
             }
         }
+        guard !bytes.contains(0) else { return nil }
         return String(validating: bytes, as: UTF8.self)
     }
 

@@ -86,6 +86,7 @@ extension DashboardHandler {
             noteBacklog()
             context.flush()
         }
+        resumeReadingIfAllowed(context: context)
         context.fireChannelWritabilityChanged()
     }
 

@@ -44,6 +44,7 @@ extension DashboardHandler {
             .filter { record in subscription.patterns.contains { $0.matches(record.id) } }
             .filter { since != nil || resume[$0.id] != nil }
             .sorted { $0.id < $1.id }
+        requestsInFlight += 1
         environment.queue.whenWritten { [self] in
             Task { await replay(subscription, targets: targets, since: since, resume: resume) }
         }
@@ -52,7 +53,7 @@ extension DashboardHandler {
     private func replay(_ subscription: LiveSubscription, targets: [DeviceRecord], since: Int64?, resume: [String: UInt64]) async {
         var replayed: [String: UInt64] = [:]
         do {
-            for target in targets {
+            pages: for target in targets {
                 let resumeSeq = resume[target.id]
                 var after = resumeSeq ?? 0
                 while true {
@@ -61,26 +62,34 @@ extension DashboardHandler {
                         metrics: subscription.metrics)
                     guard let last = page.last else { break }
                     let messages = Self.messages(page, sub: subscription.id, device: target.id)
-                    // Wait for each page to be written out: memory stays at one page.
-                    try await eventLoop.flatSubmit { [self] () -> EventLoopFuture<Void> in
+                    // Wait for each page to be written out: memory stays at one page. A
+                    // subscription replaced, removed or closed meanwhile stops the replay.
+                    let current = try await eventLoop.flatSubmit { [self] () -> EventLoopFuture<Bool> in
                         guard let context, subscriptions[subscription.id] === subscription, !closing else {
-                            return eventLoop.makeSucceededFuture(())
+                            return eventLoop.makeSucceededFuture(false)
                         }
                         for message in messages.dropLast() { send(message, context: context) }
                         environment.metrics.deliveries.increment(by: Int64(messages.count))
-                        return sendAndFlush(messages.last ?? "", context: context)
+                        return sendAndFlush(messages.last ?? "", context: context).map { true }
                     }.get()
+                    guard current else { break pages }
                     after = last.seq
                     replayed[target.id] = last.seq
                 }
             }
         } catch {
             logger.warning("replay failed", metadata: ["error": "\(error)"])
+            let why = (error as? StorageFailure).map { "\($0)" } ?? "history could not be read"
             eventLoop.execute { [self] in
-                if let context { sendError("replay_failed", "history could not be read; live events follow", context: context) }
+                if let context, subscriptions[subscription.id] === subscription {
+                    sendError("replay_failed", "\(why); live events follow", context: context)
+                }
             }
         }
-        eventLoop.execute { [self] in finishReplay(subscription, replayed: replayed) }
+        eventLoop.execute { [self] in
+            requestDone()
+            finishReplay(subscription, replayed: replayed)
+        }
     }
 
     /// Sends `replay_done`, then the buffered live events that are not repeats.

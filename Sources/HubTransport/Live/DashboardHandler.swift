@@ -11,9 +11,14 @@ import NIOWebSocket
 /// Fan-out never waits for a dashboard: while the socket is not writable, events wait in a
 /// queue bounded by `maxQueuedBytes`; past it they are dropped and counted, and the
 /// dashboard gets `lagged` with the count once it catches up.
+/// Every reply (pong, errors, `subscribed`, replay pages) goes through the same outbox, and
+/// the socket is not read while it cannot be written or while `maxRequestsInFlight`
+/// commands of this dashboard are being stored: a peer that does not read cannot make the
+/// hub hold more than the outbox's bound.
 /// All state is touched on the channel's event loop only.
-final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
+final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     typealias InboundIn = WebSocketFrame
+    typealias OutboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
     let eventLoop: EventLoop
@@ -32,6 +37,9 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
     var rateTimer: Scheduled<Void>?
     var replays: [String: ReplayBuffer] = [:]
     var closing = false
+    /// Commands sent from this connection and not yet stored, and replays under way.
+    var requestsInFlight = 0
+    private var readPending = false
 
     /// Read by the fan-out: build no text for this dashboard while it conflates.
     var isBacklogged: Bool { backlog.withLockedValue { $0 } }
@@ -48,7 +56,7 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
         self.context = context
         environment.dashboards.insert(self)
         environment.metrics.connected.increment()
-        send(LiveMessages.hello(connection: connectionID, serverTimeMicros: WallClock.nowMicros()), context: context)
+        emit(control: LiveMessages.hello(connection: connectionID, serverTimeMicros: WallClock.nowMicros()), context: context)
         context.flush()
         logger.info("dashboard connected")
     }
@@ -75,6 +83,7 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
         case .binary:
             sendError("bad_message", "binary messages are not part of /live", context: context)
         case .ping:
+            // Bounded like every reply: the socket is not read while it is not writable.
             context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
         case .connectionClose:
             close(code: 1000, context: context)
@@ -90,14 +99,14 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
     private func handle(_ text: String, context: ChannelHandlerContext) {
         let message: LiveClientMessage
         do {
-            message = try LiveClientMessage(text: text, maxBytes: environment.maxJSONBytes)
+            message = try LiveClientMessage(text: text, limits: environment.limits)
         } catch {
             sendError(error.code, error.message, context: context)
             return
         }
         switch message {
         case .ping:
-            send(LiveMessages.pong, context: context)
+            emit(control: LiveMessages.pong, context: context)
         case .subscribe(let request):
             subscribe(request, context: context)
         case .unsubscribe(let id):
@@ -132,23 +141,36 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         let commands = environment.commands
+        requestsInFlight += 1
         Task { [self] in
+            var failure: (code: String, message: String)?
             do {
                 // The answer (`queued`, with the ref) comes from the command center.
                 _ = try await commands.create(
                     device: device, name: order.name, paramsJSON: order.paramsJSON, ttlSeconds: order.ttlSeconds, ref: ref, origin: self)
             } catch CommandStoreError.tooManyPending {
-                eventLoop.execute { self.deliverError("too_many_pending", "device \(device) has too many pending commands") }
+                failure = ("too_many_pending", "device \(device) has too many pending commands")
+            } catch StorageFailure.refused(let why) {
+                failure = ("bad_command", "the database cannot store this command: \(why)")
             } catch {
-                eventLoop.execute { self.deliverError("unavailable", "the command could not be stored; try again") }
+                failure = ("unavailable", "the command could not be stored; try again")
             }
+            eventLoop.execute { [failure] in self.commandDone(failure) }
         }
     }
 
-    private func deliverError(_ code: String, _ message: String) {
-        guard let context else { return }
-        sendError(code, message, context: context)
+    /// A command of this connection was stored (or refused): reading may go on.
+    private func commandDone(_ failure: (code: String, message: String)?) {
+        requestDone()
+        guard let context, let failure else { return }
+        sendError(failure.code, failure.message, context: context)
         context.flush()
+    }
+
+    /// A command or a replay of this connection ended: reading may go on.
+    func requestDone() {
+        requestsInFlight -= 1
+        if let context { resumeReadingIfAllowed(context: context) }
     }
 
     private func subscribe(_ request: SubscribeRequest, context: ChannelHandlerContext) {
@@ -167,7 +189,7 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
         // Buffer live events before registering, so none slips between replay and live.
         if replaying { replays[id] = ReplayBuffer(resume: resume) }
         environment.fanout.index.add(subscription, patterns: patterns)
-        send(LiveMessages.subscribed(id: id), context: context)
+        emit(control: LiveMessages.subscribed(id: id), context: context)
         if replaying { startReplay(subscription, since: since, resume: resume) }
     }
 
@@ -186,7 +208,33 @@ final class DashboardHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func sendError(_ code: String, _ message: String, context: ChannelHandlerContext) {
-        send(LiveMessages.error(code: code, message: message), context: context)
+        emit(control: LiveMessages.error(code: code, message: message), context: context)
+    }
+
+    // MARK: - Reading only while replies can be written
+
+    func read(context: ChannelHandlerContext) {
+        guard context.channel.isWritable, requestsInFlight < environment.maxRequestsInFlight else {
+            readPending = true
+            return
+        }
+        readPending = false
+        context.read()
+    }
+
+    func resumeReadingIfAllowed(context: ChannelHandlerContext) {
+        if readPending, context.channel.isWritable, requestsInFlight < environment.maxRequestsInFlight {
+            readPending = false
+            context.read()
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is WriteWatchdog.Expired {
+            environment.metrics.slowClosed.increment()
+            close(code: CloseReason.slowConsumer.code, reason: CloseReason.slowConsumer.rawValue, context: context)
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     /// Closes with a close code (shutdown uses 1001).

@@ -21,7 +21,8 @@ final class LiveEnvironment: Sendable {
     let queue: IngestQueue
     let history: TelemetryHistory
     let maxSubscriptions: Int
-    let maxJSONBytes: Int
+    let limits: LiveClientMessage.Limits
+    let maxRequestsInFlight: Int
     let maxQueuedBytes: Int
     let stallLimitNanos: UInt64
     let logger: Logger
@@ -38,9 +39,10 @@ final class LiveEnvironment: Sendable {
         self.queue = queue
         self.history = history
         maxSubscriptions = configuration.maxSubscriptionsPerDashboard
-        maxJSONBytes = configuration.maxJSONBytes
+        limits = .init(maxBytes: configuration.maxJSONBytes, maxPatterns: configuration.maxPatterns)
+        maxRequestsInFlight = configuration.maxRequestsInFlight
         maxQueuedBytes = configuration.maxDashboardQueueBytes
-        stallLimitNanos = UInt64(configuration.dashboardStallSeconds) * 1_000_000_000
+        stallLimitNanos = UInt64(configuration.writeTimeoutSeconds) * 1_000_000_000
         self.logger = logger
     }
 }

@@ -17,7 +17,9 @@ final class LiveSubscription: Sendable {
         self.id = id
         self.patterns = patterns
         self.metrics = metrics
-        minIntervalNanos = maxRateHz.map { UInt64(1e9 / $0) }
+        // The rate is checked to lie in `SubscribeRequest.rateRange`; clamped again here so
+        // that no rate can make the conversion trap.
+        minIntervalNanos = maxRateHz.map { UInt64(min(1e12, max(1e6, (1e9 / $0).rounded()))) }
         self.dashboard = dashboard
     }
 

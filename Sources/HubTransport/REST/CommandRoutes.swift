@@ -71,12 +71,16 @@ struct CommandOrder {
     let ttlSeconds: Int?
 
     init(_ body: [String: Any], settings: CommandCenter.Settings) throws(RESTError) {
-        guard let name = body["name"] as? String, (1...64).contains(name.utf8.count) else {
-            throw RESTError(.badRequest, "bad_request", "\"name\" must be a string of 1 to 64 bytes")
+        guard let name = body["name"] as? String, (1...64).contains(name.utf8.count), StorableJSON.refusal(text: name) == nil else {
+            throw RESTError(.badRequest, "bad_request", "\"name\" must be a string of 1 to 64 bytes without U+0000")
         }
         let params = body["params"] ?? [String: Any]()
         guard params is [String: Any], let text = CommandJSON.text(params) else {
             throw RESTError(.badRequest, "bad_request", "\"params\" must be a JSON object")
+        }
+        if let why = StorableJSON.refusal(params) { throw RESTError(.badRequest, "bad_request", "\"params\": \(why)") }
+        guard text.utf8.count <= settings.maxParamsBytes else {
+            throw RESTError(.badRequest, "bad_request", "\"params\" may take at most \(settings.maxParamsBytes) bytes as JSON")
         }
         self.name = name
         paramsJSON = text
@@ -86,9 +90,9 @@ struct CommandOrder {
     /// An optional whole number of seconds within `range`; 400 naming it otherwise.
     static func seconds(_ value: Any?, name: String, range: ClosedRange<Int>) throws(RESTError) -> Int? {
         guard let value else { return nil }
-        guard let number = value as? NSNumber, let seconds = Int(exactly: number.doubleValue), range.contains(seconds) else {
+        guard let seconds = JSONNumber.integer(value, in: Int64(range.lowerBound)...Int64(range.upperBound)) else {
             throw RESTError(.badRequest, "bad_request", "\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
         }
-        return seconds
+        return Int(seconds)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import HubIngest
 import NIOHTTP1
 
 /// One REST call, parsed: what a route handler gets.
@@ -11,12 +12,14 @@ struct RESTRequest: Sendable {
     /// Values of `:name` segments of the matched route.
     var parameters: [String: String] = [:]
 
-    /// The body as a JSON object; `{}` for an empty body.
+    /// The body as a JSON object; `{}` for an empty body. Text the database could not
+    /// store (U+0000) or nesting past `StorableJSON.maxDepth` is refused here.
     func jsonObject() throws(RESTError) -> [String: Any] {
         if body.isEmpty { return [:] }
         guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
-            throw RESTError(.badRequest, "bad_request", "the body must be a JSON object")
+            throw RESTError(.badRequest, "bad_request", "the body must be a JSON object (nested at most \(StorableJSON.maxDepth) levels)")
         }
+        if let why = StorableJSON.refusal(object) { throw RESTError(.badRequest, "bad_request", why) }
         return object
     }
 }
@@ -35,7 +38,23 @@ struct RESTError: Error {
 
     static func notFound(_ what: String) -> RESTError { RESTError(.notFound, "not_found", what) }
 
-    var reply: HTTPReply { .error(status, code: code, message) }
+    /// A failure of the storage layer, as the status a client can act on: 503 only when
+    /// the database is in fact away, busy or slow; 400 when it refused the value.
+    static func storage(_ error: Error) -> RESTError {
+        switch error {
+        case StorageFailure.unreachable: RESTError(.serviceUnavailable, "unavailable", "the database is not reachable; try again")
+        case StorageFailure.timeout: RESTError(.serviceUnavailable, "timeout", "the database did not answer in time; try again")
+        case StorageFailure.busy: RESTError(.serviceUnavailable, "busy", "too many requests wait for the database; try again")
+        case StorageFailure.refused(let why): RESTError(.badRequest, "bad_request", "the database cannot store this: \(why)")
+        default: RESTError(.internalServerError, "internal", "the request failed inside the hub")
+        }
+    }
+
+    var reply: HTTPReply {
+        var reply = HTTPReply.error(status, code: code, message)
+        if status == .serviceUnavailable { reply.retryAfterSeconds = 1 }
+        return reply
+    }
 }
 
 extension HTTPReply {

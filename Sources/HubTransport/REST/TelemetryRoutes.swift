@@ -9,6 +9,9 @@ struct TelemetryRoutes: Sendable {
     static let defaultLimit = 1_000
     /// …and at most this many.
     static let maxLimit = 10_000
+    /// The widest bucket: the whole span of reading times (10,000 years), so one bucket
+    /// can hold every reading, and bucket arithmetic in microseconds stays within 64 bits.
+    static let maxBucketSeconds: Int64 = FrameLimits.endOfTimeMicros / 1_000_000
 
     let queries: TelemetryQueries
     let registry: DeviceRegistry
@@ -23,8 +26,11 @@ struct TelemetryRoutes: Sendable {
     @Sendable func telemetry(_ request: RESTRequest) async throws -> HTTPReply {
         let key = try deviceKey(request)
         let query = request.query
-        let from = try Self.integer(query, "from_us")
-        let to = try Self.integer(query, "to_us")
+        // Any 64-bit time is taken; reading times lie in [0, end of year 9999), so the range
+        // is clamped to that, which changes no answer and keeps the database's time
+        // arithmetic in range.
+        let from = try Self.integer(query, "from_us").map { $0 <= 0 ? nil : min($0, FrameLimits.endOfTimeMicros) } ?? nil
+        let to = try Self.integer(query, "to_us").map { min(max($0, 0), FrameLimits.endOfTimeMicros) }
         if let from, let to, from > to { throw RESTError(.badRequest, "bad_request", "from_us is after to_us") }
         let limit = try Self.integer(query, "limit").map(Int.init) ?? Self.defaultLimit
         guard (1...Self.maxLimit).contains(limit) else {
@@ -37,7 +43,9 @@ struct TelemetryRoutes: Sendable {
             let rows = try await queries.raw(deviceKey: key, metric: metric, fromMicros: from, toMicros: to, limit: limit)
             return HTTPReply(status: .ok, body: Self.json(rows, withSeq: true))
         }
-        guard bucket > 0 else { throw RESTError(.badRequest, "bad_request", "bucket_s must be a positive number of seconds") }
+        guard (1...Self.maxBucketSeconds).contains(bucket) else {
+            throw RESTError(.badRequest, "bad_request", "bucket_s must be a whole number of seconds from 1 to \(Self.maxBucketSeconds)")
+        }
         let name = query["agg"] ?? "avg"
         guard let aggregate = Aggregate(rawValue: name) else {
             throw RESTError(.badRequest, "bad_request", "agg must be one of \(Aggregate.allCases.map(\.rawValue).joined(separator: ", "))")

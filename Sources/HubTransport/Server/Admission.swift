@@ -3,7 +3,7 @@ import NIOConcurrencyHelpers
 import NIOHTTP1
 
 /// Who may open a WebSocket now: the connect rate, the connection counts, and the browser
-/// origin. Checked before an upgrade; a refusal is the HTTP answer instead.
+/// origin. Checked before an upgrade (`UpgradeGate`); a refusal is the HTTP answer instead.
 final class Admission: Sendable {
     enum Kind { case device, dashboard }
 
@@ -16,8 +16,7 @@ final class Admission: Sendable {
     }
 
     /// - Returns: the refusal, or `nil` to let the upgrade go ahead.
-    func refusal(for kind: Kind, head: HTTPRequestHead, openConnections: Int) -> HTTPReply? {
-        if kind == .dashboard, let origin = refusedOrigin(head) { return origin }
+    func refusal(for kind: Kind, openConnections: Int) -> HTTPReply? {
         let limit = kind == .device ? configuration.maxDeviceConnections : configuration.maxDashboardConnections
         if openConnections >= limit {
             var reply = HTTPReply.error(.serviceUnavailable, code: "too_many_connections", "the hub holds \(limit) \(kind == .device ? "device" : "dashboard") connections")

@@ -12,6 +12,7 @@ public final class HubServer: Sendable {
     private let configuration: ServerConfiguration
     private let devices: DeviceEnvironment
     private let http: HTTPEnvironment
+    private let gate: UpgradeGate
     private let live: LiveEnvironment
     private let commands: CommandCenter
     private let provision: @Sendable (String) async throws -> DeviceRecord
@@ -36,6 +37,7 @@ public final class HubServer: Sendable {
         let fanout = LiveFanout()
         var commandSettings = CommandCenter.Settings()
         commandSettings.maxPendingPerDevice = configuration.maxPendingCommandsPerDevice
+        commandSettings.maxParamsBytes = configuration.maxJSONBytes
         commands = CommandCenter(store: commandStore, fanout: fanout, settings: commandSettings, logger: logger)
         live = LiveEnvironment(
             tokens: tokens, registry: registry, queue: queue, history: history, fanout: fanout, commands: commands,
@@ -43,14 +45,18 @@ public final class HubServer: Sendable {
         devices = DeviceEnvironment(
             registry: registry, queue: queue, configuration: configuration, logger: logger, metrics: metrics,
             fanout: live.fanout, commands: commands)
+        let (devices, live) = (devices, live)
+        gate = UpgradeGate(
+            registry: registry, tokens: tokens, admission: Admission(configuration: configuration),
+            failures: AuthFailureLimiter(perSecond: configuration.authFailuresPerSecond),
+            openDevices: { devices.connections.count }, openDashboards: { live.dashboards.count })
         http = HTTPEnvironment(
-            registry: registry, tokens: tokens, metricsText: metricsText,
+            gate: gate, metricsText: metricsText,
             router: RESTRouter(
                 routes: DeviceRoutes(admin: admin, registry: registry).routes
                     + TelemetryRoutes(queries: queries, registry: registry).routes
                     + CommandRoutes(commands: commands, registry: registry).routes),
-            maxBodyBytes: configuration.maxRequestBodyBytes, readiness: readiness,
-            admission: Admission(configuration: configuration))
+            maxBodyBytes: configuration.maxRequestBodyBytes, readiness: readiness)
         group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
     }
 
@@ -63,9 +69,17 @@ public final class HubServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 64 * 1024))
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+                    try channel.pipeline.syncOperations.addHandler(WriteWatchdog(
+                        timeout: .seconds(Int64(configuration.writeTimeoutSeconds)), maxBufferedBytes: configuration.maxOutboundBytes))
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandlers([
+                            NIOSSLServerHandler(context: tls),
+                            TLSHandshakeTimeout(timeout: .seconds(Int64(configuration.tlsHandshakeTimeoutSeconds))),
+                        ])
+                    }
                     try configurePipeline(channel)
                 }
             }
@@ -99,105 +113,114 @@ public final class HubServer: Sendable {
         do {
             let chain = try NIOSSLCertificate.fromPEMFile(tls.certificatePath).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(file: tls.keyPath, format: .pem)
-            return try NIOSSLContext(configuration: .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+            var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            // TLS 1.2 or newer, and in 1.2 only ECDHE key exchange with AEAD ciphers: forward
+            // secret throughout (TLS 1.3's suites all are).
+            configuration.minimumTLSVersion = .tlsv12
+            configuration.cipherSuites = Self.forwardSecretCiphers
+            return try NIOSSLContext(configuration: configuration)
         } catch {
             throw TLSSetupFailure(description: "cannot use --tls-cert \(tls.certificatePath) with --tls-key \(tls.keyPath): \(error)")
         }
     }
+
+    static let forwardSecretCiphers = [
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    ].joined(separator: ":")
 
     struct TLSSetupFailure: Error, CustomStringConvertible {
         let description: String
     }
 
     private func configurePipeline(_ channel: Channel) throws {
-        let httpHandler = HTTPHandler(environment: http)
-        let boundHandler = NIOLoopBound(httpHandler, eventLoop: channel.eventLoop)
+        let timeouts = HTTPTimeouts(
+            headerTimeout: .seconds(Int64(configuration.headerTimeoutSeconds)), idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))
+        let httpHandler = HTTPHandler(environment: http, timeouts: timeouts)
+        let bound = NIOLoopBound((httpHandler, timeouts), eventLoop: channel.eventLoop)
+        // The gate's verdict on the request being upgraded, from `shouldUpgrade` to the
+        // pipeline it builds (the same connection, the same loop).
+        let verdict = NIOLoopBound(Box<UpgradeGate.Verdict?>(nil), eventLoop: channel.eventLoop)
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: configuration.maxFrameBytes,
             automaticErrorHandling: true,
             shouldUpgrade: { [self] channel, head in
-                // A limit or an origin refuses first; the HTTP handler answers with it.
-                if let refusal = admissionRefusal(head) {
-                    boundHandler.value.refusal = refusal
+                let decided = gate.verdict(head, address: Self.host(channel.remoteAddress))
+                verdict.value.value = decided
+                switch decided {
+                case .refused(let reply):
+                    // The HTTP handler answers with it.
+                    bound.value.0.refusal = reply
                     return channel.eventLoop.makeSucceededFuture(nil)
+                case .device, .dashboard:
+                    return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+                case .provision(let id):
+                    return provisioned(id, on: channel.eventLoop).map { record in
+                        guard let record else {
+                            bound.value.0.refusal = .closing(.error(.serviceUnavailable, code: "unavailable", "could not register the device; try again"))
+                            return nil
+                        }
+                        verdict.value.value = .device(record)
+                        return HTTPHeaders()
+                    }
                 }
-                return shouldUpgrade(channel: channel, head: head)
             },
-            upgradePipelineHandler: { [self] channel, head in
-                channel.eventLoop.makeCompletedFuture { try addHandlers(channel: channel, head: head) }
+            upgradePipelineHandler: { [self] channel, _ in
+                channel.eventLoop.makeCompletedFuture { try addHandlers(channel: channel, verdict: verdict.value.value) }
             })
         var headerLimits = NIOHTTPDecoderLimitConfiguration()
         headerLimits.maxHeaderListSize = configuration.maxHeaderBytes
         headerLimits.maxHeaderFieldSize = configuration.maxHeaderBytes
+        try channel.pipeline.syncOperations.addHandler(timeouts)
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
             withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
-                context.pipeline.syncOperations.removeHandler(boundHandler.value, promise: nil)
+                context.pipeline.syncOperations.removeHandler(bound.value.0, promise: nil)
+                context.pipeline.syncOperations.removeHandler(bound.value.1, promise: nil)
             }),
             withErrorHandling: true, withOutboundHeaderValidation: true, withEncoderConfiguration: .init(),
             withDecoderLimitConfiguration: headerLimits)
         try channel.pipeline.syncOperations.addHandler(httpHandler)
     }
 
-    private func admissionRefusal(_ head: HTTPRequestHead) -> HTTPReply? {
-        if LiveRequest.isLivePath(head.uri) {
-            return http.admission.refusal(for: .dashboard, head: head, openConnections: live.dashboards.count)
-        }
-        guard RequestTarget.split(head.uri).path.hasPrefix(DeviceRequest.pathPrefix) else { return nil }
-        return http.admission.refusal(for: .device, head: head, openConnections: devices.connections.count)
-    }
-
-    private func shouldUpgrade(channel: Channel, head: HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?> {
-        if LiveRequest.isLivePath(head.uri) {
-            let accepted = LiveRequest.access(head, tokens: live.tokens) != nil
-            return channel.eventLoop.makeSucceededFuture(accepted ? HTTPHeaders() : nil)
-        }
-        do throws(DeviceRequest.Refusal) {
-            let request = try DeviceRequest(head: head)
-            switch try request.authenticate(devices.registry) {
-            case .accepted:
-                return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
-            case .provision:
-                let provision = self.provision
-                let registry = devices.registry
-                let logger = self.logger
-                let id = request.deviceID
-                return channel.eventLoop.makeFutureWithTask { () -> HTTPHeaders? in
-                    do {
-                        registry.upsert(try await provision(id))
-                        logger.warning("auto-provisioned a device", metadata: ["device": "\(id)"])
-                        return HTTPHeaders()
-                    } catch {
-                        logger.error("auto-provisioning failed", metadata: ["device": "\(id)", "error": "\(error)"])
-                        return nil
-                    }
-                }
-            case .unauthorized, .disabled:
-                return channel.eventLoop.makeSucceededFuture(nil)
+    /// Registers an unknown device under `--auto-provision`. - Returns: its record, or `nil`.
+    private func provisioned(_ id: String, on loop: EventLoop) -> EventLoopFuture<DeviceRecord?> {
+        let (provision, registry, logger) = (self.provision, devices.registry, self.logger)
+        return loop.makeFutureWithTask { () -> DeviceRecord? in
+            do {
+                let record = try await provision(id)
+                registry.upsert(record)
+                logger.warning("auto-provisioned a device", metadata: ["device": "\(id)"])
+                return registry.record(id: id) ?? record
+            } catch {
+                logger.error("auto-provisioning failed", metadata: ["device": "\(id)", "error": "\(error)"])
+                return nil
             }
-        } catch {
-            // Not a device path, or refused: the HTTP handler answers with the status.
-            return channel.eventLoop.makeSucceededFuture(nil)
         }
     }
 
-    private func addHandlers(channel: Channel, head: HTTPRequestHead) throws {
+    private func addHandlers(channel: Channel, verdict: UpgradeGate.Verdict?) throws {
         let aggregator = NIOWebSocketFrameAggregator(
             minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 64, maxAccumulatedFrameSize: configuration.maxFrameBytes)
-        if LiveRequest.isLivePath(head.uri) {
-            guard let access = LiveRequest.access(head, tokens: live.tokens) else { throw DeviceRequest.Refusal.unauthorized }
+        switch verdict {
+        case .dashboard(let access)?:
             try channel.pipeline.syncOperations.addHandlers([
                 aggregator, DashboardHandler(access: access, environment: live, eventLoop: channel.eventLoop),
             ])
-            return
-        }
-        let request = try DeviceRequest(head: head)
-        guard let record = devices.registry.record(id: request.deviceID) else {
+        case .device(let record)?:
+            let handler = DeviceHandler(
+                device: DeviceRecordRef(key: record.key, id: record.id), remote: Self.describe(channel.remoteAddress),
+                environment: devices, eventLoop: channel.eventLoop)
+            try channel.pipeline.syncOperations.addHandlers([aggregator, handler])
+        default:
             throw DeviceRequest.Refusal.unauthorized
         }
-        let handler = DeviceHandler(
-            device: DeviceRecordRef(key: record.key, id: record.id), remote: Self.describe(channel.remoteAddress),
-            environment: devices, eventLoop: channel.eventLoop)
-        try channel.pipeline.syncOperations.addHandlers([aggregator, handler])
+    }
+
+    /// The host of a peer, with an IPv4-mapped IPv6 prefix removed: the key of the
+    /// failed-authentication budget.
+    static func host(_ address: SocketAddress?) -> String {
+        guard let ip = address?.ipAddress else { return "unknown" }
+        return ip.hasPrefix("::ffff:") ? String(ip.dropFirst(7)) : ip
     }
 
     /// `host:port` of a peer, with an IPv4-mapped IPv6 prefix removed.
@@ -207,6 +230,12 @@ public final class HubServer: Sendable {
         let port = address.port.map(String.init) ?? "0"
         return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
+}
+
+/// A mutable cell shared by the closures of one connection's pipeline, on its loop.
+final class Box<Value> {
+    var value: Value
+    init(_ value: Value) { self.value = value }
 }
 
 /// Holds the listening channel until shutdown takes it.

@@ -18,8 +18,6 @@ public struct ServerConfiguration: Sendable {
     /// Events waiting for one slow dashboard, in bytes; past it events are dropped and
     /// counted, and the dashboard gets `lagged`.
     public var maxDashboardQueueBytes = 4 << 20
-    /// A dashboard that cannot take events for this long is closed with 4008 (slow_consumer).
-    public var dashboardStallSeconds = 60
     /// Commands per device that are not final; more get 429.
     public var maxPendingCommandsPerDevice = 1_000
     /// The largest REST request body; larger gets 413.
@@ -41,6 +39,26 @@ public struct ServerConfiguration: Sendable {
     public var maxJSONBytes = 16_384
     /// HTTP request headers, all names and values together; larger gets 431.
     public var maxHeaderBytes = 16_384
+    /// Entries in one subscription's `devices`, and in its `metrics`; more is
+    /// `bad_subscription`.
+    public var maxPatterns = 100
+    /// A peer that takes no byte of what the hub has for it for this long is closed (4008
+    /// for dashboards, 1008 for devices, a plain close for HTTP).
+    public var writeTimeoutSeconds = 30
+    /// Bytes waiting in one connection's socket buffer; past it the connection is closed
+    /// the same way. Larger than any single answer (a replay page, a REST answer).
+    public var maxOutboundBytes = 8 << 20
+    /// A request's headers must arrive within this of its first byte.
+    public var headerTimeoutSeconds = 10
+    /// An HTTP connection with no request under way is closed after this.
+    public var idleTimeoutSeconds = 60
+    /// Failed authentications (401, 403) per second per source address; past it 429.
+    public var authFailuresPerSecond = 20
+    /// A TLS handshake that has not finished within this is closed.
+    public var tlsHandshakeTimeoutSeconds = 10
+    /// Command replies (`command_ack`, `command_result`) of one device, and commands of one
+    /// dashboard, being applied at once; past it the hub stops reading that socket.
+    public var maxRequestsInFlight = 16
     /// Browser origins allowed on `/live`, the REST API and the page, as
     /// `scheme://host[:port]`; empty means the hub's own (the request's `Host`).
     public var allowedOrigins: [String] = []

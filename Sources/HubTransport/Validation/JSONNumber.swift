@@ -1,0 +1,32 @@
+import Foundation
+
+/// Numbers from `JSONSerialization`, read strictly: a boolean is not a number, `1.5` is
+/// not an integer, and a value outside the range asked for is refused rather than
+/// converted (a conversion would trap, wrap or round).
+enum JSONNumber {
+    /// A JSON number (not a boolean) as a finite `Double`.
+    static func double(_ value: Any?) -> Double? {
+        guard let number = value as? NSNumber, !isBoolean(number) else { return nil }
+        let double = number.doubleValue
+        return double.isFinite ? double : nil
+    }
+
+    /// A JSON integer (no fraction, not a boolean) within `range`.
+    static func integer(_ value: Any?, in range: ClosedRange<Int64>) -> Int64? {
+        // Integers beyond 64 bits come as decimals: outside any range asked for.
+        guard let number = value as? NSNumber, !isBoolean(number), !(number is NSDecimalNumber) else { return nil }
+        let exact: Int64? =
+            switch String(cString: number.objCType) {
+            case "Q": Int64(exactly: number.uint64Value)
+            case "d", "f": Int64(exactly: number.doubleValue)
+            default: number.int64Value
+            }
+        guard let exact, range.contains(exact) else { return nil }
+        return exact
+    }
+
+    /// `true` and `false` come as numbers of type `c` (char); no JSON integer does.
+    private static func isBoolean(_ number: NSNumber) -> Bool {
+        String(cString: number.objCType) == "c"
+    }
+}
