@@ -13,8 +13,11 @@ enum DataFolder {
         var description: String { "cannot use the data folder \(path): \(reason)" }
     }
 
-    /// Creates the folder if needed and proves it takes a write.
-    static func prepare(_ url: URL) throws {
+    /// Creates the folder if needed, makes it `0700` (the API token and the embedded
+    /// cluster live here), and proves it takes a write. Run as root, the folder is owned by
+    /// `owner` (the embedded cluster's user), so that user can reach its cluster inside
+    /// while nobody else can even list the folder.
+    static func prepare(_ url: URL, owner: String? = nil) throws {
         let path = url.standardizedFileURL.path
         // mkdir per missing component, for the system's own words ("Not a directory", …).
         var missing: [String] = []
@@ -23,7 +26,11 @@ enum DataFolder {
             missing.append(existing)
             existing = (existing as NSString).deletingLastPathComponent
         }
-        for component in missing.reversed() where mkdir(component, 0o755) != 0 && errno != EEXIST {
+        for component in missing.reversed() where mkdir(component, component == path ? 0o700 : 0o755) != 0 && errno != EEXIST {
+            throw Unusable(path: path, reason: String(cString: strerror(errno)))
+        }
+        guard chmod(path, 0o700) == 0 else { throw Unusable(path: path, reason: String(cString: strerror(errno))) }
+        if let owner, let user = getpwnam(owner), chown(path, user.pointee.pw_uid, user.pointee.pw_gid) != 0 {
             throw Unusable(path: path, reason: String(cString: strerror(errno)))
         }
         let probe = url.appendingPathComponent(".write-check").path

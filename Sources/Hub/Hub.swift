@@ -21,6 +21,7 @@ public final class Hub: Sendable {
     private let writer: IngestWriter
     private let listener: DeviceChangeListener
     private let executor: DatabaseExecutor
+    private let probe: DatabaseExecutor
     private let commandStore: PostgresCommandStore
     private let partitions: PartitionManager
     private let rollups: RollupFolder
@@ -29,7 +30,10 @@ public final class Hub: Sendable {
 
     /// Starts a hub; returns once it accepts connections.
     public static func start(_ configuration: HubConfiguration, logger: Logger) async throws -> Hub {
-        try DataFolder.prepare(configuration.dataDirectory)
+        try APIToken.check(configuration.apiToken, flag: "--api-token")
+        try APIToken.check(configuration.readToken, flag: "--read-token")
+        try DataFolder.prepare(
+            configuration.dataDirectory, owner: configuration.databaseURL == nil ? EmbeddedPostgres.serviceUserIfRoot() : nil)
         let database = try await Task.detached {
             try DatabaseTarget(
                 databaseURL: configuration.databaseURL, clusterDirectory: configuration.clusterDirectory,
@@ -51,15 +55,18 @@ public final class Hub: Sendable {
 
         HubMetrics.bootstrap()
         let registry = DeviceRegistry(autoProvision: configuration.server.autoProvision)
+        let metricCatalog = MetricCatalog(limits: configuration.metricLimits)
         if database.reachableAtStart {
-            registry.load(try DeviceStore(connection: PostgresConnection(url: database.url)).loadAll())
+            let store = DeviceStore(connection: try PostgresConnection(url: database.url))
+            try store.loadMetrics(into: metricCatalog)
+            registry.load(try store.loadAll())
         }
         self.registry = registry
 
         partitions = PartitionManager(url: database.url, settings: configuration.storage, logger: logger)
         if database.reachableAtStart {
             // Partitions for now and ahead exist before the first frame arrives.
-            try partitions.runOnce(on: PostgresConnection(url: database.url))
+            try partitions.runOnce(on: PostgresConnection(url: database.url), logger: logger)
         }
         partitions.start()
         rollups = RollupFolder(url: database.url, logger: logger)
@@ -76,18 +83,23 @@ public final class Hub: Sendable {
             logger: logger, metrics: metrics)
         writer.start()
 
-        listener = DeviceChangeListener(url: database.url, registry: registry, schemaApplied: database.reachableAtStart, logger: logger) { connection in
+        listener = DeviceChangeListener(
+            url: database.url, registry: registry, metrics: metricCatalog, schemaApplied: database.reachableAtStart, logger: logger
+        ) { connection in
             connection.close(.revoked)
         }
         listener.start()
 
-        let executor = DatabaseExecutor(url: database.url, name: "hub-database")
+        let executor = DatabaseExecutor(url: database.url, name: "hub-database", statementTimeout: configuration.statementTimeout)
         self.executor = executor
+        // Readiness has a connection of its own: it never waits behind REST or replays.
+        let probe = DatabaseExecutor(url: database.url, name: "hub-readiness", threads: 1, statementTimeout: .seconds(2))
+        self.probe = probe
         let commandStore = PostgresCommandStore(url: database.url, executor: executor, logger: logger)
         self.commandStore = commandStore
         let writer = self.writer
         server = HubServer(
-            configuration: configuration.server, registry: registry, queue: queue, metrics: metrics,
+            configuration: configuration.server, registry: registry, metricCatalog: metricCatalog, queue: queue, metrics: metrics,
             tokens: APITokens(full: apiToken, readOnly: configuration.readToken),
             history: PostgresTelemetryHistory(executor: executor), admin: PostgresDeviceAdmin(executor: executor),
             queries: PostgresTelemetryQueries(executor: executor), commandStore: commandStore,
@@ -97,7 +109,7 @@ public final class Hub: Sendable {
                 HubMetrics.queueDepth.record(queue.depth)
                 return HubMetrics.text()
             },
-            readiness: { [registry] in await Hub.readiness(writer: writer, executor: executor, registry: registry) })
+            readiness: { [registry] in await Hub.readiness(writer: writer, probe: probe, registry: registry) })
         port = try await server.start()
         if configuration.server.autoProvision {
             logger.warning("auto-provisioning is on: any well-formed device id may connect without a token")
@@ -109,12 +121,19 @@ public final class Hub: Sendable {
 
     /// `/readyz`: the devices are loaded, the database answers within 2 s, writes succeed, and ingest is not stalled
     /// (readings waiting with no commit for 10 s).
-    static func readiness(writer: IngestWriter, executor: DatabaseExecutor, registry: DeviceRegistry) async -> Readiness {
+    static func readiness(writer: IngestWriter, probe: DatabaseExecutor, registry: DeviceRegistry) async -> Readiness {
         guard registry.isLoaded else { return Readiness(ready: false, detail: "devices not loaded: the database has not answered since start") }
         if let failure = writer.failure { return Readiness(ready: false, detail: "database writes failing: \(failure)") }
         if writer.isStalled(limitNanos: 10_000_000_000) { return Readiness(ready: false, detail: "ingest stalled: no commit for 10 s") }
         let reachable = await withTaskGroup(of: Bool.self) { group in
-            group.addTask { (try? await executor.run { _ = try $0.query("SELECT 1") }) != nil }
+            group.addTask {
+                // A connection broken by a database restart fails once and is replaced: try
+                // again at once, so the first probe after the database is back says so.
+                for _ in 0..<2 {
+                    if (try? await probe.run { _ = try $0.query("SELECT 1") }) != nil { return true }
+                }
+                return false
+            }
             group.addTask {
                 try? await Task.sleep(for: .seconds(2))
                 return false
@@ -137,6 +156,7 @@ public final class Hub: Sendable {
         rollups.stop()
         commandStore.shutdown()
         executor.shutdown()
+        probe.shutdown()
         database.stop(force: true)
         logger.info("stopped")
     }

@@ -23,6 +23,10 @@ public struct HubConfiguration: Sendable {
     public var queueCapacityRows = 200_000
     /// Time partitions and retention (`PartitionManager`).
     public var storage = PartitionManager.Settings()
+    /// Metric names per device and in all (`--max-metrics-per-device`, `--max-metrics`).
+    public var metricLimits = MetricCatalog.Limits()
+    /// The longest one REST or replay statement may run (`--statement-timeout`).
+    public var statementTimeout: Duration = .seconds(10)
     /// How long startup waits for the database before giving up.
     public var databaseStartupTimeout: Duration = .seconds(30)
 

@@ -12,6 +12,8 @@ public struct IngestMetrics: Sendable {
     public let batchRows = Recorder(label: "hub_ingest_batch_rows")
     public let commitSeconds = Timer(label: "hub_ingest_commit_seconds")
     public let databaseErrors = Counter(label: "hub_database_errors_total")
+    /// Frames the database refused on their own, stored as rejected frames instead.
+    public let storageRefused = Counter(label: "hub_frames_storage_refused_total")
     public let devicesConnected = Meter(label: "hub_devices_connected")
 
     public init() {}

@@ -7,12 +7,16 @@ import Postgres
 /// while one batch committed goes into the next, as one upsert of whole rows. Several saves
 /// of one command before its batch starts become one row, the last.
 ///
+/// A row the database refuses for its content (it should have been refused at the door)
+/// is split out of its batch and reported to its caller; the other rows are stored, and
+/// "unreachable" is reported only when the database is.
+///
 /// Bound: one pending row per command, and the hub holds at most
 /// `maxPendingPerDevice` commands that are not final per device.
 final class CommandWriter: @unchecked Sendable {
     typealias Done = @Sendable (Error?) -> Void
 
-    /// Rows per upsert.
+    /// Rows per upsert (10 parameters each, within libpq's 65,535).
     static let maxBatch = 2_000
 
     private struct Entry {
@@ -90,9 +94,13 @@ final class CommandWriter: @unchecked Sendable {
 
             do {
                 if connection?.isConnected != true { connection = try PostgresConnection(url: url) }
-                try Self.upsert(batch.map(\.command), on: connection!)
+                let refused = try Self.store(batch.map(\.command), on: connection!)
                 retryDelay = 0.1
-                for entry in batch { entry.done.forEach { $0(nil) } }
+                for (index, entry) in batch.enumerated() {
+                    let error = refused[index].map { StorageFailure.refused($0.message) as Error }
+                    if let error { logger.error("the database refused a command row; it keeps its stored state", metadata: ["command": "\(entry.command.id)", "error": "\(error)"]) }
+                    entry.done.forEach { $0(error) }
+                }
             } catch {
                 logger.warning("could not store command changes; retrying", metadata: ["rows": "\(batch.count)", "error": "\(error)"])
                 if connection?.isConnected != true { connection = nil }
@@ -100,7 +108,7 @@ final class CommandWriter: @unchecked Sendable {
                 for var entry in batch {
                     if entry.isNew {
                         // Nobody was told it exists: the caller gets the error.
-                        entry.done.forEach { $0(error) }
+                        entry.done.forEach { $0(StorageFailure(error)) }
                         continue
                     }
                     // Anything saved meanwhile is newer.
@@ -114,28 +122,47 @@ final class CommandWriter: @unchecked Sendable {
         }
     }
 
+    /// Upserts `commands`. When the database refuses the batch for its content (not
+    /// because it is away), the batch is split in halves and each is tried again, so every
+    /// good row is stored and only the rows the database refuses on their own are left out.
+    /// - Returns: per row, the refusal that kept it out, or `nil` once stored.
+    /// - Throws: when the database is unreachable (the caller retries the whole batch).
+    static func store(_ commands: [Command], on connection: PostgresConnection) throws(PostgresError) -> [PostgresError?] {
+        do {
+            try upsert(commands, on: connection)
+            return Array(repeating: nil, count: commands.count)
+        } catch where !error.isTransient && connection.isConnected {
+            guard commands.count > 1 else { return [error] }
+            let middle = commands.count / 2
+            return try store(Array(commands[..<middle]), on: connection) + store(Array(commands[middle...]), on: connection)
+        }
+    }
+
+    /// One upsert of whole rows, every value a parameter of its own (no literal is built
+    /// from client text).
     static func upsert(_ commands: [Command], on connection: PostgresConnection) throws(PostgresError) {
-        func texts(_ values: [String?]) -> String {
-            arrayLiteral(values.map { $0.map(arrayElement) ?? "NULL" })
+        var parameters: [String?] = []
+        parameters.reserveCapacity(commands.count * 10)
+        var rows: [String] = []
+        for (index, command) in commands.enumerated() {
+            let n = index * 10
+            rows.append("($\(n + 1)::uuid, $\(n + 2), $\(n + 3), $\(n + 4)::jsonb, $\(n + 5), $\(n + 6)::jsonb, $\(n + 7), "
+                + "$\(n + 8)::bigint, $\(n + 9)::bigint, $\(n + 10)::bigint)")
+            parameters += [
+                command.id, command.device, command.name, command.paramsJSON, command.status.rawValue, command.resultJSON,
+                command.error, String(command.createdMicros), String(command.updatedMicros), String(command.expiresMicros),
+            ]
         }
         try connection.query(
             """
             INSERT INTO commands (id, device_id, name, params, status, result, error, created_at, updated_at, expires_at)
-            SELECT id::uuid, device, name, params::jsonb, status, result::jsonb, error,
+            SELECT id, device, name, params, status, result, error,
                 'epoch'::timestamptz + created * interval '1 microsecond',
                 'epoch'::timestamptz + updated * interval '1 microsecond',
                 'epoch'::timestamptz + expires * interval '1 microsecond'
-            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                        $8::bigint[], $9::bigint[], $10::bigint[])
-                AS v(id, device, name, params, status, result, error, created, updated, expires)
+            FROM (VALUES \(rows.joined(separator: ", "))) AS v(id, device, name, params, status, result, error, created, updated, expires)
             ON CONFLICT (id) DO UPDATE SET status = excluded.status, result = excluded.result, error = excluded.error,
                 updated_at = excluded.updated_at
-            """,
-            [
-                texts(commands.map(\.id)), texts(commands.map(\.device)), texts(commands.map(\.name)),
-                texts(commands.map(\.paramsJSON)), texts(commands.map(\.status.rawValue)), texts(commands.map(\.resultJSON)),
-                texts(commands.map(\.error)), arrayLiteral(commands.map { String($0.createdMicros) }),
-                arrayLiteral(commands.map { String($0.updatedMicros) }), arrayLiteral(commands.map { String($0.expiresMicros) }),
-            ])
+            """, parameters)
     }
 }

@@ -10,19 +10,23 @@ public final class DeviceChangeListener: @unchecked Sendable {
     private let registry: DeviceRegistry
     private let logger: Logger
     private let onRevoked: @Sendable (any DeviceConnection) -> Void
+    private let metrics: MetricCatalog?
     private let lock = NSLock()
     private var stopped = false
     private var schemaApplied: Bool
 
     /// - Parameters:
+    ///   - metrics: loaded (again) whenever the devices are, so the metric-name limits
+    ///     count what storage holds.
     ///   - schemaApplied: false if the database was unreachable at start; the listener then
     ///     applies the schema on its first connection, before loading the devices.
     ///   - onRevoked: called with a live connection whose device was deleted, disabled or
     ///     given a new token.
     public init(
-        url: String, registry: DeviceRegistry, schemaApplied: Bool = true, logger: Logger,
+        url: String, registry: DeviceRegistry, metrics: MetricCatalog? = nil, schemaApplied: Bool = true, logger: Logger,
         onRevoked: @escaping @Sendable (any DeviceConnection) -> Void
     ) {
+        self.metrics = metrics
         self.url = url
         self.schemaApplied = schemaApplied
         self.registry = registry
@@ -57,6 +61,7 @@ public final class DeviceChangeListener: @unchecked Sendable {
                     try fresh.listen("hub_devices")
                     connection = fresh
                     // Catch up on anything changed while not listening.
+                    if let metrics { try DeviceStore(connection: fresh).loadMetrics(into: metrics) }
                     registry.load(try DeviceStore(connection: fresh).loadAll())
                     warned = false
                 }

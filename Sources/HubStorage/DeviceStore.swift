@@ -94,7 +94,7 @@ public struct DeviceStore {
                 let result = try connection.query("DELETE FROM device_registry WHERE id = $1 RETURNING key, deleted", [id])
                 guard let row = result.rows.first, let key = row[0] else { return false }
                 try connection.query("DELETE FROM reading WHERE device_key = $1", [key])
-                for table in ["rollup_1m", "rollup_1h", "rollup_delta"] {
+                for table in ["rollup_1m", "rollup_1h", "rollup_delta", "device_metric"] {
                     try connection.query("DELETE FROM \(table) WHERE device_key = $1", [key])
                 }
                 try connection.query("DELETE FROM rejected_frames WHERE device_id = $1", [id])
@@ -152,6 +152,18 @@ public struct DeviceStore {
     }
 
     /// Every live (not deleted) device, for the hub's in-memory registry.
+    /// Fills `catalog` with every metric name and every device's names.
+    public func loadMetrics(into catalog: MetricCatalog) throws {
+        let names = try connection.query("SELECT name FROM metric").rows.compactMap { $0[0] }
+        let pairs = try connection.query(
+            "SELECT d.device_key, m.name FROM device_metric d JOIN metric m ON m.key = d.metric_key"
+        ).rows.compactMap { row -> (device: Int32, name: String)? in
+            guard let key = row[0].flatMap({ Int32($0) }), let name = row[1] else { return nil }
+            return (key, name)
+        }
+        catalog.load(names: names, pairs: pairs)
+    }
+
     public func loadAll() throws -> [DeviceRecord] {
         try connection.query("SELECT \(Self.recordColumns) FROM device_registry WHERE NOT deleted").rows.map(Self.record)
     }

@@ -3,8 +3,12 @@ import Logging
 
 /// A private PostgreSQL cluster in a folder, run with the machine's server binaries.
 ///
-/// It listens only on a Unix socket inside its folder. Started as root, it runs the server
-/// as the `postgres` system user (or `nobody`), since PostgreSQL refuses to run as root.
+/// It listens only on a Unix socket inside its folder (mode 0700, owned by the server's
+/// user), never on TCP, and its `pg_hba.conf` has only local lines. Started as root, it
+/// runs the server as the `postgres` system user, or creates a dedicated `hub-postgres`
+/// system user where there is none (PostgreSQL refuses to run as root); never `nobody`.
+/// Its settings go into a configuration file of the hub's (`hub.conf`), so no path passes
+/// through a shell.
 public final class EmbeddedPostgres: @unchecked Sendable {
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
@@ -21,7 +25,7 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         self.directory = directory.standardizedFileURL
         self.logger = logger
         binDirectory = try Self.findBinDirectory()
-        runAs = getuid() == 0 ? Self.serviceUser() : nil
+        runAs = try Self.serviceUserIfRoot(create: true)
     }
 
     /// libpq connection string for the cluster's `hub` database.
@@ -38,6 +42,9 @@ public final class EmbeddedPostgres: @unchecked Sendable {
     @discardableResult
     public func start() throws -> Bool {
         let fileManager = FileManager.default
+        guard !socketDirectory.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else {
+            throw Failure(description: "the data folder path \(socketDirectory.debugDescription) holds control characters")
+        }
         guard socketDirectory.utf8.count + 16 < 108 else {
             throw Failure(description: "the data folder path \(socketDirectory) is too long for a Unix socket (max 91 characters)")
         }
@@ -49,13 +56,9 @@ public final class EmbeddedPostgres: @unchecked Sendable {
             return false
         }
         let log = directory.appendingPathComponent("server.log").path
-        let options = [
-            "-c listen_addresses=''", "-k \(socketDirectory)", "-c max_connections=100",
-            "-c shared_buffers=256MB", "-c max_wal_size=4GB", "-c checkpoint_timeout=15min",
-            "-c wal_buffers=16MB",
-        ].joined(separator: " ")
+        try writeSettings()
         do {
-            try run("pg_ctl", ["start", "-w", "-t", "60", "-D", directory.path, "-l", log, "-o", options])
+            try run("pg_ctl", ["start", "-w", "-t", "60", "-D", directory.path, "-l", log])
         } catch {
             let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").suffix(5).joined(separator: "\n") ?? ""
             throw Failure(description: "PostgreSQL did not start in \(directory.path): \(error)\n\(tail)")
@@ -94,7 +97,9 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         }
         try fileManager.setAttributes([.posixPermissions: 0o700], ofItemAtPath: directory.path)
         logger.info("creating a PostgreSQL cluster", metadata: ["path": "\(directory.path)"])
-        try run("initdb", ["-D", directory.path, "-U", "hub", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-instructions"])
+        try run("initdb", [
+            "-D", directory.path, "-U", "hub", "--auth-local=trust", "--auth-host=reject", "-E", "UTF8", "--no-locale", "--no-instructions",
+        ])
     }
 
     @discardableResult
@@ -130,7 +135,49 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         throw Failure(description: "PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql (Debian: apt-get install postgresql), set HUB_PG_BIN, or pass --database-url")
     }
 
-    private static func serviceUser() -> String {
-        getpwnam("postgres") != nil ? "postgres" : "nobody"
+    /// The user the server runs as when the hub runs as root: `postgres` if the system has
+    /// it (Debian's postgresql package makes it), else `hub-postgres`, created as a system
+    /// user without a home or a login shell when `create` is set. `nil` when not root.
+    public static func serviceUserIfRoot(create: Bool = false) throws -> String? {
+        guard getuid() == 0 else { return nil }
+        if getpwnam("postgres") != nil { return "postgres" }
+        let dedicated = "hub-postgres"
+        if getpwnam(dedicated) != nil || !create { return dedicated }
+        let (status, output) = try ChildProcess.run(
+            "/usr/sbin/useradd", ["--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", dedicated])
+        guard status == 0 || getpwnam(dedicated) != nil else {
+            throw Failure(description: "no postgres user to run the embedded cluster as, and useradd \(dedicated) failed: \(output)")
+        }
+        return dedicated
+    }
+
+    /// The server's settings, rewritten at every start: `hub.conf`, included from
+    /// `postgresql.conf`, and a `pg_hba.conf` that trusts the Unix socket only (the folder's
+    /// mode keeps everyone but the hub's and the server's users away from it).
+    private func writeSettings() throws {
+        let settings = [
+            "listen_addresses = ''", "unix_socket_directories = \(Self.quoted(socketDirectory))",
+            "unix_socket_permissions = 0700", "max_connections = 100", "shared_buffers = 256MB", "max_wal_size = 4GB",
+            "checkpoint_timeout = 15min", "wal_buffers = 16MB",
+        ]
+        try write(settings.joined(separator: "\n") + "\n", to: "hub.conf")
+        try write("# Written by the hub at every start: the Unix socket only, never TCP.\nlocal all all trust\n", to: "pg_hba.conf")
+        let main = directory.appendingPathComponent("postgresql.conf")
+        let text = (try? String(contentsOf: main, encoding: .utf8)) ?? ""
+        let include = "include_if_exists = 'hub.conf'"
+        if !text.contains(include) { try write(text + "\n" + include + "\n", to: "postgresql.conf") }
+    }
+
+    private func write(_ text: String, to name: String) throws {
+        let path = directory.appendingPathComponent(name).path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        if let runAs, let user = getpwnam(runAs) { chown(path, user.pointee.pw_uid, user.pointee.pw_gid) }
+        chmod(path, 0o600)
+    }
+
+    /// A string value for postgresql.conf: single-quoted, with quotes and backslashes
+    /// escaped. Paths with control characters are refused.
+    static func quoted(_ value: String) -> String {
+        "'" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "''") + "'"
     }
 }

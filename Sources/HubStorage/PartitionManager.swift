@@ -15,6 +15,11 @@ public final class PartitionManager: @unchecked Sendable {
         public var spanSeconds: Int64 = 86_400
         /// Partitions kept ready beyond the current one.
         public var ahead = 2
+        /// Readings that landed in the default partition get a partition of their own only
+        /// if their span starts at most this long before now (or is one of the `ahead`
+        /// spans). Older and far-future readings stay in the default partition, so no
+        /// spread of reading times makes partitions without bound (contract section 7).
+        public var moveWindowSeconds: Int64 = 31 * 86_400
         /// Drop readings older than this many days; `nil` keeps everything.
         public var retentionDays: Int?
         /// Rollups older than this many days are deleted; `nil` keeps them. They may
@@ -77,40 +82,70 @@ public final class PartitionManager: @unchecked Sendable {
         worker.stop()
     }
 
-    /// One round: partitions ahead, default rows moved, retention. - Returns: what it did.
+    /// One round: partitions ahead, default rows moved, retention. Each step stands alone:
+    /// one the database refuses (for what it holds, not for being away) is logged and the
+    /// next steps still run, so no stored value can stop the upkeep.
+    /// - Returns: what it did.
     @discardableResult
-    public func runOnce(on connection: PostgresConnection, nowSeconds: Int64 = Int64(Date().timeIntervalSince1970)) throws -> Report {
+    public func runOnce(
+        on connection: PostgresConnection, nowSeconds: Int64 = Int64(Date().timeIntervalSince1970), logger: Logger? = nil
+    ) throws -> Report {
         var report = Report()
         let span = settings.spanSeconds
         let current = nowSeconds / span * span
-        // Retention first, so old readings waiting in the default partition go rather than
-        // get a partition of their own.
-        if let days = settings.retentionDays { try applyRetention(cutoff: nowSeconds - Int64(days) * 86_400, on: connection, report: &report) }
-        for index in -1...settings.ahead {
-            try ensurePartition(from: current + Int64(index) * span, on: connection, report: &report)
-        }
-        // Readings waiting in the default partition, a few spans per round.
-        let waiting = try connection.query(
-            "SELECT DISTINCT (floor(extract(epoch FROM ts) / $1))::bigint FROM reading_default LIMIT 64", [String(span)])
-        for row in waiting.rows {
-            guard let bucket = row[0].flatMap({ Int64($0) }) else { continue }
-            try ensurePartition(from: bucket * span, on: connection, report: &report)
-        }
-        if let days = settings.rollupRetentionDays {
-            for table in ["rollup_1m", "rollup_1h"] {
-                report.rollupsDeleted += try connection.query(
-                    "DELETE FROM \(table) WHERE bucket < now() - $1::int * interval '1 day'", [String(days)]).affectedRows
+        let logger = logger ?? self.logger
+        func step(_ name: String, _ body: () throws -> Void) throws {
+            do {
+                try body()
+            } catch let error as PostgresError where !error.isTransient && connection.isConnected {
+                logger.error("partition maintenance step failed; the others go on", metadata: ["step": "\(name)", "error": "\(error)"])
             }
         }
-        report.rejectedDeleted = try connection.query(
-            "DELETE FROM rejected_frames WHERE received_at < now() - $1::int * interval '1 day'", [String(settings.rejectedRetentionDays)]
-        ).affectedRows
-        report.commandsDeleted = try connection.query(
-            """
-            DELETE FROM commands WHERE status NOT IN ('queued', 'sent', 'delivered')
-            AND updated_at < now() - $1::int * interval '1 day'
-            """, [String(settings.commandRetentionDays)]
-        ).affectedRows
+        // Retention first, so old readings waiting in the default partition go rather than
+        // get a partition of their own.
+        if let days = settings.retentionDays {
+            try step("retention") { try applyRetention(cutoff: nowSeconds - Int64(days) * 86_400, on: connection, report: &report) }
+        }
+        try step("partitions ahead") {
+            for index in -1...settings.ahead {
+                try ensurePartition(from: current + Int64(index) * span, on: connection, report: &report)
+            }
+        }
+        // Readings waiting in the default partition, a few spans per round, within the window.
+        try step("default partition") {
+            let waiting = try connection.query(
+                """
+                SELECT DISTINCT (floor(extract(epoch FROM ts) / $1))::bigint FROM reading_default
+                WHERE ts >= 'epoch'::timestamptz + $2::bigint * interval '1 second'
+                    AND ts < 'epoch'::timestamptz + $3::bigint * interval '1 second'
+                LIMIT 64
+                """, [String(span), String(current - settings.moveWindowSeconds), String(current + Int64(settings.ahead + 1) * span)])
+            for row in waiting.rows {
+                guard let bucket = row[0].flatMap({ Int64($0) }) else { continue }
+                try ensurePartition(from: bucket * span, on: connection, report: &report)
+            }
+        }
+        if let days = settings.rollupRetentionDays {
+            try step("rollup retention") {
+                for table in ["rollup_1m", "rollup_1h"] {
+                    report.rollupsDeleted += try connection.query(
+                        "DELETE FROM \(table) WHERE bucket < now() - $1::int * interval '1 day'", [String(days)]).affectedRows
+                }
+            }
+        }
+        try step("rejected frames retention") {
+            report.rejectedDeleted = try connection.query(
+                "DELETE FROM rejected_frames WHERE received_at < now() - $1::int * interval '1 day'", [String(settings.rejectedRetentionDays)]
+            ).affectedRows
+        }
+        try step("command retention") {
+            report.commandsDeleted = try connection.query(
+                """
+                DELETE FROM commands WHERE status NOT IN ('queued', 'sent', 'delivered')
+                AND updated_at < now() - $1::int * interval '1 day'
+                """, [String(settings.commandRetentionDays)]
+            ).affectedRows
+        }
         condition.withLock {
             total.partitionsCreated += report.partitionsCreated
             total.readingsMoved += report.readingsMoved

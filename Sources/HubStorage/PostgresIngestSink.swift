@@ -11,6 +11,8 @@ public final class PostgresIngestSink: IngestSink {
     private var connection: PostgresConnection?
     /// Metric name → key. Grows with the number of distinct metric names.
     private var metricKeys: [String: Int32] = [:]
+    /// (device key, metric key) pairs known to be in `device_metric`.
+    private var storedPairs: Set<Int64> = []
 
     public init(url: String) {
         self.url = url
@@ -21,6 +23,10 @@ public final class PostgresIngestSink: IngestSink {
         do {
             try ensureMetricKeys(for: bursts, on: connection)
             let (readings, readingRows, deltas) = encodeReadings(bursts)
+            var newPairs: Set<Int64> = []
+            for key in deltas.entries.keys where !storedPairs.contains(Self.pair(key.device, key.metric)) {
+                newPairs.insert(Self.pair(key.device, key.metric))
+            }
             let (rollups, rollupRows) = deltas.encoded()
             let (rejections, rejectionRows) = encodeRejections(bursts)
             var markKeys: [String] = [], markSeqs: [String] = []
@@ -44,6 +50,11 @@ public final class PostgresIngestSink: IngestSink {
                         data: readings)
                 }
                 if rollupRows > 0 { try connection.copyIn(RollupDeltas.copyStatement, data: rollups) }
+                if !newPairs.isEmpty {
+                    try connection.query(
+                        "INSERT INTO device_metric SELECT * FROM unnest($1::int[], $2::int[]) ON CONFLICT DO NOTHING",
+                        [arrayLiteral(newPairs.map { String($0 >> 32) }), arrayLiteral(newPairs.map { String(Int32(truncatingIfNeeded: $0)) })])
+                }
                 if rejectionRows > 0 {
                     try connection.copyIn(
                         "COPY rejected_frames (device_id, seq, reason, payload, received_at) FROM STDIN (FORMAT binary)",
@@ -67,10 +78,17 @@ public final class PostgresIngestSink: IngestSink {
                         """, [arrayLiteral(sessionKeys), arrayLiteral(sessions), arrayLiteral(remotes), arrayLiteral(times)])
                 }
             }
+            storedPairs.formUnion(newPairs)
         } catch {
             if !connection.isConnected { self.connection = nil }
+            // A refusal of the batch's content is told apart, so the writer can isolate it.
+            if case .refused = StorageFailure(error) { throw StorageFailure(error) }
             throw error
         }
+    }
+
+    private static func pair(_ device: Int32, _ metric: Int32) -> Int64 {
+        Int64(device) << 32 | Int64(UInt32(bitPattern: metric))
     }
 
     public func committedMarks(deviceKeys: [Int32]) throws -> [Int32: UInt64] {
@@ -170,12 +188,15 @@ func arrayLiteral(_ elements: [String]) -> String {
     "{" + elements.joined(separator: ",") + "}"
 }
 
-/// One text element of an array literal, quoted and escaped.
+/// One text element of an array literal, quoted and escaped. Escaped by Unicode scalar,
+/// not by character: a `"` followed by a combining mark is one `Character` that is not
+/// equal to `"`, and would end the element.
 func arrayElement(_ text: String) -> String {
     var out = "\""
-    for character in text {
-        if character == "\"" || character == "\\" { out.append("\\") }
-        out.append(character)
+    out.unicodeScalars.reserveCapacity(text.unicodeScalars.count + 2)
+    for scalar in text.unicodeScalars {
+        if scalar == "\"" || scalar == "\\" { out.unicodeScalars.append("\\") }
+        out.unicodeScalars.append(scalar)
     }
     return out + "\""
 }

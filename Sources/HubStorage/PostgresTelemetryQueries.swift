@@ -69,21 +69,29 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
     ) async throws -> [TelemetryRow] {
         let parameters = Self.parameters(deviceKey, metric, fromMicros, toMicros) + [String(bucketSeconds)]
         let m = MetricColumn(metric)
-        let sql: String
-        if useRollups, let table = Self.rollup(bucketSeconds: bucketSeconds, fromMicros: fromMicros, toMicros: toMicros) {
-            sql = Self.rollupBuckets(table, aggregate: aggregate, metric: m)
-        } else {
+        func sql(_ arithmetic: SumArithmetic) -> String {
+            if useRollups, let table = Self.rollup(bucketSeconds: bucketSeconds, fromMicros: fromMicros, toMicros: toMicros) {
+                return Self.rollupBuckets(table, aggregate: aggregate, metric: m, arithmetic: arithmetic)
+            }
             // The bucket's start in microseconds (whole seconds, so exact in a double).
             let bucket = "(date_part('epoch', date_bin(make_interval(secs => $5::bigint), r.ts, 'epoch')) * 1000000)::bigint"
-            sql = Self.rawBuckets(aggregate: aggregate, bucket: bucket, metric: m)
+            return Self.rawBuckets(aggregate: aggregate, bucket: bucket, metric: m, arithmetic: arithmetic)
+        }
+        let (fast, safe) = ("SELECT * FROM (\(sql(.fast))) b ORDER BY 1, 2 LIMIT \(limit)", "SELECT * FROM (\(sql(.safe))) b ORDER BY 1, 2 LIMIT \(limit)")
+        let read = { @Sendable (row: PostgresRow) -> TelemetryRow in
+            let value: Value? =
+                aggregate == .last
+                ? Self.value(type: row.int64(2) ?? 1, number: row.double(3), text: row.string(4))
+                // An overflowed sum is NaN (or infinite): `null`, as the contract asks.
+                : aggregate == .count ? row.int64(3).map(Value.i64) : row.double(3).flatMap { $0.isFinite ? Value.f64($0) : nil }
+            return TelemetryRow(tsMicros: row.int64(0) ?? 0, metric: row.string(1) ?? "", seq: nil, value: value)
         }
         return try await executor.run { connection in
-            try connection.query("SELECT * FROM (\(sql)) b ORDER BY 1, 2 LIMIT \(limit)", parameters) { row in
-                let value: Value? =
-                    aggregate == .last
-                    ? Self.value(type: row.int64(2) ?? 1, number: row.double(3), text: row.string(4))
-                    : aggregate == .count ? row.int64(3).map(Value.i64) : row.double(3).map(Value.f64)
-                return TelemetryRow(tsMicros: row.int64(0) ?? 0, metric: row.string(1) ?? "", seq: nil, value: value)
+            // The built-in sum first; only if it overflows, again with the sum that cannot.
+            do {
+                return try connection.query(fast, parameters, rows: read)
+            } catch let error as PostgresError where error.sqlState == "22003" && connection.isConnected {
+                return try connection.query(safe, parameters, rows: read)
             }
         }
     }
@@ -103,7 +111,7 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
     /// hour row's minute arrays, or for `last` from their readings. Each row's bucket is
     /// taken to microseconds once, and the query's buckets are whole multiples of it, in
     /// integer arithmetic. Only the columns the aggregate needs are read.
-    private static func rollupBuckets(_ table: String, aggregate: Aggregate, metric m: MetricColumn) -> String {
+    private static func rollupBuckets(_ table: String, aggregate: Aggregate, metric m: MetricColumn, arithmetic: SumArithmetic) -> String {
         let columns: [String] = switch aggregate {
         case .count: ["count"]
         case .avg: ["sum", "value_count"]
@@ -171,7 +179,8 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
         default:
             let function = switch aggregate {
             case .count: "sum(r.count)::bigint"
-            case .avg: "sum(r.sum) / NULLIF(sum(r.value_count), 0)"
+            case .avg: "\(arithmetic.sum("r.sum")) / NULLIF(sum(r.value_count), 0)"
+            case .sum: arithmetic.sum("r.sum")
             default: "\(aggregate.rawValue)(r.\(aggregate.rawValue))"
             }
             return "SELECT \(bucket) AS bucket, \(m.name), 0, \(function), NULL FROM \(from) GROUP BY 1, 2"
@@ -183,7 +192,7 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
         "('epoch'::timestamptz + \(parameter)::bigint * interval '1 microsecond')"
     }
 
-    private static func rawBuckets(aggregate: Aggregate, bucket: String, metric m: MetricColumn) -> String {
+    private static func rawBuckets(aggregate: Aggregate, bucket: String, metric m: MetricColumn, arithmetic: SumArithmetic) -> String {
         switch aggregate {
         case .last:
             // The newest reading of each bucket: its number, or its text for strings.
@@ -194,7 +203,14 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
                 ORDER BY \(m.name), \(bucket), r.ts DESC, r.seq DESC
                 """
         default:
-            let function = aggregate == .count ? "count(*)" : "\(aggregate.rawValue)(r.value)"
+            // `avg` as sum over count: PostgreSQL's float avg() also sums squares, which
+            // overflow from 1.4e154 on.
+            let function = switch aggregate {
+            case .count: "count(*)"
+            case .sum: arithmetic.sum("r.value")
+            case .avg: "\(arithmetic.sum("r.value")) / NULLIF(count(r.value), 0)"
+            default: "\(aggregate.rawValue)(r.value)"
+            }
             return """
                 SELECT \(bucket) AS bucket, \(m.name), 0, \(function), NULL
                 FROM reading r \(m.join)

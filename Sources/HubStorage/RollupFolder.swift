@@ -39,7 +39,7 @@ public final class RollupFolder: @unchecked Sendable {
                     try Self.completeMinuteArrays(on: connection)
                     arraysComplete = true
                 }
-                return try Self.fold(on: connection, cursor: &cursor) == Self.foldLimit
+                return try Self.foldRound(on: connection, cursor: &cursor, logger: logger)
             },
             failed: { error, first in
                 if first { logger.warning("rollup fold failed; retrying every second", metadata: ["error": "\(error)"]) }
@@ -64,12 +64,52 @@ public final class RollupFolder: @unchecked Sendable {
     /// One fold, in its own transaction, of up to ``foldLimit`` deltas from `cursor` on.
     /// - Returns: the delta rows taken in.
     @discardableResult
-    public static func fold(on connection: PostgresConnection, cursor: inout Cursor, limit: Int = foldLimit) throws(PostgresError) -> Int {
+    public static func fold(
+        on connection: PostgresConnection, cursor: inout Cursor, limit: Int = foldLimit, arithmetic: SumArithmetic = .fast
+    ) throws(PostgresError) -> Int {
         try connection.transaction { () throws(PostgresError) -> Int in
             try connection.execute("SELECT pg_advisory_xact_lock(\(lockKey))")
             // A full fold sorts about 15 MB of rows: in memory, not in temporary files.
             try connection.execute("SET LOCAL work_mem = '64MB'")
-            return try foldStatement(on: connection, cursor: &cursor, limit: limit)
+            return try foldStatement(on: connection, cursor: &cursor, limit: limit, arithmetic: arithmetic)
+        }
+    }
+
+    /// One round of folding that no delta can stop (contract section 7): sums are added
+    /// with the built-in float arithmetic, and only if that overflows (`22003`) again with
+    /// `hub_sum`, which answers NaN instead of failing. Should the database still refuse
+    /// the deltas for their content, the fold takes fewer at a time, down to one, and sets
+    /// aside the one delta it cannot take, in `rollup_delta_quarantine`, so every other
+    /// reading keeps being rolled up.
+    /// - Returns: whether more deltas wait.
+    public static func foldRound(on connection: PostgresConnection, cursor: inout Cursor, logger: Logger) throws(PostgresError) -> Bool {
+        var limit = foldLimit
+        while true {
+            do {
+                let taken: Int
+                do {
+                    taken = try fold(on: connection, cursor: &cursor, limit: limit)
+                } catch where error.sqlState == "22003" && connection.isConnected {
+                    taken = try fold(on: connection, cursor: &cursor, limit: limit, arithmetic: .safe)
+                }
+                return taken == limit
+            } catch where !error.isTransient && connection.isConnected {
+                if limit > 1 {
+                    limit = max(1, limit / 16)
+                    continue
+                }
+                let moved = try connection.query(
+                    """
+                    WITH moved AS (
+                        DELETE FROM rollup_delta WHERE ctid = (SELECT ctid FROM rollup_delta WHERE ctid >= $1::tid LIMIT 1)
+                        RETURNING *)
+                    INSERT INTO rollup_delta_quarantine SELECT moved.*, now(), $2 FROM moved
+                    """, ["(\(cursor.block),0)", error.description]
+                ).affectedRows
+                logger.error("a rollup delta could not be folded; set aside in rollup_delta_quarantine", metadata: ["error": "\(error)"])
+                if moved == 0 { cursor = Cursor() }
+                return true
+            }
         }
     }
 
@@ -88,8 +128,8 @@ public final class RollupFolder: @unchecked Sendable {
                     RETURNING device_key, metric_key, bucket),
                 built AS (
                     INSERT INTO rollup_1m AS r
-                    \(merged(from: "(SELECT x.* FROM \(readingsAsRows) x JOIN due p \(Self.inHour(of: "p"))) s", bucket: minute("bucket")))
-                    \(upsert) RETURNING 1)
+                    \(merged(from: "(SELECT x.* FROM \(readingsAsRows) x JOIN due p \(Self.inHour(of: "p"))) s", bucket: minute("bucket"), arithmetic: .safe))
+                    \(upsert(.safe)) RETURNING 1)
                 SELECT count(*) FROM due
                 """, [cutoff]
             ).rows.first?.first.flatMap { $0.flatMap(Int.init) } ?? 0
@@ -115,7 +155,7 @@ public final class RollupFolder: @unchecked Sendable {
                     SELECT x.device_key, x.metric_key, p.bucket AS hour, \(minuteInHour("x.bucket", hour: "p.bucket")) AS minute,
                         x.count, x.value_count, x.sum, x.min, x.max
                     FROM \(readingsAsRows) x JOIN missing p \(inHour(of: "p"))
-                    """))),
+                    """, arithmetic: .safe))),
                 done AS (
                     UPDATE rollup_1h h SET \(minuteArrays.map { "m_\($0) = b.m_\($0)" }.joined(separator: ", "))
                     FROM built b WHERE h.device_key = b.device_key AND h.metric_key = b.metric_key AND h.bucket = b.hour
@@ -137,7 +177,7 @@ public final class RollupFolder: @unchecked Sendable {
         try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         do {
             var cursor = Cursor()
-            while try foldStatement(on: connection, cursor: &cursor) == foldLimit {}
+            while try foldStatement(on: connection, cursor: &cursor, arithmetic: .safe) == foldLimit {}
             let result = try body()
             try connection.execute("COMMIT")
             return result
@@ -155,14 +195,16 @@ public final class RollupFolder: @unchecked Sendable {
     ///
     /// Moves `cursor` past the deltas taken, or back to the front once it reached the end.
     @discardableResult
-    static func foldStatement(on connection: PostgresConnection, cursor: inout Cursor, limit: Int = foldLimit) throws(PostgresError) -> Int {
+    static func foldStatement(
+        on connection: PostgresConnection, cursor: inout Cursor, limit: Int = foldLimit, arithmetic: SumArithmetic = .fast
+    ) throws(PostgresError) -> Int {
         let row = try connection.query(
             """
             WITH chosen AS (SELECT ARRAY(SELECT ctid FROM rollup_delta WHERE ctid >= $1::tid LIMIT \(limit)) AS rows),
             taken AS (
                 DELETE FROM rollup_delta WHERE ctid = ANY ((SELECT rows FROM chosen)::tid[])
                 RETURNING *, (ctid::text::point)[0]::bigint AS block),
-            added AS (\(merged(from: "taken", bucket: hour("bucket")))),
+            added AS (\(merged(from: "taken", bucket: hour("bucket"), arithmetic: arithmetic))),
             plan AS (
                 SELECT a.device_key, a.metric_key, a.bucket, h.device_key IS NULL AS fresh, coalesce(h.minutes, false) AS had,
                     coalesce(h.minutes, false)
@@ -186,20 +228,20 @@ public final class RollupFolder: @unchecked Sendable {
                 SELECT x.device_key, x.metric_key, p.bucket, \(minuteInHour("x.bucket", hour: "p.bucket")), x.count, x.value_count, x.sum, x.min, x.max
                 FROM taken x JOIN plan p ON p.device_key = x.device_key AND p.metric_key = x.metric_key AND p.bucket = \(hour("x.bucket"))
                 WHERE NOT p.minutes
-                """))),
+                """, arithmetic: arithmetic))),
             hours AS (
                 INSERT INTO rollup_1h AS r (device_key, metric_key, bucket, \(aggregateColumns.joined(separator: ", ")), minutes, \(minuteArrayColumns))
                 SELECT a.*, p.minutes, \(minuteArrays.map { "s.m_\($0)" }.joined(separator: ", ")) FROM added a
                     JOIN plan p ON p.device_key = a.device_key AND p.metric_key = a.metric_key AND p.bucket = a.bucket
                     LEFT JOIN sparse s ON s.device_key = a.device_key AND s.metric_key = a.metric_key AND s.hour = a.bucket
-                \(upsert), minutes = excluded.minutes, \(minuteArrays.map { "m_\($0) = excluded.m_\($0)" }.joined(separator: ", "))
+                \(upsert(arithmetic)), minutes = excluded.minutes, \(minuteArrays.map { "m_\($0) = excluded.m_\($0)" }.joined(separator: ", "))
                 RETURNING 1),
             minutes AS (
                 INSERT INTO rollup_1m AS r
-                \(merged(from: "(SELECT x.* FROM taken x WHERE EXISTS (SELECT FROM plan p WHERE p.device_key = x.device_key AND p.metric_key = x.metric_key AND p.bucket = \(hour("x.bucket")) AND p.minutes AND (p.had OR p.fresh))) s", bucket: "bucket"))
+                \(merged(from: "(SELECT x.* FROM taken x WHERE EXISTS (SELECT FROM plan p WHERE p.device_key = x.device_key AND p.metric_key = x.metric_key AND p.bucket = \(hour("x.bucket")) AND p.minutes AND (p.had OR p.fresh))) s", bucket: "bucket", arithmetic: arithmetic))
                 UNION ALL
-                \(merged(from: "(SELECT x.* FROM \(readingsAsRows) x JOIN plan p \(inHour(of: "p")) WHERE p.minutes AND NOT p.had AND NOT p.fresh) s", bucket: minute("bucket")))
-                \(upsert)
+                \(merged(from: "(SELECT x.* FROM \(readingsAsRows) x JOIN plan p \(inHour(of: "p")) WHERE p.minutes AND NOT p.had AND NOT p.fresh) s", bucket: minute("bucket"), arithmetic: arithmetic))
+                \(upsert(arithmetic))
                 RETURNING 1)
             SELECT count(*), max(block) FROM taken
             """, ["(\(cursor.block),0)"]
@@ -252,14 +294,14 @@ public final class RollupFolder: @unchecked Sendable {
     /// `source` merged per minute, then gathered into one row of minute arrays per hour. No
     /// array is sorted, but all are built from the same rows in the same order, so their
     /// elements line up.
-    static func minuteArraysMerged(from source: String) -> String {
+    static func minuteArraysMerged(from source: String, arithmetic: SumArithmetic) -> String {
         """
         SELECT device_key, metric_key, hour, array_agg(minute) AS m_minute, array_agg(count) AS m_count,
             array_agg(CASE WHEN count > 1 THEN value_count END) AS m_value_count, array_agg(sum) AS m_sum,
             array_agg(CASE WHEN count > 1 THEN min END) AS m_min, array_agg(CASE WHEN count > 1 THEN max END) AS m_max
         FROM (
             SELECT device_key, metric_key, hour, minute, sum(count)::integer AS count, sum(value_count)::integer AS value_count,
-                sum(sum) AS sum, min(min) AS min, max(max) AS max
+                \(arithmetic.sum("sum")) AS sum, min(min) AS min, max(max) AS max
             FROM (\(source)) parts GROUP BY 1, 2, 3, 4) minutes
         GROUP BY 1, 2, 3
         """
@@ -292,14 +334,14 @@ public final class RollupFolder: @unchecked Sendable {
 
     /// Rollup-shaped rows of `source` merged per (device, metric, `bucket`); first and last
     /// by (ts, seq), each taken whole as a `rollup_edge` (one sort per group and side).
-    static func merged(from source: String, bucket: String) -> String {
+    static func merged(from source: String, bucket: String, arithmetic: SumArithmetic) -> String {
         func edge(_ side: String) -> String {
             ["ts", "seq", "type", "value", "text"].map { "(\(side)).\($0) AS \(side)_\($0)" }.joined(separator: ", ")
         }
         return """
             SELECT device_key, metric_key, bucket, count, value_count, sum, min, max, \(edge("first")), \(edge("last")) FROM (
                 SELECT device_key, metric_key, \(bucket) AS bucket, sum(count)::bigint AS count, sum(value_count)::bigint AS value_count,
-                    sum(sum) AS sum, min(min) AS min, max(max) AS max,
+                    \(arithmetic.sum("sum")) AS sum, min(min) AS min, max(max) AS max,
                     (array_agg((first_ts, first_seq, first_type, first_value, first_text)::rollup_edge ORDER BY first_ts, first_seq))[1] AS first,
                     (array_agg((last_ts, last_seq, last_type, last_value, last_text)::rollup_edge ORDER BY last_ts DESC, last_seq DESC))[1] AS last
                 FROM \(source) GROUP BY 1, 2, 3) merged
@@ -307,7 +349,7 @@ public final class RollupFolder: @unchecked Sendable {
     }
 
     /// Adds a merged row to the one already stored for its bucket.
-    static let upsert: String = {
+    static func upsert(_ arithmetic: SumArithmetic) -> String {
         let first = ["first_ts", "first_seq", "first_type", "first_value", "first_text"].map {
             "\($0) = CASE WHEN (excluded.first_ts, excluded.first_seq) < (r.first_ts, r.first_seq) THEN excluded.\($0) ELSE r.\($0) END"
         }
@@ -317,9 +359,33 @@ public final class RollupFolder: @unchecked Sendable {
         return """
             ON CONFLICT (device_key, metric_key, bucket) DO UPDATE SET
             count = r.count + excluded.count, value_count = r.value_count + excluded.value_count,
-            sum = CASE WHEN r.sum IS NULL THEN excluded.sum WHEN excluded.sum IS NULL THEN r.sum ELSE r.sum + excluded.sum END,
+            sum = \(arithmetic.add("r.sum", "excluded.sum")),
             min = LEAST(r.min, excluded.min), max = GREATEST(r.max, excluded.max),
             \((first + last).joined(separator: ",\n"))
             """
-    }()
+    }
+}
+
+/// How sums of `double precision` are added in SQL. PostgreSQL's `sum()` and `+` fail with
+/// `22003` when two finite values add up past the largest double; `hub_sum` and `hub_add`
+/// (schema.sql) answer NaN instead, which queries report as `null`. The built-in ones are
+/// faster, so they go first and the safe ones are the fallback.
+public enum SumArithmetic: Sendable {
+    case fast
+    case safe
+
+    func sum(_ expression: String) -> String {
+        switch self {
+        case .fast: "sum(\(expression))"
+        case .safe: "hub_sum(\(expression))"
+        }
+    }
+
+    /// `a + b`, where a NULL side counts as nothing.
+    func add(_ a: String, _ b: String) -> String {
+        switch self {
+        case .fast: "CASE WHEN \(a) IS NULL THEN \(b) WHEN \(b) IS NULL THEN \(a) ELSE \(a) + \(b) END"
+        case .safe: "hub_add(\(a), \(b))"
+        }
+    }
 }

@@ -28,6 +28,43 @@ CREATE TABLE IF NOT EXISTS metric (
     name  text NOT NULL UNIQUE
 );
 
+-- Which metric names each device has reported: the hub holds them in memory to enforce
+-- --max-metrics-per-device and --max-metrics (contract section 7), and adds a pair with
+-- the batch that first stores it. A database made before this table gets the pairs its
+-- rollups know (every folded or pending reading has one).
+DO $$
+BEGIN
+    IF to_regclass('device_metric') IS NULL THEN
+        CREATE TABLE device_metric (
+            device_key  integer NOT NULL,
+            metric_key  integer NOT NULL,
+            PRIMARY KEY (device_key, metric_key)
+        );
+        IF to_regclass('rollup_1h') IS NOT NULL THEN
+            INSERT INTO device_metric SELECT DISTINCT device_key, metric_key FROM rollup_1h ON CONFLICT DO NOTHING;
+            INSERT INTO device_metric SELECT DISTINCT device_key, metric_key FROM rollup_delta ON CONFLICT DO NOTHING;
+        END IF;
+    END IF;
+END
+$$;
+
+-- Sums that cannot fail. PostgreSQL's float `+` and `sum()` raise 22003 when two finite
+-- values add up past the largest double; these answer NaN instead (an overflowed sum,
+-- reported as null), so one device's extreme values never stop a rollup fold or a query.
+-- Overflow needs both addends of one sign and the larger at least 2^1023; then
+-- max - larger is exact (Sterbenz), and the test is exact.
+CREATE OR REPLACE FUNCTION hub_add(a double precision, b double precision) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN a IS NULL THEN b
+        WHEN b IS NULL THEN a
+        WHEN (a > 0) = (b > 0) AND greatest(abs(a), abs(b)) >= 8.98846567431157954e307
+            AND least(abs(a), abs(b)) > 1.7976931348623157e308 - greatest(abs(a), abs(b)) THEN 'NaN'::double precision
+        ELSE a + b
+    END
+$$;
+CREATE OR REPLACE AGGREGATE hub_sum(double precision) (SFUNC = hub_add, STYPE = double precision, PARALLEL = SAFE);
+
 -- One row per reading. value_type is the wire type: 1 f64, 2 i64, 3 bool, 4 string.
 -- Partitioned by reading time: the hub creates one partition per span (a day by
 -- default) ahead of time and drops whole partitions for retention. A reading whose time
@@ -56,9 +93,14 @@ BEGIN
 END
 $$;
 CREATE TABLE IF NOT EXISTS reading_default PARTITION OF reading DEFAULT;
+-- Partition upkeep looks for default rows by time; far-off readings stay here for good.
+CREATE INDEX IF NOT EXISTS reading_default_ts ON reading_default (ts);
 -- By device and time. The readings of a frame share the key, so B-tree deduplication keeps
 -- the index at about 17 bytes a reading (docs/storage.md weighs a metric column in it).
 CREATE INDEX IF NOT EXISTS reading_device_ts ON reading (device_key, ts);
+-- By device and seq: replay by `resume` reads a device's frames after a seq. The readings
+-- of a frame share the key, so deduplication keeps it small.
+CREATE INDEX IF NOT EXISTS reading_device_seq ON reading (device_key, seq);
 
 -- Per-minute and per-hour aggregates per device and metric, for bucketed queries over long
 -- ranges (docs/storage.md). `count` counts every reading, `value_count` those with a
@@ -134,6 +176,11 @@ CREATE INDEX IF NOT EXISTS rollup_delta_device ON rollup_delta (device_key, buck
 -- space of folded rows is reused rather than read past.
 ALTER TABLE rollup_delta SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 100000,
     autovacuum_vacuum_cost_delay = 0);
+-- A delta the fold could not take even one at a time, set aside with the error so the fold
+-- goes on (RollupFolder.foldRound). Expected to stay empty.
+CREATE TABLE IF NOT EXISTS rollup_delta_quarantine (LIKE rollup_delta);
+ALTER TABLE rollup_delta_quarantine ADD COLUMN IF NOT EXISTS quarantined_at timestamptz;
+ALTER TABLE rollup_delta_quarantine ADD COLUMN IF NOT EXISTS error text;
 
 CREATE OR REPLACE VIEW telemetry AS
     SELECT d.id AS device_id, r.seq, m.name AS metric, r.ts, r.value, r.text_value
@@ -192,7 +239,7 @@ BEGIN
             (f).ts, (f).seq, (f).type, (f).value, (f).text, (l).ts, (l).seq, (l).type, (l).value, (l).text
         FROM (
             SELECT device_key, metric_key, date_bin('1 minute', ts, 'epoch') AS bucket,
-                count(*) AS count, count(value) AS value_count, sum(value) AS sum, min(value) AS min, max(value) AS max,
+                count(*) AS count, count(value) AS value_count, hub_sum(value) AS sum, min(value) AS min, max(value) AS max,
                 (array_agg((ts, seq, value_type, value, text_value)::rollup_edge ORDER BY ts, seq))[1] AS f,
                 (array_agg((ts, seq, value_type, value, text_value)::rollup_edge ORDER BY ts DESC, seq DESC))[1] AS l
             FROM reading_unpartitioned GROUP BY 1, 2, 3

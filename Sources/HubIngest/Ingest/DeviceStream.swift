@@ -27,16 +27,21 @@ public struct DeviceStream: Sendable {
     /// The highest seq known committed.
     public private(set) var committedMark: UInt64
     private let limits: Limits
+    /// The device's metric names, held to the catalog's limits; `nil` checks none.
+    private var metrics: DeviceMetrics?
     private var badFrameTimes: [Int64] = []
     private var badFrameHead = 0
     public private(set) var duplicates = 0
     public private(set) var gaps = 0
 
-    /// - Parameter mark: the device's committed mark when the welcome was sent.
-    public init(mark: UInt64, limits: Limits = Limits()) {
+    /// - Parameters:
+    ///   - mark: the device's committed mark when the welcome was sent.
+    ///   - metrics: the device's metric names and their limits.
+    public init(mark: UInt64, limits: Limits = Limits(), metrics: DeviceMetrics? = nil) {
         acceptedMark = mark
         committedMark = mark
         self.limits = limits
+        self.metrics = metrics
     }
 
     public mutating func receive(_ bytes: UnsafeRawBufferPointer, nowMicros: Int64) -> Action {
@@ -44,6 +49,11 @@ public struct DeviceStream: Sendable {
             let frame = try TelemetryFrame(decoding: bytes, receivedAtMicros: nowMicros)
             if let duplicate = duplicateAction(seq: frame.seq) { return duplicate }
             advance(to: frame.seq)
+            if let why = metrics?.admit(frame) {
+                let rejected = RejectedFrame(
+                    seq: frame.seq, reason: "\(Self.tooManyMetrics): \(why)", payload: Array(bytes), receivedAtMicros: nowMicros)
+                return .reject(rejected, closeConnection: recordBadFrame(at: nowMicros))
+            }
             return .accept(AcceptedFrame(frame: frame, receivedAtMicros: nowMicros))
         } catch {
             if let seq = error.seq {
@@ -55,6 +65,9 @@ public struct DeviceStream: Sendable {
             return .reject(rejected, closeConnection: recordBadFrame(at: nowMicros))
         }
     }
+
+    /// The reason of a frame that would pass a metric-name limit (contract section 7).
+    public static let tooManyMetrics = "too_many_metrics"
 
     /// The writer committed everything up to `seq`.
     public mutating func committed(upTo seq: UInt64) {

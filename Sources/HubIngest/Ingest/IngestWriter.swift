@@ -1,4 +1,5 @@
 import Dispatch
+import HubProtocol
 import Foundation
 import Logging
 import Metrics
@@ -102,7 +103,14 @@ public final class IngestWriter: @unchecked Sendable {
                     mustRecheck = false
                 }
                 let started = now()
-                try sink.write(pending)
+                do {
+                    try sink.write(pending)
+                } catch StorageFailure.refused(let why) {
+                    // The database refused the batch for what it holds, not for being away:
+                    // find the frames it refuses on their own, and quarantine just those.
+                    logger.error("the database refused an ingest batch; isolating the frames it refuses", metadata: ["error": "\(why)"])
+                    try writeIsolating(pending)
+                }
                 metrics.commitSeconds.recordNanoseconds(Int64(now() &- started))
                 metrics.batchRows.record(pending.reduce(0) { $0 + $1.rowCount })
                 if attempt > 0 {
@@ -131,6 +139,46 @@ public final class IngestWriter: @unchecked Sendable {
                 let backoff = min(configuration.maxBackoffNanos, configuration.minBackoffNanos << min(attempt - 1, 16))
                 Thread.sleep(forTimeInterval: Double(backoff) / 1e9)
             }
+        }
+    }
+
+    /// Writes bursts whose batch the database refused for its content: in halves, then one
+    /// burst's frames one at a time; a frame refused on its own is stored as a rejected
+    /// frame instead (reason `storage_refused`), which advances the mark like any rejection,
+    /// and its device is told. Every other frame is stored as it came.
+    private func writeIsolating(_ bursts: [IngestBurst]) throws {
+        do {
+            try sink.write(bursts)
+            return
+        } catch StorageFailure.refused(let why) {
+            if bursts.count > 1 {
+                let middle = bursts.count / 2
+                try writeIsolating(Array(bursts[..<middle]))
+                try writeIsolating(Array(bursts[middle...]))
+                return
+            }
+            guard let burst = bursts.first, !burst.frames.isEmpty else { throw StorageFailure.refused(why) }
+            if burst.frames.count > 1 {
+                var first = burst
+                first.frames = [burst.frames[0]]
+                var parts = [first]
+                for frame in burst.frames.dropFirst() {
+                    var part = IngestBurst(device: burst.device, connection: burst.connection)
+                    part.frames = [frame]
+                    parts.append(part)
+                }
+                for part in parts { try writeIsolating([part]) }
+                return
+            }
+            let frame = burst.frames[0]
+            var quarantined = burst
+            quarantined.frames = []
+            let reason = "storage_refused: \(why)"
+            quarantined.rejections.append(RejectedFrame(
+                seq: frame.frame.seq, reason: reason, payload: frame.frame.encoded(), receivedAtMicros: frame.receivedAtMicros))
+            try sink.write([quarantined])
+            metrics.storageRefused.increment()
+            burst.connection.send(text: DeviceMessages.rejected(seq: frame.frame.seq, reason: reason))
         }
     }
 

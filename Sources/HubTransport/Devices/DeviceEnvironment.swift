@@ -6,6 +6,7 @@ import NIOConcurrencyHelpers
 /// What every device connection shares: the registry, the ingest queue, settings, metrics.
 final class DeviceEnvironment: Sendable {
     let registry: DeviceRegistry
+    let metricCatalog: MetricCatalog
     let queue: IngestQueue
     let configuration: ServerConfiguration
     let logger: Logger
@@ -17,10 +18,11 @@ final class DeviceEnvironment: Sendable {
     let ratePauses = Counter(label: "hub_device_rate_pauses_total")
     private let rejectionLog = NIOLockedValueBox<(count: Int, since: Int64)>((0, 0))
 
-    init(registry: DeviceRegistry, queue: IngestQueue, configuration: ServerConfiguration, logger: Logger, metrics: IngestMetrics, fanout: LiveFanout, commands: CommandCenter) {
+    init(registry: DeviceRegistry, metricCatalog: MetricCatalog, queue: IngestQueue, configuration: ServerConfiguration, logger: Logger, metrics: IngestMetrics, fanout: LiveFanout, commands: CommandCenter) {
         self.fanout = fanout
         self.commands = commands
         self.registry = registry
+        self.metricCatalog = metricCatalog
         self.queue = queue
         self.configuration = configuration
         self.logger = logger

@@ -119,7 +119,9 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     private func sendWelcome(session: Int64) {
         guard case .awaitingWelcome = state, let context else { return }
         let mark = environment.registry.record(id: device.id)?.mark ?? 0
-        stream = DeviceStream(mark: mark, limits: environment.configuration.streamLimits)
+        stream = DeviceStream(
+            mark: mark, limits: environment.configuration.streamLimits,
+            metrics: DeviceMetrics(device: device.key, catalog: environment.metricCatalog))
         state = .streaming
         let welcome = DeviceMessages.welcome(
             device: device.id, connection: connectionID, session: session, lastSeq: mark,

@@ -25,7 +25,8 @@ public final class HubServer: Sendable {
     ///   - metricsText: answers `/metrics` (Prometheus text).
     ///   - readiness: answers `/readyz`.
     public init(
-        configuration: ServerConfiguration, registry: DeviceRegistry, queue: IngestQueue, metrics: IngestMetrics,
+        configuration: ServerConfiguration, registry: DeviceRegistry, metricCatalog: MetricCatalog, queue: IngestQueue,
+        metrics: IngestMetrics,
         tokens: APITokens, history: TelemetryHistory, admin: DeviceAdmin, queries: TelemetryQueries,
         commandStore: CommandStore, logger: Logger,
         provision: @escaping @Sendable (String) async throws -> DeviceRecord,
@@ -43,7 +44,7 @@ public final class HubServer: Sendable {
             tokens: tokens, registry: registry, queue: queue, history: history, fanout: fanout, commands: commands,
             configuration: configuration, logger: logger)
         devices = DeviceEnvironment(
-            registry: registry, queue: queue, configuration: configuration, logger: logger, metrics: metrics,
+            registry: registry, metricCatalog: metricCatalog, queue: queue, configuration: configuration, logger: logger, metrics: metrics,
             fanout: live.fanout, commands: commands)
         let (devices, live) = (devices, live)
         gate = UpgradeGate(

@@ -31,7 +31,7 @@ struct DatabaseOptions: ParsableArguments {
         let level = Logger.Level(rawValue: logLevel ?? Environment.value("HUB_LOG_LEVEL") ?? "info") ?? .info
         let json = (logFormat ?? Environment.value("HUB_LOG_FORMAT")) == "json"
         LoggingSystem.bootstrap { label in
-            var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            var handler: any LogHandler = json ? JSONLogHandler(label: label) : TextLogHandler(label: label)
             handler.logLevel = level
             return handler
         }
@@ -40,6 +40,11 @@ struct DatabaseOptions: ParsableArguments {
 }
 
 enum Environment {
+    /// The variable as set, even when empty (an empty token must stop the start).
+    static func raw(_ name: String) -> String? {
+        ProcessInfo.processInfo.environment[name]
+    }
+
     static func value(_ name: String) -> String? {
         guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { return nil }
         return value

@@ -85,6 +85,39 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("command-retention-days"), help: "Delete final commands this many days after their last change (default 30).")
     var commandRetentionDays: Int?
 
+    @Option(name: .customLong("max-metrics-per-device"), help: "Distinct metric names one device may report; a frame adding one more is rejected with too_many_metrics (default 1000).")
+    var maxMetricsPerDevice: Int?
+
+    @Option(name: .customLong("max-metrics"), help: "Distinct metric names the hub holds in all; past it frames adding one are rejected with too_many_metrics (default 1000000).")
+    var maxMetrics: Int?
+
+    @Option(name: .customLong("max-patterns"), help: "Entries in one subscription's devices, and in its metrics; more is bad_subscription (default 100).")
+    var maxPatterns: Int?
+
+    @Option(name: .customLong("write-timeout"), help: "Seconds a peer may take no byte of what the hub has for it before it is closed (default 30).")
+    var writeTimeout: Int?
+
+    @Option(name: .customLong("max-outbound-bytes"), help: "Bytes waiting for one connection's peer; past it the connection is closed (default 8388608).")
+    var maxOutboundBytes: Int?
+
+    @Option(name: .customLong("header-timeout"), help: "Seconds from a request's first byte to the end of its headers (default 10).")
+    var headerTimeout: Int?
+
+    @Option(name: .customLong("idle-timeout"), help: "Seconds an HTTP connection may stay without a request (default 60).")
+    var idleTimeout: Int?
+
+    @Option(name: .customLong("auth-failures-per-second"), help: "Failed authentications per second per source address; past it 429 with Retry-After (default 20).")
+    var authFailuresPerSecond: Int?
+
+    @Option(name: .customLong("statement-timeout"), help: "Seconds one REST or replay statement may run; past it 503 timeout or replay_failed (default 10).")
+    var statementTimeout: Int?
+
+    @Option(name: .customLong("tls-handshake-timeout"), help: "Seconds a TLS handshake may take (default 10).")
+    var tlsHandshakeTimeout: Int?
+
+    @Option(name: .customLong("maintenance-interval"), help: "Seconds between partition maintenance rounds (default 60).")
+    var maintenanceInterval: Int?
+
     @Option(name: .customLong("tls-cert"), help: "PEM certificate chain: serve https and wss (env HUB_TLS_CERT).")
     var tlsCertificate: String?
 
@@ -99,9 +132,18 @@ struct ServeCommand: AsyncParsableCommand {
             ("--max-header-bytes", maxHeaderBytes), ("--max-body-bytes", maxBodyBytes),
             ("--partition-hours", partitionHours), ("--retention-days", retentionDays),
             ("--rejected-retention-days", rejectedRetentionDays), ("--command-retention-days", commandRetentionDays),
-            ("--rollup-retention-days", rollupRetentionDays),
+            ("--rollup-retention-days", rollupRetentionDays), ("--max-metrics-per-device", maxMetricsPerDevice),
+            ("--max-metrics", maxMetrics), ("--max-patterns", maxPatterns), ("--write-timeout", writeTimeout),
+            ("--max-outbound-bytes", maxOutboundBytes), ("--header-timeout", headerTimeout), ("--idle-timeout", idleTimeout),
+            ("--auth-failures-per-second", authFailuresPerSecond), ("--statement-timeout", statementTimeout),
+            ("--tls-handshake-timeout", tlsHandshakeTimeout), ("--maintenance-interval", maintenanceInterval),
         ] {
             if let value, value < 1 { throw ValidationError("\(name) must be at least 1") }
+        }
+        for (flag, token) in [("--api-token", apiToken ?? Environment.raw("HUB_API_TOKEN")), ("--read-token", readToken ?? Environment.raw("HUB_READ_TOKEN"))] {
+            if let token, token.count < 16 {
+                throw ValidationError("\(flag) must be at least 16 characters\(token.isEmpty ? " (it is empty)" : "")")
+            }
         }
         if (tlsCertificate ?? Environment.value("HUB_TLS_CERT") == nil) != (tlsKey ?? Environment.value("HUB_TLS_KEY") == nil) {
             throw ValidationError("--tls-cert and --tls-key go together")
@@ -137,6 +179,17 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.storage.rollupRetentionDays = rollupRetentionDays
         if let rejectedRetentionDays { configuration.storage.rejectedRetentionDays = rejectedRetentionDays }
         if let commandRetentionDays { configuration.storage.commandRetentionDays = commandRetentionDays }
+        if let maxMetricsPerDevice { configuration.metricLimits.perDevice = maxMetricsPerDevice }
+        if let maxMetrics { configuration.metricLimits.total = maxMetrics }
+        if let maxPatterns { configuration.server.maxPatterns = maxPatterns }
+        if let writeTimeout { configuration.server.writeTimeoutSeconds = writeTimeout }
+        if let maxOutboundBytes { configuration.server.maxOutboundBytes = maxOutboundBytes }
+        if let headerTimeout { configuration.server.headerTimeoutSeconds = headerTimeout }
+        if let idleTimeout { configuration.server.idleTimeoutSeconds = idleTimeout }
+        if let authFailuresPerSecond { configuration.server.authFailuresPerSecond = authFailuresPerSecond }
+        if let statementTimeout { configuration.statementTimeout = .seconds(statementTimeout) }
+        if let tlsHandshakeTimeout { configuration.server.tlsHandshakeTimeoutSeconds = tlsHandshakeTimeout }
+        if let maintenanceInterval { configuration.storage.interval = .seconds(maintenanceInterval) }
         configuration.server.allowedOrigins = allowedOrigins.isEmpty
             ? (Environment.value("HUB_ALLOWED_ORIGINS")?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? [])
             : allowedOrigins
