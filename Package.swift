@@ -39,6 +39,7 @@ let package = Package(
             name: "HubIngest",
             dependencies: [
                 "HubProtocol",
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -101,7 +101,7 @@ def test_an_unreadable_certificate_stops_the_start_with_its_path(tmp_path):
     missing = str(tmp_path / "missing.pem")
     done = subprocess.run(
         [HUB_BIN, "serve", "--data-dir", str(tmp_path / "data"), "--port", "0", "--tls-cert", missing, "--tls-key", missing,
-         "--api-token", "t", "--database-url", "host=/nonexistent dbname=x"],
+         "--api-token", "fault-test-api-token", "--database-url", "host=/nonexistent dbname=x"],
         capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert missing in done.stdout + done.stderr

@@ -73,8 +73,8 @@ struct TestHub: Sendable {
         return logger
     }()
 
-    static let apiToken = "test-full-token"
-    static let readToken = "test-read-token"
+    static let apiToken = "test-full-api-token"
+    static let readToken = "test-read-api-token"
 
     static func start(
         databaseURL: String? = nil, logger: Logger = TestHub.logger, _ configure: (inout HubConfiguration) -> Void = { _ in }

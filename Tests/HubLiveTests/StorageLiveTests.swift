@@ -52,22 +52,39 @@ extension IngestLiveTests {
         #expect(device.welcome.lastSeq == 3000)
     }
 
-    @Test("late and far-future readings are stored, land in the default partition, and get partitions of their own")
+    @Test("late readings get partitions of their own; far-off ones, spread over every year, stay in the default partition and make none")
     func lateAndFutureData() async throws {
         let hub = try await TestHub.start { $0.storage.interval = .milliseconds(200) }
         defer { Task { await hub.stop() } }
         let device = try await hub.connect("time-traveller", token: try await hub.addDevice("time-traveller"))
         let day: Int64 = 86_400_000_000
         let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
-        let times = [now - 400 * day, now - 40 * day, now, now + 30 * day, 253_402_300_799_000_000 - day]
-        for (index, time) in times.enumerated() {
+        let late = now - 10 * day
+        // Outside the window of 31 days back: a year ago, 40 days ago, a month ahead, the
+        // first microsecond after the epoch (0 would mean "now") and the last the format
+        // allows, and one reading in each of 300 spans spread from 1970 to 9999.
+        var far = [now - 400 * day, now - 40 * day, now + 30 * day, 1, FrameLimits.endOfTimeMicros - 1]
+        far += (0..<300).map { Int64($0) * (FrameLimits.endOfTimeMicros / 300) + 12_345 }
+        let before = try partitions(hub).count
+        for (index, time) in ([late] + far).enumerated() {
             device.client.send(TelemetryFrame(seq: UInt64(index + 1), baseTime: time, readings: [Reading(name: "t", value: .i64(Int64(index)))]))
         }
-        try await device.waitForAck(UInt64(times.count))
-        #expect(try hub.count("SELECT count(*) FROM telemetry WHERE device_id = 'time-traveller'") == times.count)
-        try await eventually { try hub.count("SELECT count(*) FROM reading_default") == 0 }
-        #expect(try hub.count("SELECT count(*) FROM telemetry WHERE device_id = 'time-traveller'") == times.count)
-        #expect(try partitions(hub).contains("reading_p9999123000"))
+        try await device.waitForAck(UInt64(far.count + 1))
+        #expect(try hub.count("SELECT count(*) FROM telemetry WHERE device_id = 'time-traveller'") == far.count + 1)
+        // The late reading moves into a partition of its own; the far-off ones stay.
+        try await eventually { try hub.count("SELECT count(*) FROM reading_default") == far.count }
+        try await Task.sleep(for: .seconds(1))  // a few more rounds
+        #expect(try partitions(hub).count == before + 1)
+        #expect(try hub.count("SELECT count(*) FROM reading_default") == far.count)
+        #expect(try hub.count("SELECT count(*) FROM telemetry WHERE device_id = 'time-traveller'") == far.count + 1)
+        // Queries without a time bound answer, raw and bucketed.
+        for path in ["telemetry?limit=10000", "telemetry?bucket_s=86400&agg=count", "telemetry?bucket_s=1&agg=sum", "telemetry?bucket_s=253402300800&agg=count"] {
+            let answer = try await call(hub, "GET", "/api/v1/devices/time-traveller/\(path)")
+            #expect(answer.status == 200, "\(path)")
+        }
+        let all = try await call(hub, "GET", "/api/v1/devices/time-traveller/telemetry?bucket_s=315576000000&agg=count")
+        let rows = try #require(all.json as? [[String: Any]])
+        #expect(rows.reduce(0) { $0 + (($1["value"] as? Int) ?? 0) } == far.count + 1)
     }
 
     @Test("retention drops whole partitions past the window while a device streams; acks keep coming; counts are reported")
