@@ -211,7 +211,7 @@ RULES = [
     ("the body may nest 32 levels (params: 31)", "POST", "/commands", {"name": "x", "params": nested(31)}, 202),
     ("33 levels are refused", "POST", "/commands", {"name": "x", "params": nested(32)}, 400),
     ("33 levels are refused in a member the route ignores too", "POST", "/commands",
-     {"name": "x", "extra": [nested(32)]}, 400),
+     {"name": "x", "extra": [nested(31)]}, 400),
     ("U+0000 in a params string", "POST", "/commands", {"name": "x", "params": {"a": "b\u0000"}}, 400),
     ("U+0000 in a params member name", "POST", "/commands", {"name": "x", "params": {"\u0000": 1}}, 400),
     ("U+0000 in a command name", "POST", "/commands", {"name": "re\u0000boot"}, 400),
@@ -250,7 +250,7 @@ def test_a_rule_the_document_states_in_prose(hub, fleet, what, method, path, bod
     else:
         full = f"/api/v1/devices/{device}{path}"
     status, answer, _ = request(hub, method, full, body)
-    assert status == expected, f"{method} {full}: {status} {answer}"
+    assert status == expected, f"{method} {full}: {status} {str(answer)[:300]}"
     if expected == 400:
         assert answer["error"]["code"] == "bad_request", answer
 
