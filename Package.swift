@@ -114,8 +114,18 @@ let package = Package(
             ]
         ),
 
-        // libFuzzer target for the frame decoder and the /live message parser; see README.
-        .executableTarget(name: "HubFuzz", dependencies: ["HubProtocol", "HubTransport"]),
+        // libFuzzer targets: the frame decoder and the /live parser, and (HUB_FUZZ_TARGET=session)
+        // whole sessions against an in-process hub core; see README.
+        .executableTarget(
+            name: "HubFuzz",
+            dependencies: [
+                "HubProtocol", "HubIngest", "HubTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
 
         .testTarget(name: "HubProtocolTests", dependencies: ["HubProtocol"]),
         .testTarget(

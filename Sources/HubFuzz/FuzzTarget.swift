@@ -2,11 +2,19 @@ import Foundation
 import HubProtocol
 import HubTransport
 
+/// Which target the inputs go to: `HUB_FUZZ_TARGET=session` runs each input as a session
+/// program (`SessionFuzz`); otherwise each is parsed (below).
+let sessionTarget = ProcessInfo.processInfo.environment["HUB_FUZZ_TARGET"] == "session"
+
 /// One input, read two ways: as a device's binary frame, and as a `/live` text message.
 /// A frame that decodes must encode back to exactly its bytes; nothing may crash.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = UnsafeRawBufferPointer(start: data, count: size)
+    if sessionTarget {
+        SessionFuzz.run(bytes)
+        return 0
+    }
     if let frame = try? TelemetryFrame(decoding: bytes, receivedAtMicros: 1_763_769_600_000_000) {
         precondition(frame.encoded() == Array(bytes), "a decoded frame does not encode back to its bytes")
     }

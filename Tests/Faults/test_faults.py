@@ -621,7 +621,7 @@ def test_bad_data_folder_at_start(case, counts):
         began = time.monotonic()
         try:
             done = subprocess.run(
-                [HUB_BIN, "serve", "--data-dir", data_dir, "--port", "0", "--host", "127.0.0.1", "--api-token", "t"],
+                [HUB_BIN, "serve", "--data-dir", data_dir, "--port", "0", "--host", "127.0.0.1", "--api-token", "fault-test-api-token"],
                 capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as timeout:
             pytest.fail(f"the hub neither served nor exited within 90 s on {BAD_FOLDERS[case][0]}: {timeout.stderr}")

@@ -2,7 +2,7 @@
 
 - `--api-token` / `--read-token` shorter than 16 characters, or empty: the hub exits
   non-zero and stderr names the flag.
-- A data folder whose path holds spaces and a single quote works; the generated
+- A data folder whose path holds spaces and a single quote works. The generated
   <data-dir>/api-token is 0600, the data folder 0700; the embedded postmaster runs as
   `postgres` (never `nobody`); pg_hba.conf has no `host` line that trusts; the cluster
   listens on no TCP port, only on a socket in a folder no one else may open.
@@ -78,16 +78,37 @@ def test_short_or_empty_tokens_stop_the_start_naming_the_flag(figures, tmp_path)
 # ---------------------------------------------------------------------------- the data folder
 
 
-DATA_DIR_NAME = "it's a data dir"
+QUOTED_DIR_NAME = "it's a data dir"
 
 
 @pytest.fixture(scope="module")
 def folder_hub():
-    """Started with no --api-token (the hub generates one) in a folder it makes itself."""
-    made = HostileHub(HUB_BIN, data_dir_name=DATA_DIR_NAME, api_token=None)
+    """Started with no --api-token (the hub generates one) in a data folder it makes itself."""
+    made = HostileHub(HUB_BIN, data_dir_name="made-by-the-hub", api_token=None)
     try:
         made.start()
         yield made
+    finally:
+        made.cleanup()
+
+
+def test_a_data_folder_whose_path_holds_spaces_and_a_quote_works(figures):
+    made = HostileHub(HUB_BIN, data_dir_name=QUOTED_DIR_NAME, api_token=None)
+    try:
+        try:
+            made.start()
+            started = "started"
+        except RuntimeError as error:
+            started = str(error).splitlines()[0][:200] + " | " + " ".join(
+                l.strip() for l in str(error).splitlines() if "rror" in l)[:300]
+        rss = RssProbe(made) if made.alive() else None
+        if rss:
+            rss.stop()
+        figures(input=f"hub serve --data-dir {made.data_dir!r}", answer=started,
+                rss_before=rss.before if rss else None, rss_after=rss.after if rss else None)
+        assert started == "started", f"the hub did not start in {made.data_dir!r}: {started}\n{made.logs()}"
+        assert os.path.isdir(os.path.join(made.data_dir, "postgres"))
+        assert_others_unaffected(made)
     finally:
         made.cleanup()
 
@@ -115,7 +136,7 @@ def tcp_listeners(inodes):
     return found
 
 
-def test_a_data_folder_with_spaces_and_a_quote_works_and_keeps_its_secrets(folder_hub, figures):
+def test_the_data_folder_token_file_and_embedded_cluster_are_private(folder_hub, figures):
     hub = folder_hub
     rss = RssProbe(hub)
     data = hub.data_dir

@@ -117,6 +117,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
             environment.fanout.index.remove(subscription, patterns: subscription.patterns)
             replays[id] = nil
             rate.remove(sub: id)
+            outbox.forget(sub: id)
         case .command(let fields):
             guard access == .full else {
                 sendError("forbidden", "a read-only token cannot send commands", context: context)
@@ -181,7 +182,12 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
             sendError("too_many_subscriptions", "at most \(environment.maxSubscriptions) subscriptions per connection", context: context)
             return
         }
-        if let previous = subscriptions[id] { environment.fanout.index.remove(previous, patterns: previous.patterns) }
+        if let previous = subscriptions[id] {
+            // Replaced: nothing the old one held back goes out under the new one.
+            environment.fanout.index.remove(previous, patterns: previous.patterns)
+            rate.remove(sub: id)
+            outbox.forget(sub: id)
+        }
         let subscription = LiveSubscription(id: id, patterns: patterns, metrics: metrics, maxRateHz: maxRate, dashboard: self)
         subscriptions[id] = subscription
         replays[id] = nil

@@ -108,6 +108,13 @@ struct Outbox {
         return reported
     }
 
+    /// Drops what is conflated for subscription `sub`, when it is removed or replaced: a
+    /// new subscription with the same id must not get the old one's readings.
+    mutating func forget(sub: String) {
+        conflated = conflated.filter { $0.key.sub != sub }
+        dropped[sub] = nil
+    }
+
     static func messages(_ readings: [Key: ConflatedReading], isSubscribed: (String) -> Bool) -> [String] {
         var grouped: [Source: [String: ConflatedReading]] = [:]
         for (key, reading) in readings { grouped[Source(sub: key.sub, device: key.device), default: [:]][key.metric] = reading }

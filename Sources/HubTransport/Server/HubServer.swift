@@ -10,11 +10,9 @@ import NIOWebSocket
 /// The one-port server: device WebSockets, and HTTP for everything else.
 public final class HubServer: Sendable {
     private let configuration: ServerConfiguration
-    private let devices: DeviceEnvironment
+    private let core: HubCore
     private let http: HTTPEnvironment
     private let gate: UpgradeGate
-    private let live: LiveEnvironment
-    private let commands: CommandCenter
     private let provision: @Sendable (String) async throws -> DeviceRecord
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
@@ -35,18 +33,10 @@ public final class HubServer: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.provision = provision
-        let fanout = LiveFanout()
-        var commandSettings = CommandCenter.Settings()
-        commandSettings.maxPendingPerDevice = configuration.maxPendingCommandsPerDevice
-        commandSettings.maxParamsBytes = configuration.maxJSONBytes
-        commands = CommandCenter(store: commandStore, fanout: fanout, settings: commandSettings, logger: logger)
-        live = LiveEnvironment(
-            tokens: tokens, registry: registry, queue: queue, history: history, fanout: fanout, commands: commands,
-            configuration: configuration, logger: logger)
-        devices = DeviceEnvironment(
-            registry: registry, metricCatalog: metricCatalog, queue: queue, configuration: configuration, logger: logger, metrics: metrics,
-            fanout: live.fanout, commands: commands)
-        let (devices, live) = (devices, live)
+        core = HubCore(
+            configuration: configuration, registry: registry, metricCatalog: metricCatalog, queue: queue, metrics: metrics,
+            tokens: tokens, history: history, commandStore: commandStore, logger: logger)
+        let (devices, live, commands) = (core.devices, core.live, core.commands)
         gate = UpgradeGate(
             registry: registry, tokens: tokens, admission: Admission(configuration: configuration),
             failures: AuthFailureLimiter(perSecond: configuration.authFailuresPerSecond),
@@ -64,7 +54,7 @@ public final class HubServer: Sendable {
     /// Binds and starts accepting. - Returns: the bound port.
     public func start() async throws -> Int {
         let tls = try configuration.tls.map(Self.makeTLSContext)
-        await commands.start()
+        await core.commands.start()
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: configuration.backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -94,18 +84,18 @@ public final class HubServer: Sendable {
     /// it has read, so the writer can commit and ack it before `closeAll`.
     public func quiesce() async {
         try? await listener.take()?.close()
-        for connection in devices.connections.all {
+        for connection in core.devices.connections.all {
             try? await connection.quiesce().get()
         }
     }
 
     /// Closes every connection with `reason`, then stops the event loops.
     public func closeAll(_ reason: CloseReason) async {
-        for connection in devices.connections.all { connection.close(reason) }
-        for dashboard in live.dashboards.all { dashboard.close(reason) }
+        for connection in core.devices.connections.all { connection.close(reason) }
+        for dashboard in core.live.dashboards.all { dashboard.close(reason) }
         // Let the close frames go out before the loops stop.
         try? await Task.sleep(for: .milliseconds(100))
-        await commands.stop()
+        await core.commands.stop()
         try? await group.shutdownGracefully()
     }
 
@@ -185,7 +175,7 @@ public final class HubServer: Sendable {
 
     /// Registers an unknown device under `--auto-provision`. - Returns: its record, or `nil`.
     private func provisioned(_ id: String, on loop: EventLoop) -> EventLoopFuture<DeviceRecord?> {
-        let (provision, registry, logger) = (self.provision, devices.registry, self.logger)
+        let (provision, registry, logger) = (self.provision, core.devices.registry, self.logger)
         return loop.makeFutureWithTask { () -> DeviceRecord? in
             do {
                 let record = try await provision(id)
@@ -200,18 +190,11 @@ public final class HubServer: Sendable {
     }
 
     private func addHandlers(channel: Channel, verdict: UpgradeGate.Verdict?) throws {
-        let aggregator = NIOWebSocketFrameAggregator(
-            minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 64, maxAccumulatedFrameSize: configuration.maxFrameBytes)
         switch verdict {
         case .dashboard(let access)?:
-            try channel.pipeline.syncOperations.addHandlers([
-                aggregator, DashboardHandler(access: access, environment: live, eventLoop: channel.eventLoop),
-            ])
+            try core.addDashboard(to: channel, access: access)
         case .device(let record)?:
-            let handler = DeviceHandler(
-                device: DeviceRecordRef(key: record.key, id: record.id), remote: Self.describe(channel.remoteAddress),
-                environment: devices, eventLoop: channel.eventLoop)
-            try channel.pipeline.syncOperations.addHandlers([aggregator, handler])
+            try core.addDevice(record, remote: Self.describe(channel.remoteAddress), to: channel)
         default:
             throw DeviceRequest.Refusal.unauthorized
         }

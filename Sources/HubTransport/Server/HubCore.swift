@@ -1,0 +1,57 @@
+import HubIngest
+import Logging
+import NIOCore
+import NIOWebSocket
+
+/// What every connection shares, without sockets: the fan-out, the command center, and
+/// the device and dashboard environments. `HubServer` puts it behind its port; the
+/// stateful fuzzer (`Sources/HubFuzz`) drives it through in-memory channels with a fake
+/// sink and a test clock.
+public final class HubCore: Sendable {
+    let devices: DeviceEnvironment
+    let live: LiveEnvironment
+    let commands: CommandCenter
+    let configuration: ServerConfiguration
+
+    public init(
+        configuration: ServerConfiguration, registry: DeviceRegistry, metricCatalog: MetricCatalog, queue: IngestQueue,
+        metrics: IngestMetrics, tokens: APITokens, history: TelemetryHistory, commandStore: CommandStore, logger: Logger
+    ) {
+        self.configuration = configuration
+        let fanout = LiveFanout()
+        var commandSettings = CommandCenter.Settings()
+        commandSettings.maxPendingPerDevice = configuration.maxPendingCommandsPerDevice
+        commandSettings.maxParamsBytes = configuration.maxJSONBytes
+        commands = CommandCenter(store: commandStore, fanout: fanout, settings: commandSettings, logger: logger)
+        live = LiveEnvironment(
+            tokens: tokens, registry: registry, queue: queue, history: history, fanout: fanout, commands: commands,
+            configuration: configuration, logger: logger)
+        devices = DeviceEnvironment(
+            registry: registry, metricCatalog: metricCatalog, queue: queue, configuration: configuration, logger: logger,
+            metrics: metrics, fanout: fanout, commands: commands)
+    }
+
+    /// Adds a dashboard's `/live` handlers to an upgraded (or in-memory) channel.
+    public func addDashboard(to channel: Channel, access: APITokens.Access) throws {
+        try channel.pipeline.syncOperations.addHandlers([
+            aggregator(), DashboardHandler(access: access, environment: live, eventLoop: channel.eventLoop),
+        ])
+    }
+
+    /// Adds a device's handlers to an upgraded (or in-memory) channel.
+    public func addDevice(_ record: DeviceRecord, remote: String, to channel: Channel) throws {
+        let handler = DeviceHandler(
+            device: DeviceRecordRef(key: record.key, id: record.id), remote: remote, environment: devices, eventLoop: channel.eventLoop)
+        try channel.pipeline.syncOperations.addHandlers([aggregator(), handler])
+    }
+
+    /// Creates a command as `POST /api/v1/devices/{id}/commands` would.
+    public func createCommand(device: String, name: String, paramsJSON: String, ttlSeconds: Int?) async throws -> Command {
+        try await commands.create(device: device, name: name, paramsJSON: paramsJSON, ttlSeconds: ttlSeconds)
+    }
+
+    private func aggregator() -> NIOWebSocketFrameAggregator {
+        NIOWebSocketFrameAggregator(
+            minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 64, maxAccumulatedFrameSize: configuration.maxFrameBytes)
+    }
+}
