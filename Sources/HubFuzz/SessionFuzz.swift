@@ -47,6 +47,8 @@ private final class Session: @unchecked Sendable {
     let core: HubCore
     var dashboards: [NIOAsyncTestingChannel] = []
     var devices: [NIOAsyncTestingChannel] = []
+    /// Device channels a reconnect replaced, finished at the end.
+    var replaced: [NIOAsyncTestingChannel] = []
     var nextSeq: [UInt64] = [1, 1, 1]
     /// Per dashboard and subscription id: the (device, seq) pairs delivered since its `subscribed`.
     var delivered: [[String: Set<String>]] = [[:], [:]]
@@ -107,6 +109,7 @@ private final class Session: @unchecked Sendable {
             case 8:
                 // A device reconnects: the takeover path.
                 let index = Int(reader.byte() ?? 0) % 3
+                replaced.append(devices[index])
                 devices[index] = await connectDevice(index)
             default: await dashboardText(reader.byte() ?? 0, #"{"type":"unsubscribe","id":"s\#((reader.byte() ?? 0) % 3)"}"#)
             }
@@ -123,7 +126,10 @@ private final class Session: @unchecked Sendable {
             print("session: \(delivered.flatMap(\.values).map(\.count).reduce(0, +)) deliveries, \(store.ids.count) commands, stored \(sink.stored) readings")
         }
         await writer.shutdown()
-        for channel in dashboards + devices { _ = try? await channel.finish() }
+        for channel in dashboards + devices + replaced { _ = try? await channel.finish() }
+        await settle()
+        // Cancels what is still scheduled (heartbeats, rate timers), which holds the handlers.
+        try? await loop.shutdownGracefully()
     }
 
     // MARK: - Operations
@@ -155,7 +161,7 @@ private final class Session: @unchecked Sendable {
         let shape = reader.byte() ?? 0
         // Mostly in order; sometimes a repeat (a duplicate) or a jump (a gap).
         var seq = nextSeq[index]
-        if shape % 7 == 0 { seq = max(1, seq &- 2) } else if shape % 11 == 0 { seq += 5 }
+        if shape % 7 == 0 { seq = seq > 2 ? seq - 2 : 1 } else if shape % 11 == 0 { seq += 5 }
         nextSeq[index] = max(nextSeq[index], seq + 1)
         let readings = (0..<(1 + Int(shape) % 3)).map { offset in
             let name = shape % 13 == 0 ? "extra\(reader.byte() ?? 0)" : Self.metrics[Int(reader.byte() ?? 0) % 4]

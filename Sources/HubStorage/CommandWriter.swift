@@ -93,7 +93,7 @@ final class CommandWriter: @unchecked Sendable {
             condition.unlock()
 
             do {
-                if connection?.isConnected != true { connection = try PostgresConnection(url: url) }
+                if connection?.isUsable != true { connection = try PostgresConnection(url: url) }
                 let refused = try Self.store(batch.map(\.command), on: connection!)
                 retryDelay = 0.1
                 for (index, entry) in batch.enumerated() {

@@ -85,7 +85,7 @@ public final class DatabaseExecutor: @unchecked Sendable {
             }
             let job = jobs.removeFirst()
             condition.unlock()
-            if connection?.isConnected != true { connection = try? connect() }
+            if connection?.isUsable != true { connection = try? connect() }
             job(connection)
         }
     }

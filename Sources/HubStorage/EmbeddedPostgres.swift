@@ -29,7 +29,13 @@ public final class EmbeddedPostgres: @unchecked Sendable {
     }
 
     /// libpq connection string for the cluster's `hub` database.
-    public var url: String { "host=\(socketDirectory) port=5432 dbname=\(database) user=hub connect_timeout=5" }
+    public var url: String { "host=\(Self.conninfoValue(socketDirectory)) port=5432 dbname=\(database) user=hub connect_timeout=5" }
+
+    /// A value for a libpq connection string: single-quoted, with `'` and `\` escaped, so
+    /// a path with spaces or quotes stays one value.
+    static func conninfoValue(_ value: String) -> String {
+        "'" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
+    }
 
     private var socketDirectory: String { directory.path }
 

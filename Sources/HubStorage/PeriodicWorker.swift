@@ -44,7 +44,7 @@ final class PeriodicWorker: @unchecked Sendable {
         let seconds = Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18
         while !condition.withLock({ stopped }) {
             do {
-                if connection?.isConnected != true { connection = try PostgresConnection(url: url) }
+                if connection?.isUsable != true { connection = try PostgresConnection(url: url) }
                 let more = try round(connection!)
                 failing = false
                 if more { continue }

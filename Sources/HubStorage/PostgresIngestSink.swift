@@ -104,7 +104,7 @@ public final class PostgresIngestSink: IngestSink {
     }
 
     private func liveConnection() throws(PostgresError) -> PostgresConnection {
-        if let connection, connection.isConnected { return connection }
+        if let connection, connection.isUsable { return connection }
         self.connection = nil
         let fresh = try PostgresConnection(url: url)
         connection = fresh

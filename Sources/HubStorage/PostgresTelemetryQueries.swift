@@ -118,10 +118,13 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
         case .last: ["last_ts", "last_seq", "last_type", "last_value", "last_text"]
         default: [aggregate.rawValue]
         }
+        // Whole minutes and hours are exact in a double; a reading's own time (the readings of
+        // sparse hours, for `last`) is not, near the year 9999: there, exact numeric epoch.
         let micros = "(date_part('epoch', r.bucket) * 1000000)::bigint"
-        func rows(from source: String, where condition: String = "true") -> String {
+        let exactMicros = "(extract(epoch FROM r.bucket) * 1000000)::bigint"
+        func rows(from source: String, where condition: String = "true", exact: Bool = false) -> String {
             """
-            SELECT \(micros) AS bucket, r.metric_key, \(columns.map { "r.\($0)" }.joined(separator: ", ")) FROM \(source) r
+            SELECT \(exact ? exactMicros : micros) AS bucket, r.metric_key, \(columns.map { "r.\($0)" }.joined(separator: ", ")) FROM \(source) r
             WHERE \(filters(m, time: "bucket")) AND \(condition)
             """
         }
@@ -150,7 +153,7 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
                         SELECT * FROM \(RollupFolder.readingsAsRows) x
                         WHERE x.device_key = $1 AND x.bucket >= s.hour AND x.bucket < s.hour + interval '1 hour' AND x.metric_key = ANY (s.metrics)
                         OFFSET 0) x)
-                    """))
+                    """, exact: true))
                 """
         case ("rollup_1m", _):
             let arrays = columns.flatMap(RollupFolder.minuteArraysNeeded(for:))

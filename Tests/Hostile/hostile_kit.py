@@ -880,3 +880,61 @@ def nested(depth: int, leaf: Any = "x") -> Any:
     for _ in range(depth):
         value = {"d": value}
     return value
+
+
+class CloseWatch:
+    """Watches the hub's end of one loopback connection (from /proc/net/tcp, every 50 ms)
+    while this side never reads: when the hub's unsent bytes last grew, that is when the
+    kernel last took its writes (its send buffer, up to 4 MiB here, fills first), and when
+    the hub closed its end.
+
+    ``stall_to_close``: seconds from the last growth to the close, the figure to hold
+    against --write-timeout; ``total``: seconds from ``start()`` to the close."""
+
+    def __init__(self, hub_port: int, client_port: int) -> None:
+        self.hub_port, self.client_port = hub_port, client_port
+        self.began = self.last_growth = time.monotonic()
+        self.closed_at: Optional[float] = None
+        self.peak_unsent = 0
+        self.last_side = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "CloseWatch":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            side = hub_side(self.hub_port, self.client_port)
+            now = time.monotonic()
+            if side is None or side[0] != "ESTABLISHED" or side[2] == 0:
+                self.closed_at = now
+                self.last_side = side
+                return
+            self.last_side = side
+            if side[1] > self.peak_unsent:
+                self.peak_unsent = side[1]
+                self.last_growth = now
+            time.sleep(0.05)
+
+    def wait(self, timeout: float) -> Optional[float]:
+        """Waits up to ``timeout`` s for the close; returns ``stall_to_close`` or None."""
+        self._thread.join(timeout)
+        self._stop.set()
+        return self.stall_to_close
+
+    @property
+    def stall_to_close(self) -> Optional[float]:
+        return None if self.closed_at is None else self.closed_at - self.last_growth
+
+    @property
+    def total(self) -> Optional[float]:
+        return None if self.closed_at is None else self.closed_at - self.began
+
+    def describe(self) -> str:
+        if self.closed_at is None:
+            return (f"not closed (hub side {self.last_side}, unsent peaked at {self.peak_unsent} bytes "
+                    f"{time.monotonic() - self.last_growth:.1f} s ago)")
+        return (f"closed {self.stall_to_close:.1f} s after its unsent bytes stopped growing at {self.peak_unsent} "
+                f"({self.total:.1f} s after it started)")

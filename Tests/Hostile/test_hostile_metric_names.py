@@ -23,18 +23,21 @@ TOKENS = {}
 def device(hub, device_id):
     if device_id not in TOKENS:
         TOKENS[device_id] = hub.register(device_id)
-    return RawDevice(hub, device_id, TOKENS[device_id])
+    dev = RawDevice(hub, device_id, TOKENS[device_id])
+    dev.hub = hub
+    return dev
 
 
 def send(dev, names):
     """One frame with these metric names; (seq, the `rejected` reason or None). Waits for
-    the frame's ack (a rejected frame is acked too)."""
+    the frame's ack (a rejected frame is acked too, once it is in rejected_frames)."""
     seq = dev.send_frame({name: 1.0 for name in names})
-    try:  # the hub says `rejected` as it reads the frame, before the ack that follows the commit
-        rejected = dev.recv_text("rejected", timeout=0.15, where=lambda m: m.get("seq") == seq)
+    kept = quarantined(dev.hub, dev.device_id, seq)
+    try:
+        rejected = dev.recv_text("rejected", timeout=5 if kept else 0.05, where=lambda m: m.get("seq") == seq)
         return seq, rejected.get("reason")
     except TimeoutError:
-        return seq, None
+        return seq, (f"in rejected_frames ({kept[0]}) but no `rejected` message" if kept else None)
 
 
 def rows(hub, device_id, seq):

@@ -20,23 +20,30 @@ public final class SubscriptionIndex<Subscription: AnyObject & Sendable>: Sendab
         var subscription: Subscription
     }
 
+    /// Held weakly by the log and the cache: neither keeps a removed subscription (and the
+    /// connection it belongs to) alive. A cached answer catches up before it is used, so a
+    /// removed subscription is never returned.
+    private struct Weak {
+        weak var subscription: Subscription?
+    }
+
     private struct Change {
         /// The generation this change made.
         var generation: UInt64
         var key: ObjectIdentifier
-        /// `nil` for a removal.
-        var added: Entry?
+        /// The patterns of an addition; `nil` for a removal.
+        var patterns: [DevicePattern]?
+        var subscription: Weak
     }
 
     private struct Cached {
         var generation: UInt64
-        var matches: [ObjectIdentifier: Subscription]
-        var list: [Subscription]
+        var matches: [ObjectIdentifier: Weak]
     }
 
     /// What `matching` found under the lock.
     private enum Work {
-        case done([Subscription])
+        case done(Cached)
         case catchUp(Cached, Slice<Deque<Change>>, generation: UInt64)
         case full(exact: [ObjectIdentifier: Subscription], globs: [ObjectIdentifier: Entry], generation: UInt64)
     }
@@ -70,7 +77,7 @@ public final class SubscriptionIndex<Subscription: AnyObject & Sendable>: Sendab
                 }
             }
             if !globs.isEmpty { state.globs[key] = Entry(patterns: globs, subscription: subscription) }
-            Self.log(Change(generation: 0, key: key, added: Entry(patterns: patterns, subscription: subscription)), in: &state)
+            Self.log(Change(generation: 0, key: key, patterns: patterns, subscription: Weak(subscription: subscription)), in: &state)
         }
     }
 
@@ -82,7 +89,7 @@ public final class SubscriptionIndex<Subscription: AnyObject & Sendable>: Sendab
                 if state.exact[id]?.isEmpty == true { state.exact[id] = nil }
             }
             state.globs[key] = nil
-            Self.log(Change(generation: 0, key: key, added: nil), in: &state)
+            Self.log(Change(generation: 0, key: key, patterns: nil, subscription: Weak(subscription: nil)), in: &state)
         }
     }
 
@@ -91,7 +98,7 @@ public final class SubscriptionIndex<Subscription: AnyObject & Sendable>: Sendab
         // Under the lock: the cached answer if current, or what it takes to bring it up to date.
         let work: Work = state.withLockedValue { state in
             if let cached = state.cache[device] {
-                if cached.generation == state.generation { return .done(cached.list) }
+                if cached.generation == state.generation { return .done(cached) }
                 if let first = state.changes.first, first.generation <= cached.generation + 1 {
                     let start = state.changes.count - Int(state.generation - cached.generation)
                     return .catchUp(cached, state.changes[start...], generation: state.generation)
@@ -101,32 +108,31 @@ public final class SubscriptionIndex<Subscription: AnyObject & Sendable>: Sendab
         }
         let fresh: Cached
         switch work {
-        case .done(let list):
-            return list
+        case .done(let cached):
+            return cached.matches.values.compactMap(\.subscription)
         case .catchUp(var cached, let changes, let generation):
             for change in changes {
-                if let added = change.added {
-                    if added.patterns.contains(where: { $0.matches(device) }) { cached.matches[change.key] = added.subscription }
+                if let patterns = change.patterns {
+                    if patterns.contains(where: { $0.matches(device) }) { cached.matches[change.key] = change.subscription }
                 } else {
                     cached.matches[change.key] = nil
                 }
             }
             cached.generation = generation
-            cached.list = Array(cached.matches.values)
             fresh = cached
         case .full(let exact, let globs, let generation):
-            var found = exact
+            var found = exact.mapValues { Weak(subscription: $0) }
             for (key, entry) in globs where found[key] == nil {
-                if entry.patterns.contains(where: { $0.matches(device) }) { found[key] = entry.subscription }
+                if entry.patterns.contains(where: { $0.matches(device) }) { found[key] = Weak(subscription: entry.subscription) }
             }
-            fresh = Cached(generation: generation, matches: found, list: Array(found.values))
+            fresh = Cached(generation: generation, matches: found)
         }
         state.withLockedValue { state in
             guard (state.cache[device]?.generation ?? 0) <= fresh.generation else { return }
             if state.cache[device] == nil, state.cache.count >= Self.maxCachedDevices { state.cache = [:] }
             state.cache[device] = fresh
         }
-        return fresh.list
+        return fresh.matches.values.compactMap(\.subscription)
     }
 
     public var isEmpty: Bool { state.withLockedValue { $0.exact.isEmpty && $0.globs.isEmpty } }

@@ -226,7 +226,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             }
             inOrder { await commands.acknowledged(id: id, by: device) }
         case "command_result":
-            guard let id = object["id"] as? String, let ok = object["ok"] as? Bool else {
+            guard let id = object["id"] as? String, let ok = JSONNumber.boolean(object["ok"]) else {
                 writeText(DeviceMessages.error(code: "bad_message", message: "command_result needs a string \"id\" and a boolean \"ok\""), context: context)
                 return
             }

@@ -47,6 +47,7 @@ final class HTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
+        guard !closing else { return }  // the answer said close: nothing more is read
         guard !answering, waiting.isEmpty else {
             waiting.append(part)
             return
@@ -90,10 +91,16 @@ final class HTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func admit(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> HTTPReply? {
         let path = RequestTarget.split(head.uri).path
         if path == "/" || path.hasPrefix("/api/"), let origin = environment.admission.refusedOrigin(head) { return origin }
+        // The credential before the size: a refused request learns nothing else.
+        if path.hasPrefix("/api/"), path != OpenAPIDocument.path, let refusal = authenticate(head, context: context) { return refusal }
         if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > environment.maxBodyBytes {
             return .closing(.error(.payloadTooLarge, code: "too_large", "the body is over \(environment.maxBodyBytes) bytes"))
         }
-        guard path.hasPrefix("/api/"), path != OpenAPIDocument.path else { return nil }
+        return nil
+    }
+
+    /// The API credential of `head`. - Returns: the refusal, or `nil` with `access` set.
+    private func authenticate(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> HTTPReply? {
         let address = HubServer.host(context.channel.remoteAddress)
         let now = DispatchTime.now().uptimeNanoseconds
         if environment.gate.failures.isBlocked(address, nowNanos: now) { return environment.gate.tooManyFailures(address, now) }
@@ -183,6 +190,10 @@ final class HTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return HTTPReply(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: environment.metricsText())
         case (.GET, OpenAPIDocument.path):
             return HTTPReply(status: .ok, body: OpenAPIDocument.json)
+        case (_, OpenAPIDocument.path):
+            var reply = HTTPReply.error(.methodNotAllowed, code: "method_not_allowed", "\(head.method) is not allowed here")
+            reply.allow = "GET"
+            return reply
         case (_, let path) where UpgradeGate.isUpgradePath(path):
             // Not an upgrade (or one the WebSocket layer could not take): the same checks,
             // then 426 for a request that would have been let in.
@@ -207,6 +218,7 @@ final class HTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
             headers.add(name: "content-length", value: String(buffer.readableBytes))
         }
         if let seconds = reply.retryAfterSeconds { headers.add(name: "retry-after", value: String(seconds)) }
+        if let allow = reply.allow { headers.add(name: "allow", value: allow) }
         let close = reply.close || !keepAlive
         if close {
             headers.add(name: "connection", value: "close")

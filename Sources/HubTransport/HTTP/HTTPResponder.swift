@@ -10,6 +10,8 @@ struct HTTPReply: Sendable {
     var close = false
     /// Sent as `Retry-After`.
     var retryAfterSeconds: Int?
+    /// Sent as `Allow` (with a 405).
+    var allow: String?
 
     /// The contract's error body: `{"error":{"code":…,"message":…}}`.
     static func error(_ status: HTTPResponseStatus, code: String, _ message: String) -> HTTPReply {

@@ -56,7 +56,7 @@ struct DeviceRoutes: Sendable {
         let body = try request.jsonObject()
         var enabled: Bool?
         if let raw = body["enabled"] {
-            guard let value = raw as? Bool else { throw RESTError(.badRequest, "bad_request", "\"enabled\" must be true or false") }
+            guard let value = JSONNumber.boolean(raw) else { throw RESTError(.badRequest, "bad_request", "\"enabled\" must be true or false") }
             enabled = value
         }
         let labels = try Self.labels(body["labels"])
@@ -70,7 +70,11 @@ struct DeviceRoutes: Sendable {
 
     @Sendable func delete(_ request: RESTRequest) async throws -> HTTPReply {
         let id = try Self.id(request)
-        let purge = request.query["purge"] == "true"
+        var purge = false
+        if let raw = request.query["purge"] {
+            guard let value = Bool(raw) else { throw RESTError(.badRequest, "bad_request", "purge must be true or false") }
+            purge = value
+        }
         guard try await admin.delete(id: id, purge: purge) else { throw RESTError.notFound("no device \(id)") }
         registry.remove(id: id)?.close(.revoked)
         return .noContent

@@ -13,13 +13,19 @@ struct RESTRequest: Sendable {
     var parameters: [String: String] = [:]
 
     /// The body as a JSON object; `{}` for an empty body. Text the database could not
-    /// store (U+0000) or nesting past `StorableJSON.maxDepth` is refused here.
+    /// store (U+0000), or a member whose value nests past `StorableJSON.maxDepth`, is
+    /// refused here.
     func jsonObject() throws(RESTError) -> [String: Any] {
         if body.isEmpty { return [:] }
         guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
             throw RESTError(.badRequest, "bad_request", "the body must be a JSON object (nested at most \(StorableJSON.maxDepth) levels)")
         }
-        if let why = StorableJSON.refusal(object) { throw RESTError(.badRequest, "bad_request", why) }
+        // Each member's value is a stored JSON value of its own (params, labels): checked as one.
+        for (key, value) in object {
+            if let why = StorableJSON.refusal(text: key) ?? StorableJSON.refusal(value) {
+                throw RESTError(.badRequest, "bad_request", "\"\(key)\": \(why)")
+            }
+        }
         return object
     }
 }
@@ -29,6 +35,8 @@ struct RESTError: Error {
     let status: HTTPResponseStatus
     let code: String
     let message: String
+    /// The methods a known path takes, for a 405's `Allow`.
+    var allow: [HTTPMethod] = []
 
     init(_ status: HTTPResponseStatus, _ code: String, _ message: String) {
         self.status = status
@@ -53,6 +61,7 @@ struct RESTError: Error {
     var reply: HTTPReply {
         var reply = HTTPReply.error(status, code: code, message)
         if status == .serviceUnavailable { reply.retryAfterSeconds = 1 }
+        if !allow.isEmpty { reply.allow = allow.map(\.rawValue).joined(separator: ", ") }
         return reply
     }
 }

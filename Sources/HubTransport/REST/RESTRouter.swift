@@ -21,18 +21,19 @@ struct RESTRouter: Sendable {
     /// Finds the route for a request: `404` for an unknown path, `405` for a known path
     /// with another method.
     func match(_ request: RESTRequest) -> Result<(Handler, RESTRequest), RESTError> {
-        var pathKnown = false
+        var allowed: [HTTPMethod] = []
         for route in routes {
             guard let parameters = Self.bind(route.pattern, request.path) else { continue }
-            pathKnown = true
+            allowed.append(route.method)
             guard route.method == request.method else { continue }
             var bound = request
             bound.parameters = parameters
             return .success((route.handler, bound))
         }
-        return .failure(pathKnown
-            ? RESTError(.methodNotAllowed, "method_not_allowed", "\(request.method) is not allowed here")
-            : .notFound("no such path"))
+        guard !allowed.isEmpty else { return .failure(.notFound("no such path")) }
+        var error = RESTError(.methodNotAllowed, "method_not_allowed", "\(request.method) is not allowed here")
+        error.allow = allowed
+        return .failure(error)
     }
 
     private static func bind(_ pattern: [Substring], _ path: [Substring]) -> [String: String]? {

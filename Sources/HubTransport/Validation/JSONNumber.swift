@@ -25,6 +25,12 @@ enum JSONNumber {
         return exact
     }
 
+    /// A JSON `true` or `false` (not a number that bridges to one).
+    static func boolean(_ value: Any?) -> Bool? {
+        guard let number = value as? NSNumber, isBoolean(number) else { return nil }
+        return number.boolValue
+    }
+
     /// `true` and `false` come as numbers of type `c` (char); no JSON integer does.
     private static func isBoolean(_ number: NSNumber) -> Bool {
         String(cString: number.objCType) == "c"
