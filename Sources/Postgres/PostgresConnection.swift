@@ -34,17 +34,16 @@ public final class PostgresConnection {
     /// Whether the connection is still usable.
     public var isConnected: Bool { handle.map { PQstatus($0) == CONNECTION_OK } ?? false }
 
-    /// Whether an idle connection can still be used: it is connected, and the server has
-    /// not closed it meanwhile. A server that restarts tells its idle clients and closes
-    /// their sockets; libpq learns of it only when it next reads, so the first statement
-    /// on such a connection would fail. This looks first, without blocking: a readable
-    /// socket is read, and a closed one reported.
+    /// Whether an idle connection (one that does not LISTEN) can still be used: it is
+    /// connected, and the server has sent it nothing since its last statement. A server
+    /// that restarts sends its idle clients a termination message and closes their sockets;
+    /// libpq learns of it only when it next reads, so the first statement on such a
+    /// connection would fail. This looks without blocking: a socket with anything to read
+    /// while idle is taken as closed, and the caller connects afresh.
     public var isUsable: Bool {
         guard let handle, PQstatus(handle) == CONNECTION_OK else { return false }
         var descriptor = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
-        guard poll(&descriptor, 1, 0) > 0 else { return true }
-        _ = PQconsumeInput(handle)
-        return PQstatus(handle) == CONNECTION_OK
+        return poll(&descriptor, 1, 0) == 0
     }
 
     /// Re-establishes a lost connection with the same parameters.
