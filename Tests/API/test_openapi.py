@@ -212,10 +212,10 @@ def test_the_hub_serves_the_document_without_a_token(hub):
 
 RULES = [
     # (what, method, path, body, expected status)
-    ("the body may nest 32 levels (params: 31)", "POST", "/commands", {"name": "x", "params": nested(31)}, 202),
-    ("33 levels are refused", "POST", "/commands", {"name": "x", "params": nested(32)}, 400),
+    ("a member may nest 32 levels", "POST", "/commands", {"name": "x", "params": nested(32)}, 202),
+    ("33 levels are refused", "POST", "/commands", {"name": "x", "params": nested(33)}, 400),
     ("33 levels are refused in a member the route ignores too", "POST", "/commands",
-     {"name": "x", "extra": [nested(31)]}, 400),
+     {"name": "x", "extra": [nested(32)]}, 400),
     ("U+0000 in a params string", "POST", "/commands", {"name": "x", "params": {"a": "b\u0000"}}, 400),
     ("U+0000 in a params member name", "POST", "/commands", {"name": "x", "params": {"\u0000": 1}}, 400),
     ("U+0000 in a command name", "POST", "/commands", {"name": "re\u0000boot"}, 400),
