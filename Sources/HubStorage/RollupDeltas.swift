@@ -31,6 +31,9 @@ struct RollupDeltas {
         var max: Double?
         var first: Point
         var last: Point
+        /// The lowest and highest seq of the minute's readings (replay by seq uses them).
+        var minSeq: Int64
+        var maxSeq: Int64
     }
 
     private(set) var entries: [Key: Aggregate] = [:]
@@ -50,7 +53,7 @@ struct RollupDeltas {
         let minute = tsMicros >= 0 ? tsMicros / 60_000_000 * 60_000_000 : (tsMicros - 59_999_999) / 60_000_000 * 60_000_000
         let key = Key(device: device, metric: metric, minute: minute)
         // Updated in place: no copy of the entry out of the dictionary and back per reading.
-        Self.merge(point, into: &entries[key, default: Aggregate(first: point, last: point)])
+        Self.merge(point, into: &entries[key, default: Aggregate(first: point, last: point, minSeq: seq, maxSeq: seq)])
     }
 
     private static func merge(_ point: Point, into aggregate: inout Aggregate) {
@@ -61,6 +64,8 @@ struct RollupDeltas {
             aggregate.min = Swift.min(aggregate.min ?? number, number)
             aggregate.max = Swift.max(aggregate.max ?? number, number)
         }
+        if point.seq < aggregate.minSeq { aggregate.minSeq = point.seq }
+        if point.seq > aggregate.maxSeq { aggregate.maxSeq = point.seq }
         if point.isBefore(aggregate.first) { aggregate.first = point }
         if aggregate.last.isBefore(point) { aggregate.last = point }
     }
@@ -77,7 +82,7 @@ struct RollupDeltas {
             if let text = point.text { encoder.appendText(text) } else { encoder.appendNull() }
         }
         for (key, aggregate) in entries {
-            encoder.beginRow(fields: 18)
+            encoder.beginRow(fields: 20)
             encoder.appendInt32(key.device)
             encoder.appendInt32(key.metric)
             encoder.appendTimestamp(unixMicros: key.minute)
@@ -88,13 +93,16 @@ struct RollupDeltas {
             optional(aggregate.max)
             point(aggregate.first)
             point(aggregate.last)
+            encoder.appendInt64(aggregate.minSeq)
+            encoder.appendInt64(aggregate.maxSeq)
         }
         return (encoder.rowCount > 0 ? encoder.finish() : [], encoder.rowCount)
     }
 
     static let copyStatement = """
         COPY rollup_delta (device_key, metric_key, bucket, count, value_count, sum, min, max,
-            first_ts, first_seq, first_type, first_value, first_text, last_ts, last_seq, last_type, last_value, last_text)
+            first_ts, first_seq, first_type, first_value, first_text, last_ts, last_seq, last_type, last_value, last_text,
+            min_seq, max_seq)
         FROM STDIN (FORMAT binary)
         """
 }

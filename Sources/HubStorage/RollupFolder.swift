@@ -254,7 +254,7 @@ public final class RollupFolder: @unchecked Sendable {
     static let aggregateColumns = [
         "count", "value_count", "sum", "min", "max",
         "first_ts", "first_seq", "first_type", "first_value", "first_text",
-        "last_ts", "last_seq", "last_type", "last_value", "last_text",
+        "last_ts", "last_seq", "last_type", "last_value", "last_text", "min_seq", "max_seq",
     ]
 
     /// The per-minute arrays of a sparse hour in `rollup_1h` (column `m_<name>`): the
@@ -312,7 +312,8 @@ public final class RollupFolder: @unchecked Sendable {
         (SELECT device_key, metric_key, ts AS bucket, 1::bigint AS count, (value IS NOT NULL)::int::bigint AS value_count,
             value AS sum, value AS min, value AS max,
             ts AS first_ts, seq AS first_seq, value_type AS first_type, value AS first_value, text_value AS first_text,
-            ts AS last_ts, seq AS last_seq, value_type AS last_type, value AS last_value, text_value AS last_text
+            ts AS last_ts, seq AS last_seq, value_type AS last_type, value AS last_value, text_value AS last_text,
+            seq AS min_seq, seq AS max_seq
         FROM reading)
         """
 
@@ -339,11 +340,14 @@ public final class RollupFolder: @unchecked Sendable {
             ["ts", "seq", "type", "value", "text"].map { "(\(side)).\($0) AS \(side)_\($0)" }.joined(separator: ", ")
         }
         return """
-            SELECT device_key, metric_key, bucket, count, value_count, sum, min, max, \(edge("first")), \(edge("last")) FROM (
+            SELECT device_key, metric_key, bucket, count, value_count, sum, min, max, \(edge("first")), \(edge("last")), min_seq, max_seq FROM (
                 SELECT device_key, metric_key, \(bucket) AS bucket, sum(count)::bigint AS count, sum(value_count)::bigint AS value_count,
                     \(arithmetic.sum("sum")) AS sum, min(min) AS min, max(max) AS max,
                     (array_agg((first_ts, first_seq, first_type, first_value, first_text)::rollup_edge ORDER BY first_ts, first_seq))[1] AS first,
-                    (array_agg((last_ts, last_seq, last_type, last_value, last_text)::rollup_edge ORDER BY last_ts DESC, last_seq DESC))[1] AS last
+                    (array_agg((last_ts, last_seq, last_type, last_value, last_text)::rollup_edge ORDER BY last_ts DESC, last_seq DESC))[1] AS last,
+                    -- Unknown (NULL, folded before seq ranges were kept) in any part: unknown.
+                    CASE WHEN count(*) = count(min_seq) THEN min(min_seq) END AS min_seq,
+                    CASE WHEN count(*) = count(max_seq) THEN max(max_seq) END AS max_seq
                 FROM \(source) GROUP BY 1, 2, 3) merged
             """
     }
@@ -361,6 +365,8 @@ public final class RollupFolder: @unchecked Sendable {
             count = r.count + excluded.count, value_count = r.value_count + excluded.value_count,
             sum = \(arithmetic.add("r.sum", "excluded.sum")),
             min = LEAST(r.min, excluded.min), max = GREATEST(r.max, excluded.max),
+            min_seq = CASE WHEN r.min_seq IS NULL OR excluded.min_seq IS NULL THEN NULL ELSE LEAST(r.min_seq, excluded.min_seq) END,
+            max_seq = CASE WHEN r.max_seq IS NULL OR excluded.max_seq IS NULL THEN NULL ELSE GREATEST(r.max_seq, excluded.max_seq) END,
             \((first + last).joined(separator: ",\n"))
             """
     }

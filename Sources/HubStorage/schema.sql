@@ -98,9 +98,6 @@ CREATE INDEX IF NOT EXISTS reading_default_ts ON reading_default (ts);
 -- By device and time. The readings of a frame share the key, so B-tree deduplication keeps
 -- the index at about 17 bytes a reading (docs/storage.md weighs a metric column in it).
 CREATE INDEX IF NOT EXISTS reading_device_ts ON reading (device_key, ts);
--- By device and seq: replay by `resume` reads a device's frames after a seq. The readings
--- of a frame share the key, so deduplication keeps it small.
-CREATE INDEX IF NOT EXISTS reading_device_seq ON reading (device_key, seq);
 
 -- Per-minute and per-hour aggregates per device and metric, for bucketed queries over long
 -- ranges (docs/storage.md). `count` counts every reading, `value_count` those with a
@@ -126,7 +123,12 @@ CREATE TABLE IF NOT EXISTS rollup_1m (
     last_text    text,
     PRIMARY KEY (device_key, metric_key, bucket)
 );
+-- The lowest and highest seq of each bucket's readings: replay by seq finds the readings
+-- after a seq through them, with no index on seq in `reading` (RollupFolder, docs/storage.md).
+-- NULL in rows folded before these columns: unknown, taken as 0 and 2^63-1.
+ALTER TABLE rollup_1m ADD COLUMN IF NOT EXISTS min_seq bigint, ADD COLUMN IF NOT EXISTS max_seq bigint;
 CREATE TABLE IF NOT EXISTS rollup_1h (LIKE rollup_1m INCLUDING ALL);
+ALTER TABLE rollup_1h ADD COLUMN IF NOT EXISTS min_seq bigint, ADD COLUMN IF NOT EXISTS max_seq bigint;
 -- The first or last reading of a bucket, taken whole when rollup rows are merged.
 DO $$
 BEGIN
@@ -171,6 +173,7 @@ $$;
 -- Minute aggregates of each ingest batch, committed with its readings; folded into the
 -- rollups every second. Queries read them too, so rollups are never behind.
 CREATE TABLE IF NOT EXISTS rollup_delta (LIKE rollup_1m);
+ALTER TABLE rollup_delta ADD COLUMN IF NOT EXISTS min_seq bigint, ADD COLUMN IF NOT EXISTS max_seq bigint;
 CREATE INDEX IF NOT EXISTS rollup_delta_device ON rollup_delta (device_key, bucket);
 -- A queue: every row is deleted within seconds. Vacuum it often and at full speed, so the
 -- space of folded rows is reused rather than read past.
@@ -236,9 +239,9 @@ BEGIN
         -- device, metric and minute, as it does for new readings.
         INSERT INTO rollup_delta
         SELECT device_key, metric_key, bucket, count, value_count, sum, min, max,
-            (f).ts, (f).seq, (f).type, (f).value, (f).text, (l).ts, (l).seq, (l).type, (l).value, (l).text
+            (f).ts, (f).seq, (f).type, (f).value, (f).text, (l).ts, (l).seq, (l).type, (l).value, (l).text, min_seq, max_seq
         FROM (
-            SELECT device_key, metric_key, date_bin('1 minute', ts, 'epoch') AS bucket,
+            SELECT device_key, metric_key, date_bin('1 minute', ts, 'epoch') AS bucket, min(seq) AS min_seq, max(seq) AS max_seq,
                 count(*) AS count, count(value) AS value_count, hub_sum(value) AS sum, min(value) AS min, max(value) AS max,
                 (array_agg((ts, seq, value_type, value, text_value)::rollup_edge ORDER BY ts, seq))[1] AS f,
                 (array_agg((ts, seq, value_type, value, text_value)::rollup_edge ORDER BY ts DESC, seq DESC))[1] AS l

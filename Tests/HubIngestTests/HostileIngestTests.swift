@@ -31,28 +31,6 @@ final class RefusingSink: IngestSink, @unchecked Sendable {
     var snapshot: (stored: [UInt64], rejected: [(seq: UInt64?, reason: String)]) { lock.withLock { (stored, rejected) } }
 }
 
-/// A connection that records what it is sent, besides its acks.
-final class ListeningConnection: DeviceConnection, @unchecked Sendable {
-    let connectionID = "listening"
-    private let lock = NSLock()
-    private(set) var acks: [UInt64] = []
-    private(set) var texts: [String] = []
-    private(set) var items = 0
-
-    func committed(upTo seq: UInt64?, items: Int) {
-        lock.withLock {
-            if let seq { acks.append(seq) }
-            self.items += items
-        }
-    }
-
-    func replace(whenDrained drained: @escaping @Sendable () -> Void) { drained() }
-    func close(_ reason: CloseReason) {}
-    func send(text: String) { lock.withLock { texts.append(text) } }
-
-    var snapshot: (acks: [UInt64], texts: [String], items: Int) { lock.withLock { (acks, texts, items) } }
-}
-
 @Suite("Hostile input in ingest: refused frames, metric-name limits, subscription matching")
 struct HostileIngestTests {
     func frame(_ seq: UInt64, _ names: [String]) -> AcceptedFrame {
@@ -67,10 +45,10 @@ struct HostileIngestTests {
         var configuration = IngestWriter.Configuration(policy: FlushPolicy(maxRows: 10_000, maxDelayNanos: 50_000_000))
         configuration.minBackoffNanos = 1_000_000
         let writer = IngestWriter(queue: queue, sink: sink, registry: registry, configuration: configuration, logger: Logger(label: "test"))
-        var connections: [ListeningConnection] = []
+        var connections: [RecordingConnection] = []
         // Eight devices share the batch; device 3 sends the poison in the middle of its burst.
         for key in 1...8 as ClosedRange<Int32> {
-            let connection = ListeningConnection()
+            let connection = RecordingConnection()
             connections.append(connection)
             var burst = IngestBurst(device: DeviceRecordRef(key: key, id: "d\(key)"), connection: connection)
             burst.frames = (1...5).map { seq in frame(UInt64(seq), key == 3 && seq == 3 ? ["t", "poison"] : ["t"]) }

@@ -47,12 +47,13 @@ final class FakeSink: IngestSink, @unchecked Sendable {
     struct FakeError: Error {}
 }
 
-/// A connection that records what the writer tells it.
+/// A connection that records what the writer tells it, and what it is sent.
 final class RecordingConnection: DeviceConnection, @unchecked Sendable {
     let connectionID = "test"
     private let lock = NSLock()
     private(set) var acks: [UInt64] = []
     private(set) var items = 0
+    private(set) var texts: [String] = []
 
     func committed(upTo seq: UInt64?, items: Int) {
         lock.withLock {
@@ -63,9 +64,9 @@ final class RecordingConnection: DeviceConnection, @unchecked Sendable {
 
     func replace(whenDrained drained: @escaping @Sendable () -> Void) { drained() }
     func close(_ reason: CloseReason) {}
-    func send(text: String) {}
+    func send(text: String) { lock.withLock { texts.append(text) } }
 
-    var snapshot: (acks: [UInt64], items: Int) { lock.withLock { (acks, items) } }
+    var snapshot: (acks: [UInt64], items: Int, texts: [String]) { lock.withLock { (acks, items, texts) } }
 }
 
 @Suite("Ingest pipeline with a fake sink")
