@@ -214,11 +214,11 @@ private final class Session: @unchecked Sendable {
     /// Lets everything in flight land: the loop's tasks, the writer's commits, the command
     /// center's and the replays' tasks.
     func settle() async {
-        for _ in 0..<4 {
+        for _ in 0..<3 {
             await loop.run()
             await withCheckedContinuation { continuation in queue.whenWritten { continuation.resume() } }
             await loop.run()
-            try? await Task.sleep(for: .microseconds(200))
+            for _ in 0..<4 { await Task.yield() }
         }
         await loop.run()
     }
