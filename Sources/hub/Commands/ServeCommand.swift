@@ -140,7 +140,19 @@ struct ServeCommand: AsyncParsableCommand {
         ] {
             if let value, value < 1 { throw ValidationError("\(name) must be at least 1") }
         }
-        for (flag, token) in [("--api-token", apiToken ?? Environment.raw("HUB_API_TOKEN")), ("--read-token", readToken ?? Environment.raw("HUB_READ_TOKEN"))] {
+        // Durations become nanoseconds, spans seconds, in 64 bits: these bounds keep them in range.
+        for (name, value, limit) in [
+            ("--heartbeat", heartbeatSeconds, 86_400), ("--write-timeout", writeTimeout, 86_400), ("--header-timeout", headerTimeout, 86_400),
+            ("--idle-timeout", idleTimeout, 86_400), ("--statement-timeout", statementTimeout, 86_400),
+            ("--tls-handshake-timeout", tlsHandshakeTimeout, 86_400), ("--maintenance-interval", maintenanceInterval, 86_400),
+            ("--flush-ms", flushMilliseconds, 60_000), ("--max-frame-bytes", maxFrameBytes, 16 << 20),
+            ("--partition-hours", partitionHours, 87_600), ("--retention-days", retentionDays, 3_650_000),
+            ("--rollup-retention-days", rollupRetentionDays, 3_650_000), ("--rejected-retention-days", rejectedRetentionDays, 3_650_000),
+            ("--command-retention-days", commandRetentionDays, 3_650_000),
+        ] {
+            if let value, value > limit { throw ValidationError("\(name) must be at most \(limit)") }
+        }
+                for (flag, token) in [("--api-token", apiToken ?? Environment.raw("HUB_API_TOKEN")), ("--read-token", readToken ?? Environment.raw("HUB_READ_TOKEN"))] {
             if let token, token.count < 16 {
                 throw ValidationError("\(flag) must be at least 16 characters\(token.isEmpty ? " (it is empty)" : "")")
             }
