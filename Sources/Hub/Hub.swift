@@ -101,7 +101,9 @@ public final class Hub: Sendable {
         server = HubServer(
             configuration: configuration.server, registry: registry, metricCatalog: metricCatalog, queue: queue, metrics: metrics,
             tokens: APITokens(full: apiToken, readOnly: configuration.readToken),
-            history: PostgresTelemetryHistory(executor: executor, rollupRetentionDays: configuration.storage.rollupRetentionDays), admin: PostgresDeviceAdmin(executor: executor),
+            history: PostgresTelemetryHistory(
+                executor: executor, rollupRetentionDays: configuration.storage.rollupRetentionDays,
+                pageRows: PostgresTelemetryHistory.pageRows(maxFrameBytes: configuration.server.maxFrameBytes)), admin: PostgresDeviceAdmin(executor: executor),
             queries: PostgresTelemetryQueries(executor: executor), commandStore: commandStore,
             logger: logger,
             provision: { id in try await executor.run { try DeviceStore(connection: $0).provision(id: id) } },

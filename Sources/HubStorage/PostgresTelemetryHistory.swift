@@ -4,9 +4,14 @@ import Postgres
 
 /// Reads stored readings back for `/live` replays, on the control-plane database thread.
 public struct PostgresTelemetryHistory: TelemetryHistory {
-    /// Rows fetched per page by default: more than one frame can hold (65,535 readings),
-    /// so a page always ends with at least one whole frame.
-    public static let defaultPageRows = 70_000
+    /// Rows fetched per page: more than one frame can hold, so a page always ends with at
+    /// least one whole frame. A frame of `maxFrameBytes` holds at most `maxFrameBytes / 8`
+    /// readings (the smallest takes 8 bytes); at the default 64 KiB a page is 10,000 rows.
+    public static func pageRows(maxFrameBytes: Int) -> Int {
+        max(10_000, maxFrameBytes / FrameLimits.minReadingSize + 1)
+    }
+
+    public static let defaultPageRows = pageRows(maxFrameBytes: 65_536)
 
     private let executor: DatabaseExecutor
     /// Rollups older than this many days are deleted (`--rollup-retention-days`); readings

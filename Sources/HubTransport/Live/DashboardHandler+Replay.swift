@@ -45,6 +45,7 @@ extension DashboardHandler {
             .filter { since != nil || resume[$0.id] != nil }
             .sorted { $0.id < $1.id }
         requestsInFlight += 1
+        replaysInFlight += 1
         environment.queue.whenWritten { [self] in
             Task { await replay(subscription, targets: targets, since: since, resume: resume) }
         }
@@ -61,18 +62,20 @@ extension DashboardHandler {
                         deviceKey: target.key, afterSeq: after, sinceMicros: resumeSeq == nil ? since : nil,
                         metrics: subscription.metrics)
                     guard let last = page.last else { break }
-                    let messages = Self.messages(page, sub: subscription.id, device: target.id)
-                    // Wait for each page to be written out: memory stays at one page. A
-                    // subscription replaced, removed or closed meanwhile stops the replay.
-                    let current = try await eventLoop.flatSubmit { [self] () -> EventLoopFuture<Bool> in
-                        guard let context, subscriptions[subscription.id] === subscription, !closing else {
-                            return eventLoop.makeSucceededFuture(false)
-                        }
-                        for message in messages.dropLast() { send(message, context: context) }
-                        environment.metrics.deliveries.increment(by: Int64(messages.count))
-                        return sendAndFlush(messages.last ?? "", context: context).map { true }
-                    }.get()
-                    guard current else { break pages }
+                    // Written out a chunk at a time, each on the socket before the next: memory
+                    // stays at one page, and the socket's share at one chunk. A subscription
+                    // replaced, removed or closed meanwhile stops the replay.
+                    for chunk in Self.chunks(Self.messages(page, sub: subscription.id, device: target.id)) {
+                        let current = try await eventLoop.flatSubmit { [self] () -> EventLoopFuture<Bool> in
+                            guard let context, subscriptions[subscription.id] === subscription, !closing else {
+                                return eventLoop.makeSucceededFuture(false)
+                            }
+                            for message in chunk.dropLast() { send(message, context: context) }
+                            environment.metrics.deliveries.increment(by: Int64(chunk.count))
+                            return sendAndFlush(chunk.last ?? "", context: context).map { true }
+                        }.get()
+                        guard current else { break pages }
+                    }
                     after = last.seq
                     replayed[target.id] = last.seq
                 }
@@ -87,6 +90,7 @@ extension DashboardHandler {
             }
         }
         eventLoop.execute { [self] in
+            replaysInFlight -= 1
             requestDone()
             finishReplay(subscription, replayed: replayed)
         }
@@ -107,6 +111,24 @@ extension DashboardHandler {
         for message in Outbox.messages(overflow, isSubscribed: { _ in true }) { emit(control: message, context: context) }
         if buffer.dropped > 0 { emit(control: LiveMessages.lagged(sub: subscription.id, dropped: buffer.dropped), context: context) }
         context.flush()
+    }
+
+    /// Bytes of replay messages written before waiting for the socket to take them.
+    static let chunkBytes = 1 << 20
+
+    /// `messages` in runs of about `chunkBytes`.
+    static func chunks(_ messages: [String]) -> [[String]] {
+        var chunks: [[String]] = [[]]
+        var bytes = 0
+        for message in messages {
+            if bytes > 0 && bytes + message.utf8.count > chunkBytes {
+                chunks.append([])
+                bytes = 0
+            }
+            chunks[chunks.count - 1].append(message)
+            bytes += message.utf8.count
+        }
+        return chunks.filter { !$0.isEmpty }
     }
 
     /// Stored readings as telemetry messages, one per frame.

@@ -39,6 +39,11 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     var closing = false
     /// Commands sent from this connection and not yet stored, and replays under way.
     var requestsInFlight = 0
+    /// Replays under way (each holds a page and a buffer of live events).
+    var replaysInFlight = 0
+    /// Replays one connection runs at once; a subscribe with replay past it waits (the
+    /// socket is not read until one ends).
+    static let maxReplaysInFlight = 2
     private var readPending = false
 
     /// Read by the fan-out: build no text for this dashboard while it conflates.
@@ -220,7 +225,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     // MARK: - Reading only while replies can be written
 
     func read(context: ChannelHandlerContext) {
-        guard context.channel.isWritable, requestsInFlight < environment.maxRequestsInFlight else {
+        guard mayRead(context) else {
             readPending = true
             return
         }
@@ -228,8 +233,13 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
         context.read()
     }
 
+    private func mayRead(_ context: ChannelHandlerContext) -> Bool {
+        context.channel.isWritable && requestsInFlight < environment.maxRequestsInFlight
+            && replaysInFlight < Self.maxReplaysInFlight
+    }
+
     func resumeReadingIfAllowed(context: ChannelHandlerContext) {
-        if readPending, context.channel.isWritable, requestsInFlight < environment.maxRequestsInFlight {
+        if readPending, mayRead(context) {
             readPending = false
             context.read()
         }
