@@ -37,6 +37,7 @@ enum SessionFuzz {
 private final class Session: @unchecked Sendable {
     static let deviceIDs = ["d0", "d1", "sensor-2"]
     static let metrics = ["temp", "rpm", "door", "fw"]
+    static let verbose = ProcessInfo.processInfo.environment["HUB_FUZZ_VERBOSE"] != nil
 
     let loop = NIOAsyncTestingEventLoop()
     let registry = DeviceRegistry()
@@ -97,6 +98,7 @@ private final class Session: @unchecked Sendable {
         var steps = 0
         while let op = reader.byte(), steps < 64 {
             steps += 1
+            if Self.verbose { FileHandle.standardError.write(Data("op \(op % 10)\n".utf8)) }
             switch op % 10 {
             case 0: await dashboardText(reader.byte() ?? 0, reader.text())
             case 1: await subscribe(&reader)
@@ -231,6 +233,7 @@ private final class Session: @unchecked Sendable {
                 guard let text = data.readString(length: data.readableBytes),
                     let message = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
                 else { preconditionFailure("a /live message that is not a JSON object") }
+                if Self.verbose { FileHandle.standardError.write(Data("dashboard \(index) <- \(text)\n".utf8)) }
                 switch message["type"] as? String {
                 case "subscribed":
                     delivered[index][message["id"] as! String] = []

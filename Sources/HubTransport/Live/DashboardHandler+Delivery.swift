@@ -86,8 +86,26 @@ extension DashboardHandler {
             noteBacklog()
             context.flush()
         }
+        if context.channel.isWritable && outbox.isIdle { releaseIdleWaiters() }
         resumeReadingIfAllowed(context: context)
         context.fireChannelWritabilityChanged()
+    }
+
+    /// Completes once nothing waits in the outbox and the socket takes writes: what is
+    /// written then comes after everything queued before.
+    func whenOutboxIdle(context: ChannelHandlerContext) -> EventLoopFuture<Void> {
+        if outbox.isIdle && context.channel.isWritable { return eventLoop.makeSucceededFuture(()) }
+        let promise = eventLoop.makePromise(of: Void.self)
+        idleWaiters.append(promise)
+        return promise.futureResult
+    }
+
+    /// Lets waiting replay chunks go: the outbox emptied, or the connection is going (the
+    /// replay then sees it and stops).
+    func releaseIdleWaiters() {
+        let waiters = idleWaiters
+        idleWaiters = []
+        waiters.forEach { $0.succeed(()) }
     }
 
     /// Sends held `max_rate_hz` readings when they fall due.

@@ -67,12 +67,15 @@ extension DashboardHandler {
                     // replaced, removed or closed meanwhile stops the replay.
                     for chunk in Self.chunks(Self.messages(page, sub: subscription.id, device: target.id)) {
                         let current = try await eventLoop.flatSubmit { [self] () -> EventLoopFuture<Bool> in
-                            guard let context, subscriptions[subscription.id] === subscription, !closing else {
-                                return eventLoop.makeSucceededFuture(false)
+                            guard let waiting = context else { return eventLoop.makeSucceededFuture(false) }
+                            return whenOutboxIdle(context: waiting).flatMap { [self] () -> EventLoopFuture<Bool> in
+                                guard let context, subscriptions[subscription.id] === subscription, !closing else {
+                                    return eventLoop.makeSucceededFuture(false)
+                                }
+                                for message in chunk.dropLast() { send(message, context: context) }
+                                environment.metrics.deliveries.increment(by: Int64(chunk.count))
+                                return sendAndFlush(chunk.last ?? "", context: context).map { true }
                             }
-                            for message in chunk.dropLast() { send(message, context: context) }
-                            environment.metrics.deliveries.increment(by: Int64(chunk.count))
-                            return sendAndFlush(chunk.last ?? "", context: context).map { true }
                         }.get()
                         guard current else { break pages }
                     }

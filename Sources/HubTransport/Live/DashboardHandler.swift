@@ -36,6 +36,9 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     var rate = RateLimiter()
     var rateTimer: Scheduled<Void>?
     var replays: [String: ReplayBuffer] = [:]
+    /// Replay chunks waiting for the outbox to empty: a chunk goes out only behind
+    /// everything queued before it (`subscribed` first of all).
+    var idleWaiters: [EventLoopPromise<Void>] = []
     var closing = false
     /// Commands sent from this connection and not yet stored, and replays under way.
     var requestsInFlight = 0
@@ -68,6 +71,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         rateTimer?.cancel()
+        releaseIdleWaiters()
         for subscription in subscriptions.values { environment.fanout.index.remove(subscription, patterns: subscription.patterns) }
         subscriptions = [:]
         replays = [:]
@@ -263,6 +267,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     func close(code: UInt16, reason: String = "", context: ChannelHandlerContext) {
         guard !closing else { return }
         closing = true
+        releaseIdleWaiters()
         if !reason.isEmpty { logger.info("closing dashboard", metadata: ["reason": "\(reason)", "code": "\(code)"]) }
         var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
         data.writeInteger(code)
