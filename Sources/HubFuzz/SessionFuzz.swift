@@ -129,9 +129,10 @@ private final class Session: @unchecked Sendable {
         }
         await writer.shutdown()
         for channel in dashboards + devices + replaced { _ = try? await channel.finish() }
+        // The loop is not shut down: a replay task may still submit its last page to it
+        // (it then sees the subscription gone and stops), and a task submitted to a loop
+        // that is shut down leaks its promise. Closed channels leave nothing scheduled.
         await settle()
-        // Cancels what is still scheduled (heartbeats, rate timers), which holds the handlers.
-        try? await loop.shutdownGracefully()
     }
 
     // MARK: - Operations
