@@ -1,7 +1,8 @@
 import NIOCore
 
-/// Closes a connection whose peer stopped reading: one that has not taken a byte for
-/// `timeout` while the hub had bytes for it, or whose unsent bytes pass `maxBufferedBytes`.
+/// Closes a connection whose peer stopped reading: one that has taken no byte for
+/// `timeout` while more than the high water mark (64 KiB) waited for it, or whose unsent
+/// bytes pass `maxBufferedBytes`.
 /// It sits at the front of every connection's pipeline and sees every flush; before it
 /// closes it fires `WriteWatchdog.Expired` down the pipeline, so a WebSocket handler can
 /// write its close frame (4008 for dashboards, 1008 for devices) first.
@@ -37,15 +38,24 @@ final class WriteWatchdog: ChannelDuplexHandler, RemovableChannelHandler {
 
     func flush(context: ChannelHandlerContext) {
         context.flush()
-        guard !expired else { return }
-        let buffered = Self.buffered(context)
-        if buffered > maxBufferedBytes {
+        // Cheap on the hot path: the unsent bytes are looked at only past the high water
+        // mark, when the channel is not writable.
+        if !expired, !context.channel.isWritable, Self.buffered(context) > maxBufferedBytes {
             expire(.queueFull, context: context)
-        } else if buffered > 0 && check == nil {
-            lastBuffered = buffered
+        }
+    }
+
+    /// The clock runs while the channel is not writable (more than the high water mark
+    /// waits); it stands down once the peer has taken enough for it to be writable again.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            lastProgress = .now()  // the peer took bytes
+        } else if check == nil, !expired {
+            lastBuffered = Self.buffered(context)
             lastProgress = .now()
             scheduleCheck(context: context)
         }
+        context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -65,9 +75,8 @@ final class WriteWatchdog: ChannelDuplexHandler, RemovableChannelHandler {
         check = context.eventLoop.scheduleTask(in: interval) { [self] in
             check = nil
             let context = bound.value
-            guard context.channel.isActive, !expired else { return }
+            guard context.channel.isActive, !expired, !context.channel.isWritable else { return }
             let buffered = Self.buffered(context)
-            guard buffered > 0 else { return }  // everything went out
             if buffered < lastBuffered { lastProgress = .now() }
             lastBuffered = buffered
             if NIODeadline.now() - lastProgress >= timeout {
