@@ -106,6 +106,76 @@ struct HostileIngestTests {
         init(_ id: Int) { self.id = id }
     }
 
+    @Test("a removed subscription is released at once, though cached answers, current or behind, held it")
+    func subscriptionIndexReleasesRemoved() {
+        let index = SubscriptionIndex<Sub>()
+        let everything = [DevicePattern("*")!]
+        let other = Sub(2)
+        weak var removed: Sub?
+        do {
+            let sub = Sub(1)
+            removed = sub
+            index.add(sub, patterns: everything)
+            for device in ["a", "b", "c"] { #expect(index.matching(device).map(\.id) == [1]) }
+            // "b" and "c" fall behind the change log's newest addition, "a" catches up.
+            index.add(other, patterns: [DevicePattern("a")!])
+            #expect(index.matching("a").count == 2)
+            index.remove(sub, patterns: everything)
+        }
+        #expect(removed == nil, "a cached answer kept the removed subscription alive")
+        #expect(index.matching("a").map(\.id) == [2])
+        #expect(index.matching("b").isEmpty)
+        #expect(index.matching("c").isEmpty)
+    }
+
+    @Test("matches computed on other threads while subscriptions come and go end exact, and keep no removed subscription")
+    func subscriptionIndexUnderConcurrentChanges() {
+        let index = SubscriptionIndex<Sub>()
+        let devices = (0..<12).map { "dev-\($0)" }
+        let choices = ["*", "dev-1*", "dev-*", "dev-3", "*5", "nothing"]
+        let running = NIOLockedValueBox(true)
+        let readers = DispatchGroup()
+        for reader in 0..<3 {
+            // Threads of their own: they spin, and must not starve the test's own task.
+            readers.enter()
+            Thread.detachNewThread { [readers] in
+                defer { readers.leave() }
+                var turn = reader
+                while running.withLockedValue({ $0 }) {
+                    _ = index.matching(devices[turn % devices.count])
+                    turn += 1
+                }
+            }
+        }
+        var removed: [Weak] = []
+        var live: [(Sub, [DevicePattern])] = []
+        var generator = SystemRandomNumberGenerator()
+        for step in 0..<20_000 {
+            if live.count < 3 || Bool.random(using: &generator) {
+                let patterns = [DevicePattern(choices.randomElement(using: &generator)!)!]
+                let sub = Sub(step)
+                index.add(sub, patterns: patterns)
+                live.append((sub, patterns))
+            } else {
+                let (sub, patterns) = live.remove(at: Int.random(in: 0..<live.count, using: &generator))
+                index.remove(sub, patterns: patterns)
+                removed.append(Weak(sub))
+            }
+        }
+        running.withLockedValue { $0 = false }
+        readers.wait()
+        for device in devices {
+            let expected = Set(live.filter { $0.1.contains { $0.matches(device) } }.map(\.0.id))
+            #expect(Set(index.matching(device).map(\.id)) == expected, "\(device)")
+        }
+        #expect(removed.allSatisfy { $0.sub == nil }, "a removed subscription is still held")
+    }
+
+    struct Weak {
+        weak var sub: Sub?
+        init(_ sub: Sub) { self.sub = sub }
+    }
+
     @Test("cached subscription matches follow every subscribe and unsubscribe exactly as a fresh match would")
     func subscriptionIndexStaysExact() {
         let index = SubscriptionIndex<Sub>()

@@ -3,15 +3,17 @@ import NIOCore
 /// Closes a connection whose peer stopped reading: one that has taken no byte for
 /// `timeout` while more than the high water mark (64 KiB) waited for it, or whose unsent
 /// bytes pass `maxBufferedBytes`.
-/// It sits at the front of every connection's pipeline and sees every flush; before it
-/// closes it fires `WriteWatchdog.Expired` down the pipeline, so a WebSocket handler can
-/// write its close frame (4008 for dashboards, 1008 for devices) first.
+/// It sits at the front of every connection's pipeline. It is inbound only, so writes and
+/// flushes pass it by: it wakes when the channel turns unwritable, then looks at the unsent
+/// bytes once a second until the channel is writable again. Before it closes it fires
+/// `WriteWatchdog.Expired` down the pipeline, so a WebSocket handler can write its close
+/// frame (4008 for dashboards, 1008 for devices) first.
 ///
 /// Memory bound: what one connection holds in NIO's outbound buffer is at most
-/// `maxBufferedBytes` plus the last flush's writes.
-final class WriteWatchdog: ChannelDuplexHandler, RemovableChannelHandler {
+/// `maxBufferedBytes` plus what its handler writes in one second while the channel is not
+/// writable; every handler holds back while it is not (see docs/operations.md).
+final class WriteWatchdog: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
-    typealias OutboundIn = NIOAny
 
     /// Fired inbound just before the watchdog closes the connection.
     struct Expired: Sendable {
@@ -36,24 +38,20 @@ final class WriteWatchdog: ChannelDuplexHandler, RemovableChannelHandler {
         self.maxBufferedBytes = maxBufferedBytes
     }
 
-    func flush(context: ChannelHandlerContext) {
-        context.flush()
-        // Cheap on the hot path: the unsent bytes are looked at only past the high water
-        // mark, when the channel is not writable.
-        if !expired, !context.channel.isWritable, Self.buffered(context) > maxBufferedBytes {
-            expire(.queueFull, context: context)
-        }
-    }
-
-    /// The clock runs while the channel is not writable (more than the high water mark
-    /// waits); it stands down once the peer has taken enough for it to be writable again.
+    /// The clock runs while the channel is not writable; it stands down once the peer has
+    /// taken enough for it to be writable again.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
             lastProgress = .now()  // the peer took bytes
-        } else if check == nil, !expired {
-            lastBuffered = Self.buffered(context)
-            lastProgress = .now()
-            scheduleCheck(context: context)
+        } else if !expired {
+            let buffered = Self.buffered(context)
+            if buffered > maxBufferedBytes {
+                expire(.queueFull, context: context)
+            } else if check == nil {
+                lastBuffered = buffered
+                lastProgress = .now()
+                scheduleCheck(context: context)
+            }
         }
         context.fireChannelWritabilityChanged()
     }
@@ -77,6 +75,7 @@ final class WriteWatchdog: ChannelDuplexHandler, RemovableChannelHandler {
             let context = bound.value
             guard context.channel.isActive, !expired, !context.channel.isWritable else { return }
             let buffered = Self.buffered(context)
+            if buffered > maxBufferedBytes { return expire(.queueFull, context: context) }
             if buffered < lastBuffered { lastProgress = .now() }
             lastBuffered = buffered
             if NIODeadline.now() - lastProgress >= timeout {
