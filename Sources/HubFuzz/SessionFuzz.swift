@@ -132,7 +132,14 @@ private final class Session: @unchecked Sendable {
         // The loop is not shut down: a replay task may still submit its last page to it
         // (it then sees the subscription gone and stops), and a task submitted to a loop
         // that is shut down leaks its promise. Closed channels leave nothing scheduled.
-        await settle()
+        // Tasks still in flight (a device's command replies hand their end back to the
+        // loop) get a few milliseconds of real time to land: on a busy machine they ran
+        // after the last settle, and the task they left on the loop kept the session alive
+        // (LeakSanitizer reported the whole core).
+        for _ in 0..<3 {
+            try? await Task.sleep(for: .milliseconds(1))
+            await settle()
+        }
     }
 
     // MARK: - Operations

@@ -139,9 +139,10 @@ public final class SubscriptionIndex<Subscription: AnyObject & Sendable>: Sendab
         case .catchUp(var cached, let added, let generation):
             for (key, live) in added where live.patterns.contains(where: { $0.matches(device) }) {
                 cached.matches[key] = live.subscription
+                cached.list = nil
             }
             cached.generation = generation
-            cached.list = Array(cached.matches.values)
+            if cached.list == nil { cached.list = Array(cached.matches.values) }
             fresh = cached
         case .full(let exact, let globs, let generation):
             var found = exact
