@@ -1,19 +1,19 @@
 import NIOCore
 
 /// Closes a connection whose peer stopped reading: one that has taken no byte for
-/// `timeout` while the hub had bytes for it, or whose unsent bytes pass `maxBufferedBytes`.
-/// It sits at the front of every connection's pipeline and sees every flush. After a flush
-/// with no clock running, it reads the unsent bytes once (a peer that reads leaves none);
-/// while the clock runs, a flush looks only at the channel's writability, and the clock
-/// looks at the unsent bytes once a second until they are all gone. Before it closes it
-/// fires `WriteWatchdog.Expired` down the pipeline, so a WebSocket handler can write its
-/// close frame (4008 for dashboards, 1008 for devices) first.
+/// `timeout` while more than the high water mark (64 KiB) waited for it, or whose unsent
+/// bytes pass `maxBufferedBytes`.
+/// It sits at the front of every connection's pipeline. It is inbound only, so writes and
+/// flushes pass it by: it wakes when the channel turns unwritable, then looks at the unsent
+/// bytes once a second until the channel is writable again. Before it closes it fires
+/// `WriteWatchdog.Expired` down the pipeline, so a WebSocket handler can write its close
+/// frame (4008 for dashboards, 1008 for devices) first.
 ///
 /// Memory bound: what one connection holds in NIO's outbound buffer is at most
-/// `maxBufferedBytes` plus the last flush's writes.
-final class WriteWatchdog: ChannelDuplexHandler, RemovableChannelHandler {
+/// `maxBufferedBytes` plus what its handler writes in one second while the channel is not
+/// writable; every handler holds back while it is not (see docs/operations.md).
+final class WriteWatchdog: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
-    typealias OutboundIn = NIOAny
 
     /// Fired inbound just before the watchdog closes the connection.
     struct Expired: Sendable {
@@ -38,22 +38,22 @@ final class WriteWatchdog: ChannelDuplexHandler, RemovableChannelHandler {
         self.maxBufferedBytes = maxBufferedBytes
     }
 
-    func flush(context: ChannelHandlerContext) {
-        context.flush()
-        guard !expired else { return }
-        if check == nil {
+    /// The clock runs while the channel is not writable; it stands down once the peer has
+    /// taken enough for it to be writable again.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            lastProgress = .now()  // the peer took bytes
+        } else if !expired {
             let buffered = Self.buffered(context)
             if buffered > maxBufferedBytes {
                 expire(.queueFull, context: context)
-            } else if buffered > 0 {
+            } else if check == nil {
                 lastBuffered = buffered
                 lastProgress = .now()
                 scheduleCheck(context: context)
             }
-        } else if !context.channel.isWritable, Self.buffered(context) > maxBufferedBytes {
-            // Past the high water mark only: below it the cap cannot be near.
-            expire(.queueFull, context: context)
         }
+        context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -73,9 +73,8 @@ final class WriteWatchdog: ChannelDuplexHandler, RemovableChannelHandler {
         check = context.eventLoop.scheduleTask(in: interval) { [self] in
             check = nil
             let context = bound.value
-            guard context.channel.isActive, !expired else { return }
+            guard context.channel.isActive, !expired, !context.channel.isWritable else { return }
             let buffered = Self.buffered(context)
-            guard buffered > 0 else { return }  // everything went out: the clock stands down
             if buffered > maxBufferedBytes { return expire(.queueFull, context: context) }
             if buffered < lastBuffered { lastProgress = .now() }
             lastBuffered = buffered
