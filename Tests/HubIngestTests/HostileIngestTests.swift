@@ -151,22 +151,15 @@ struct HostileIngestTests {
         var live: [(Sub, [DevicePattern])] = []
         var generator = SystemRandomNumberGenerator()
         for step in 0..<20_000 {
-            if live.count < 3 || Bool.random(using: &generator) {
-                let patterns = [DevicePattern(choices.randomElement(using: &generator)!)!]
-                let sub = Sub(step)
-                index.add(sub, patterns: patterns)
-                live.append((sub, patterns))
-            } else {
-                let (sub, patterns) = live.remove(at: Int.random(in: 0..<live.count, using: &generator))
-                index.remove(sub, patterns: patterns)
-                removed.append(Weak(sub))
+            let gone = Self.change(index, step: step, live: &live, keep: 3, using: &generator) {
+                [DevicePattern(choices.randomElement(using: &$0)!)!]
             }
+            if let gone { removed.append(Weak(gone)) }
         }
         running.withLockedValue { $0 = false }
         readers.wait()
         for device in devices {
-            let expected = Set(live.filter { $0.1.contains { $0.matches(device) } }.map(\.0.id))
-            #expect(Set(index.matching(device).map(\.id)) == expected, "\(device)")
+            #expect(Set(index.matching(device).map(\.id)) == Self.expected(device, live), "\(device)")
         }
         #expect(removed.allSatisfy { $0.sub == nil }, "a removed subscription is still held")
     }
@@ -174,6 +167,30 @@ struct HostileIngestTests {
     struct Weak {
         weak var sub: Sub?
         init(_ sub: Sub) { self.sub = sub }
+    }
+
+    /// One random change: adds a subscription (always while fewer than `keep` are live) or
+    /// removes a live one. - Returns: the removed subscription, if one was.
+    static func change(
+        _ index: SubscriptionIndex<Sub>, step: Int, live: inout [(Sub, [DevicePattern])], keep: Int,
+        using generator: inout SystemRandomNumberGenerator,
+        patterns: (inout SystemRandomNumberGenerator) -> [DevicePattern]
+    ) -> Sub? {
+        if live.count < keep || Bool.random(using: &generator) {
+            let sub = Sub(step)
+            let chosen = patterns(&generator)
+            index.add(sub, patterns: chosen)
+            live.append((sub, chosen))
+            return nil
+        }
+        let (sub, chosen) = live.remove(at: Int.random(in: 0..<live.count, using: &generator))
+        index.remove(sub, patterns: chosen)
+        return sub
+    }
+
+    /// The ids of the live subscriptions matching `device`, by brute force.
+    static func expected(_ device: String, _ live: [(Sub, [DevicePattern])]) -> Set<Int> {
+        Set(live.filter { $0.1.contains { $0.matches(device) } }.map(\.0.id))
     }
 
     @Test("cached subscription matches follow every subscribe and unsubscribe exactly as a fresh match would")
@@ -184,20 +201,13 @@ struct HostileIngestTests {
         var generator = SystemRandomNumberGenerator()
         let choices = ["*", "dev-1-*", "*-3", "dev-2-22", "dev-*-1*", "nothing", "dev-5-*", "*6*"]
         for step in 0..<3_000 {
-            if live.isEmpty || Bool.random(using: &generator) {
-                let patterns = (0..<Int.random(in: 1...3, using: &generator)).map { _ in DevicePattern(choices.randomElement(using: &generator)!)! }
-                let sub = Sub(step)
-                index.add(sub, patterns: patterns)
-                live.append((sub, patterns))
-            } else {
-                let (sub, patterns) = live.remove(at: Int.random(in: 0..<live.count, using: &generator))
-                index.remove(sub, patterns: patterns)
+            _ = Self.change(index, step: step, live: &live, keep: 1, using: &generator) { generator in
+                (0..<Int.random(in: 1...3, using: &generator)).map { _ in DevicePattern(choices.randomElement(using: &generator)!)! }
             }
             // Some devices look up after every change, others rarely (they catch up, or fall
             // behind the log and are matched afresh).
             for device in devices where step % (device.hasSuffix("0") ? 1 : 97) == 0 {
-                let expected = Set(live.filter { $0.1.contains { $0.matches(device) } }.map(\.0.id))
-                #expect(Set(index.matching(device).map(\.id)) == expected, "\(device) at step \(step)")
+                #expect(Set(index.matching(device).map(\.id)) == Self.expected(device, live), "\(device) at step \(step)")
             }
         }
     }
