@@ -40,10 +40,12 @@ let package = Package(
             dependencies: [
                 "HubProtocol",
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
 
@@ -56,6 +58,7 @@ let package = Package(
                 "Postgres",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             resources: [.copy("schema.sql")]
         ),
@@ -75,6 +78,8 @@ let package = Package(
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             resources: [.copy("Page/index.html"), .copy("REST/openapi.json")]
         ),
@@ -97,20 +102,27 @@ let package = Package(
         .target(
             name: "Hub",
             dependencies: [
-                "HubIngest", "HubStorage", "HubTransport",
+                "HubProtocol", "HubIngest", "HubStorage", "HubTransport", "Postgres",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
 
         .executableTarget(
             name: "hub",
             dependencies: [
-                "Hub", "HubClient", "HubIngest", "HubStorage", "Postgres",
+                "Hub", "HubClient", "HubProtocol", "HubIngest", "HubStorage", "Postgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
 
@@ -130,12 +142,21 @@ let package = Package(
         .testTarget(name: "HubProtocolTests", dependencies: ["HubProtocol"]),
         .testTarget(
             name: "HubIngestTests",
-            dependencies: ["HubIngest", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
+            dependencies: [
+                "HubProtocol", "HubIngest",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         .testTarget(name: "HubTransportTests", dependencies: ["HubTransport", "HubProtocol"]),
         .testTarget(
             name: "HubLiveTests",
-            dependencies: ["Hub", "HubClient", "HubStorage", "Postgres"]
+            dependencies: [
+                "Hub", "HubClient", "HubProtocol", "HubIngest", "HubStorage", "Postgres",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
     ]
 )

@@ -3,33 +3,41 @@ import HubIngest
 import HubStorage
 import HubTransport
 import Logging
+import NIOConcurrencyHelpers
 import Postgres
+import ServiceLifecycle
 
-/// The composition root: builds and runs a whole hub from a `HubConfiguration`.
+/// The composition root: builds a whole hub from a `HubConfiguration` and runs its parts
+/// as one service group.
 ///
-/// Start order is dependency order (database, registry, writer, server); `stop()` runs in
-/// reverse and loses no accepted frame: the server stops reading, the writer commits and
-/// acks what was read, then sockets close with 1001 and the embedded cluster stops.
+/// The services start in dependency order: partition upkeep, the rollup fold, the
+/// device-change listener, the database executors, the command writer, the ingest writer,
+/// the command center, the server. Shutdown runs in reverse and loses no accepted frame:
+/// the server stops reading, the ingest writer commits and acks what was read, sockets
+/// close with 1001, then each part behind it stops, and the embedded cluster last.
 public final class Hub: Sendable {
     public let configuration: HubConfiguration
-    /// The bound port (useful with port 0).
-    public let port: Int
     public let database: DatabaseTarget
     public let registry: DeviceRegistry
     public let apiToken: String
-    private let queue: IngestQueue
     private let writer: IngestWriter
-    private let listener: DeviceChangeListener
-    private let executor: DatabaseExecutor
-    private let probe: DatabaseExecutor
-    private let commandStore: PostgresCommandStore
     private let partitions: PartitionManager
-    private let rollups: RollupFolder
-    private let server: HubServer
+    private let group: ServiceGroup
     private let logger: Logger
+    private let state = NIOLockedValueBox(RunState())
+
+    private struct RunState {
+        var port: Int?
+        var failure: Error?
+        var run: Task<Void, Never>?
+    }
+
+    /// The bound port (useful with port 0).
+    public var port: Int { state.withLockedValue { $0.port } ?? configuration.server.port }
 
     /// Starts a hub; returns once it accepts connections.
-    public static func start(_ configuration: HubConfiguration, logger: Logger) async throws -> Hub {
+    /// - Parameter clock: the time every part reads (tests pass a `ManualClock`).
+    public static func start(_ configuration: HubConfiguration, logger: Logger, clock: any HubClock = SystemClock()) async throws -> Hub {
         try APIToken.check(configuration.apiToken, flag: "--api-token")
         try APIToken.check(configuration.readToken, flag: "--read-token")
         try DataFolder.prepare(
@@ -39,21 +47,38 @@ public final class Hub: Sendable {
                 databaseURL: configuration.databaseURL, clusterDirectory: configuration.clusterDirectory,
                 logger: logger, timeout: configuration.databaseStartupTimeout)
         }.value
+        let (ports, announce) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .bufferingNewest(1))
+        let hub: Hub
         do {
-            return try await Hub(configuration: configuration, database: database, logger: logger)
+            hub = try await Hub(configuration: configuration, database: database, clock: clock, logger: logger) { port in
+                announce.yield(port)
+                announce.finish()
+            }
         } catch {
             database.stop()
             throw error
         }
+        hub.launch(finished: announce)
+        guard let port = await ports.first(where: { _ in true }) else {
+            await hub.stop()
+            throw hub.state.withLockedValue { $0.failure } ?? CancellationError()
+        }
+        hub.state.withLockedValue { $0.port = port }
+        if configuration.server.autoProvision {
+            logger.warning("auto-provisioning is on: any well-formed device id may connect without a token")
+        }
+        return hub
     }
 
-    private init(configuration: HubConfiguration, database: DatabaseTarget, logger: Logger) async throws {
+    private init(
+        configuration: HubConfiguration, database: DatabaseTarget, clock: any HubClock, logger: Logger,
+        bound: @escaping @Sendable (Int) -> Void
+    ) async throws {
         self.configuration = configuration
         self.database = database
         self.logger = logger
         apiToken = try configuration.apiToken ?? APIToken.loadOrCreate(in: configuration.dataDirectory)
 
-        HubMetrics.bootstrap()
         let registry = DeviceRegistry(autoProvision: configuration.server.autoProvision)
         let metricCatalog = MetricCatalog(limits: configuration.metricLimits)
         if database.reachableAtStart {
@@ -63,58 +88,74 @@ public final class Hub: Sendable {
         }
         self.registry = registry
 
-        partitions = PartitionManager(url: database.url, settings: configuration.storage, logger: logger)
+        let partitions = PartitionManager(url: database.url, settings: configuration.storage, logger: logger)
         if database.reachableAtStart {
             // Partitions for now and ahead exist before the first frame arrives.
             try partitions.runOnce(on: PostgresConnection(url: database.url), logger: logger)
         }
-        partitions.start()
-        rollups = RollupFolder(url: database.url, logger: logger)
-        rollups.start()
+        self.partitions = partitions
+        let rollups = RollupFolder(url: database.url, logger: logger)
 
-        queue = IngestQueue(capacityRows: configuration.queueCapacityRows)
+        let queue = IngestQueue(capacityRows: configuration.queueCapacityRows)
         let metrics = IngestMetrics()
-        writer = IngestWriter(
+        let writer = IngestWriter(
             queue: queue, sink: PostgresIngestSink(url: database.url), registry: registry,
             configuration: .init(policy: FlushPolicy(
                 maxRows: configuration.batchRows,
                 maxDelayNanos: UInt64(configuration.flushInterval.components.attoseconds / 1_000_000_000)
                     + UInt64(configuration.flushInterval.components.seconds) * 1_000_000_000)),
             logger: logger, metrics: metrics)
-        writer.start()
+        self.writer = writer
 
-        listener = DeviceChangeListener(
+        let listener = DeviceChangeListener(
             url: database.url, registry: registry, metrics: metricCatalog, schemaApplied: database.reachableAtStart, logger: logger
         ) { connection in
             connection.close(.revoked)
         }
-        listener.start()
 
         let executor = DatabaseExecutor(url: database.url, name: "hub-database", statementTimeout: configuration.statementTimeout)
-        self.executor = executor
         // Readiness has a connection of its own: it never waits behind REST or replays.
         let probe = DatabaseExecutor(url: database.url, name: "hub-readiness", threads: 1, statementTimeout: .seconds(2))
-        self.probe = probe
         let commandStore = PostgresCommandStore(url: database.url, executor: executor, logger: logger)
-        self.commandStore = commandStore
-        let writer = self.writer
-        server = HubServer(
+        let tokens = APITokens(full: apiToken, readOnly: configuration.readToken)
+        let core = HubCore(
             configuration: configuration.server, registry: registry, metricCatalog: metricCatalog, queue: queue, metrics: metrics,
-            tokens: APITokens(full: apiToken, readOnly: configuration.readToken),
+            tokens: tokens,
             history: PostgresTelemetryHistory(
                 executor: executor, rollupRetentionDays: configuration.storage.rollupRetentionDays,
-                pageRows: PostgresTelemetryHistory.pageRows(maxFrameBytes: configuration.server.maxFrameBytes)), admin: PostgresDeviceAdmin(executor: executor),
-            queries: PostgresTelemetryQueries(executor: executor), commandStore: commandStore,
-            logger: logger,
+                pageRows: PostgresTelemetryHistory.pageRows(maxFrameBytes: configuration.server.maxFrameBytes)),
+            commandStore: commandStore, clock: clock, logger: logger)
+        let server = HubServer(
+            core: core, tokens: tokens, admin: PostgresDeviceAdmin(executor: executor),
+            queries: PostgresTelemetryQueries(executor: executor), logger: logger,
             provision: { id in try await executor.run { try DeviceStore(connection: $0).provision(id: id) } },
             metricsText: { [queue] in
                 HubMetrics.queueDepth.record(queue.depth)
                 return HubMetrics.text()
             },
-            readiness: { [registry] in await Hub.readiness(writer: writer, probe: probe, registry: registry) })
-        port = try await server.start()
-        if configuration.server.autoProvision {
-            logger.warning("auto-provisioning is on: any well-formed device id may connect without a token")
+            readiness: { [registry] in await Hub.readiness(writer: writer, probe: probe, registry: registry) },
+            drain: { await writer.shutdown() },
+            bound: bound)
+        let services: [any Service] = [partitions, rollups, listener, executor, probe, commandStore, writer, core.commandService, server]
+        group = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: logger))
+    }
+
+    /// Runs the service group in the hub's one task; when it ends (stopped, or a part
+    /// failed) the embedded cluster stops and `finished` ends.
+    private func launch(finished: AsyncStream<Int>.Continuation) {
+        let (group, database, logger) = (self.group, self.database, self.logger)
+        state.withLockedValue { state in
+            state.run = Task { [state = self.state] in
+                do {
+                    try await group.run()
+                } catch {
+                    logger.critical("the hub stopped on a failure", metadata: ["error": "\(error)"])
+                    state.withLockedValue { $0.failure = error }
+                }
+                finished.finish()
+                database.stop(force: true)
+            }
         }
     }
 
@@ -147,19 +188,12 @@ public final class Hub: Sendable {
         return reachable ? Readiness(ready: true, detail: "ready") : Readiness(ready: false, detail: "database unreachable")
     }
 
-    /// Graceful stop: stop reading, commit and ack, close sockets with 1001, stop the cluster.
+    /// Graceful stop: the service group shuts down in reverse start order (see the type's
+    /// summary); returns once every part, and the embedded cluster, has stopped.
     public func stop() async {
         logger.info("stopping: finishing ingest")
-        await server.quiesce()
-        await writer.shutdown()
-        await server.closeAll(.shuttingDown)
-        listener.stop()
-        partitions.stop()
-        rollups.stop()
-        commandStore.shutdown()
-        executor.shutdown()
-        probe.shutdown()
-        database.stop(force: true)
+        await group.triggerGracefulShutdown()
+        await state.withLockedValue { $0.run }?.value
         logger.info("stopped")
     }
 }

@@ -13,8 +13,9 @@ public enum HubMetrics {
     /// Readings queued or being written, sampled at each scrape.
     static let queueDepth = Gauge(label: "hub_ingest_queue_depth")
 
-    /// Installs the Prometheus backend once per process (the first hub does it).
-    static func bootstrap() {
+    /// Installs the Prometheus backend, once per process. The executable (and a test run)
+    /// calls it before it builds a hub: metrics made before it count nowhere.
+    public static func bootstrap() {
         _ = bootstrapped
     }
 

@@ -202,7 +202,11 @@ public final class DeviceUplink: @unchecked Sendable {
                 let client = try await DeviceClient.connect(
                     host: configuration.host, port: configuration.port, deviceID: configuration.deviceID,
                     token: configuration.token, group: group, onEvent: { [weak self] event in self?.handle(event) })
-                welcomed(client)
+                guard welcomed(client) else {
+                    // `close()` ran while this connection was being made: it is not kept.
+                    await client.close()
+                    return
+                }
                 backoff = configuration.initialBackoff
                 try? await client.channel.closeFuture.get()
                 lock.withLock { if self.client === client { self.client = nil } }
@@ -219,9 +223,12 @@ public final class DeviceUplink: @unchecked Sendable {
 
     /// Resumes: drops what the hub already has, continues the sequence above it, and re-sends
     /// the rest in order before any new frame.
-    private func welcomed(_ client: DeviceClient) {
+    /// - Returns: false if the uplink is closing; the connection is then not taken.
+    private func welcomed(_ client: DeviceClient) -> Bool {
         let stored = client.welcome.lastSeq
-        lock.withLock {
+        let taken = lock.withLock {
+            // Decided under the lock `close()` takes: either it sees this client or this sees it closing.
+            guard !closing else { return false }
             welcome = client.welcome
             connects += 1
             dropAcked(upTo: stored)
@@ -230,9 +237,12 @@ public final class DeviceUplink: @unchecked Sendable {
             for frame in buffer { client.sendBinary(frame.bytes, flush: false) }
             client.flush()
             self.client = client
+            return true
         }
+        guard taken else { return false }
         wakeAll()
         for command in lock.withLock({ defer { early = [] }; return early }) { received(command) }
+        return true
     }
 
     private func handle(_ event: DeviceClient.Event) {

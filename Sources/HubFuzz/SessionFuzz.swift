@@ -46,6 +46,8 @@ private final class Session: @unchecked Sendable {
     let store = MemoryCommandStore()
     let writer: IngestWriter
     let core: HubCore
+    /// The command center's service, run for the session and cancelled at its end.
+    var commandRun: Task<Void, Never>?
     var dashboards: [NIOAsyncTestingChannel] = []
     var devices: [NIOAsyncTestingChannel] = []
     /// Device channels a reconnect replaced, finished at the end.
@@ -75,6 +77,8 @@ private final class Session: @unchecked Sendable {
             }()), queue: queue, metrics: IngestMetrics(), tokens: APITokens(full: "fuzz-full-api-token", readOnly: nil),
             history: sink, commandStore: store, logger: logger)
         writer.start()
+        let commands = core.commandService
+        commandRun = Task { try? await commands.run() }
         for index in 0..<2 {
             let channel = NIOAsyncTestingChannel(loop: loop)
             try? await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1000 + index))
@@ -128,6 +132,8 @@ private final class Session: @unchecked Sendable {
             print("session: \(delivered.flatMap(\.values).map(\.count).reduce(0, +)) deliveries, \(store.ids.count) commands, stored \(sink.stored) readings")
         }
         await writer.shutdown()
+        commandRun?.cancel()
+        await commandRun?.value
         for channel in dashboards + devices + replaced { _ = try? await channel.finish() }
         // The loop is not shut down: a replay task may still submit its last page to it
         // (it then sees the subscription gone and stops), and a task submitted to a loop

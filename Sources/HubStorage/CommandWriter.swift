@@ -30,14 +30,18 @@ final class CommandWriter: @unchecked Sendable {
     private let condition = NSCondition()
     private var pending: [String: Entry] = [:]
     private var stopped = false
-    private var finished = false
+    private var thread: ServiceThread?
 
     init(url: String, logger: Logger) {
         self.url = url
         self.logger = logger
-        let thread = Thread { [self] in loop() }
-        thread.name = "hub-commands"
-        thread.start()
+    }
+
+    func start() {
+        condition.withLock {
+            guard thread == nil else { return }
+            thread = ServiceThread.start(name: "hub-commands") { [self] in loop() }
+        }
     }
 
     func save(_ command: Command, isNew: Bool, done: Done?) {
@@ -51,13 +55,15 @@ final class CommandWriter: @unchecked Sendable {
         condition.signal()
     }
 
-    /// Writes what is pending (one try if the database is down) and stops the thread.
-    func shutdown() {
-        condition.lock()
-        stopped = true
-        condition.broadcast()
-        while !finished { condition.wait() }
-        condition.unlock()
+    /// Writes what is pending (one try if the database is down) and stops the thread;
+    /// returns once it has.
+    func shutdown() async {
+        let thread = condition.withLock {
+            stopped = true
+            condition.broadcast()
+            return self.thread
+        }
+        await thread?.join()
     }
 
     /// Later saves win; waiters add up. Called with the lock held.
@@ -80,8 +86,6 @@ final class CommandWriter: @unchecked Sendable {
                 // Stopping: what one more try could not store stays as it was in the database.
                 let lost = pending.values
                 pending = [:]
-                finished = true
-                condition.broadcast()
                 condition.unlock()
                 if !lost.isEmpty { logger.error("command changes not stored at stop", metadata: ["rows": "\(lost.count)"]) }
                 for entry in lost { entry.done.forEach { $0(PostgresError(.connection, message: "the hub stopped")) } }

@@ -2,6 +2,7 @@ import Foundation
 import HubIngest
 import Logging
 import Postgres
+import ServiceLifecycle
 
 /// Dedicated threads, each with its own connection, for control-plane queries
 /// (registrations, lookups, commands, replays). Jobs start in the order they were queued;
@@ -21,6 +22,7 @@ public final class DatabaseExecutor: @unchecked Sendable {
     private let condition = NSCondition()
     private var jobs: [(PostgresConnection?) -> Void] = []
     private var stopped = false
+    private var threads: [ServiceThread] = []
 
     /// - Parameters:
     ///   - threads: concurrent connections (default 4).
@@ -28,10 +30,8 @@ public final class DatabaseExecutor: @unchecked Sendable {
     public init(url: String, name: String, threads: Int = 4, statementTimeout: Duration? = nil) {
         self.url = url
         self.statementTimeout = statementTimeout
-        for index in 0..<max(1, threads) {
-            let thread = Thread { [self] in loop() }
-            thread.name = "\(name)-\(index)"
-            thread.start()
+        self.threads = (0..<max(1, threads)).map { index in
+            ServiceThread.start(name: "\(name)-\(index)") { [self] in loop() }
         }
     }
 
@@ -66,11 +66,14 @@ public final class DatabaseExecutor: @unchecked Sendable {
         return connection
     }
 
-    public func shutdown() {
-        condition.lock()
-        stopped = true
-        condition.broadcast()
-        condition.unlock()
+    /// Runs the jobs already queued, refuses new ones, and returns once every thread has
+    /// closed its connection. Later calls return at once.
+    public func shutdown() async {
+        condition.withLock {
+            stopped = true
+            condition.broadcast()
+        }
+        await threads.joinAll()
     }
 
     private func loop() {
@@ -109,5 +112,13 @@ extension StorageFailure {
         case let error as PostgresError: StorageFailure(error)
         default: error
         }
+    }
+}
+
+extension DatabaseExecutor: Service {
+    /// Serves jobs until the graceful shutdown.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await shutdown()
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import HubIngest
 import Logging
 import Postgres
+import ServiceLifecycle
 
 /// Keeps the in-memory registry in step with devices changed outside this process (for
 /// example `hub devices add` while the hub runs), through `LISTEN hub_devices`.
@@ -11,8 +12,9 @@ public final class DeviceChangeListener: @unchecked Sendable {
     private let logger: Logger
     private let onRevoked: @Sendable (any DeviceConnection) -> Void
     private let metrics: MetricCatalog?
-    private let lock = NSLock()
+    private let lock = NSCondition()
     private var stopped = false
+    private var thread: ServiceThread?
     private var schemaApplied: Bool
 
     /// - Parameters:
@@ -35,13 +37,20 @@ public final class DeviceChangeListener: @unchecked Sendable {
     }
 
     public func start() {
-        let thread = Thread { [self] in loop() }
-        thread.name = "hub-device-listener"
-        thread.start()
+        lock.withLock {
+            guard thread == nil else { return }
+            thread = ServiceThread.start(name: "hub-device-listener") { [self] in loop() }
+        }
     }
 
-    public func stop() {
-        lock.withLock { stopped = true }
+    /// Stops within one wait for notifications (500 ms); returns once the thread has.
+    public func stop() async {
+        let thread = lock.withLock {
+            stopped = true
+            lock.broadcast()
+            return self.thread
+        }
+        await thread?.join()
     }
 
     private var isStopped: Bool { lock.withLock { stopped } }
@@ -82,8 +91,17 @@ public final class DeviceChangeListener: @unchecked Sendable {
                     warned = true
                 }
                 connection = nil
-                Thread.sleep(forTimeInterval: 1)
+                lock.withLock { if !stopped { _ = lock.wait(until: Date().addingTimeInterval(1)) } }
             }
         }
+    }
+}
+
+extension DeviceChangeListener: Service {
+    /// Listens until the graceful shutdown.
+    public func run() async throws {
+        start()
+        try? await gracefulShutdown()
+        await stop()
     }
 }

@@ -3,6 +3,7 @@ import HubIngest
 import Logging
 import Metrics
 import Postgres
+import ServiceLifecycle
 
 /// Keeps `reading` partitioned by time and within its retention: creates partitions ahead
 /// of time, moves readings that landed in `reading_default` (late or far-future data, or
@@ -78,8 +79,9 @@ public final class PartitionManager: @unchecked Sendable {
         worker.start()
     }
 
-    public func stop() {
-        worker.stop()
+    /// Stops after the round in progress; returns once its thread has.
+    public func stop() async {
+        await worker.stop()
     }
 
     /// One round: partitions ahead, default rows moved, retention. Each step stands alone:
@@ -254,5 +256,14 @@ public final class PartitionManager: @unchecked Sendable {
     /// A `timestamptz` literal for Unix seconds.
     static func literal(_ seconds: Int64) -> String {
         Date(timeIntervalSince1970: TimeInterval(seconds)).ISO8601Format()
+    }
+}
+
+extension PartitionManager: Service {
+    /// Works until the graceful shutdown, then stops after the round in progress.
+    public func run() async throws {
+        start()
+        try? await gracefulShutdown()
+        await stop()
     }
 }

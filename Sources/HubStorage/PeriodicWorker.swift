@@ -1,4 +1,5 @@
 import Foundation
+import HubIngest
 import Postgres
 
 /// Runs a round of database work on its own thread and connection: at start, then every
@@ -13,6 +14,7 @@ final class PeriodicWorker: @unchecked Sendable {
     private let failed: (Error, _ firstInARow: Bool) -> Void
     private let condition = NSCondition()
     private var stopped = false
+    private var thread: ServiceThread?
 
     init(
         name: String, url: String, interval: Duration, round: @escaping (PostgresConnection) throws -> Bool,
@@ -26,16 +28,20 @@ final class PeriodicWorker: @unchecked Sendable {
     }
 
     func start() {
-        let thread = Thread { [self] in loop() }
-        thread.name = name
-        thread.start()
+        condition.withLock {
+            guard thread == nil else { return }
+            thread = ServiceThread.start(name: name) { [self] in loop() }
+        }
     }
 
-    func stop() {
-        condition.withLock {
+    /// Stops after the round in progress; returns once the thread has.
+    func stop() async {
+        let thread = condition.withLock {
             stopped = true
             condition.broadcast()
+            return self.thread
         }
+        await thread?.join()
     }
 
     private func loop() {

@@ -2,6 +2,7 @@ import Foundation
 import HubIngest
 import Logging
 import Postgres
+import ServiceLifecycle
 
 /// Commands in PostgreSQL's `commands` table: changes go through a batching writer
 /// thread, reads through the control-plane executor.
@@ -24,9 +25,14 @@ public final class PostgresCommandStore: CommandStore {
         writer.save(command, isNew: isNew, done: done)
     }
 
-    /// Stores what is pending and stops the writer thread.
-    public func shutdown() {
-        writer.shutdown()
+    /// Starts the writer thread.
+    public func start() {
+        writer.start()
+    }
+
+    /// Stores what is pending and stops the writer thread; returns once it has.
+    public func shutdown() async {
+        await writer.shutdown()
     }
 
     public func command(id: String) async throws -> Command? {
@@ -60,5 +66,14 @@ public final class PostgresCommandStore: CommandStore {
             id: row[0]!, device: row[1]!, name: row[2]!, paramsJSON: row[3] ?? "{}",
             status: CommandStatus(rawValue: row[4]!) ?? .queued, resultJSON: row[5], error: row[6],
             createdMicros: Int64(row[7]!) ?? 0, updatedMicros: Int64(row[8]!) ?? 0, expiresMicros: Int64(row[9]!) ?? 0)
+    }
+}
+
+extension PostgresCommandStore: Service {
+    /// Writes command rows until the graceful shutdown, then what is pending.
+    public func run() async throws {
+        start()
+        try? await gracefulShutdown()
+        await shutdown()
     }
 }

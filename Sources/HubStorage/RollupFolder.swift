@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Postgres
+import ServiceLifecycle
 
 /// Folds `rollup_delta` into `rollup_1m` and `rollup_1h`, every second, on its own thread
 /// and connection: one statement takes the deltas out, merges them per hour and per minute,
@@ -57,8 +58,9 @@ public final class RollupFolder: @unchecked Sendable {
         worker.start()
     }
 
-    public func stop() {
-        worker.stop()
+    /// Stops after the round in progress; returns once its thread has.
+    public func stop() async {
+        await worker.stop()
     }
 
     /// One fold, in its own transaction, of up to ``foldLimit`` deltas from `cursor` on.
@@ -393,5 +395,14 @@ public enum SumArithmetic: Sendable {
         case .fast: "CASE WHEN \(a) IS NULL THEN \(b) WHEN \(b) IS NULL THEN \(a) ELSE \(a) + \(b) END"
         case .safe: "hub_add(\(a), \(b))"
         }
+    }
+}
+
+extension RollupFolder: Service {
+    /// Works until the graceful shutdown, then stops after the round in progress.
+    public func run() async throws {
+        start()
+        try? await gracefulShutdown()
+        await stop()
     }
 }

@@ -647,3 +647,53 @@ def test_bad_data_folder_at_start(case, counts):
             else:
                 subprocess.run(["umount", "-l", mounted], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("signal_name,after_s", [("SIGTERM", 30.0), ("SIGINT", 30.0), ("SIGINT", 0.3)])
+def test_demo_exits_on_a_signal(signal_name, after_s, counts):
+    """`hub demo` streams its simulated fleet; a signal ends the whole process, its client
+    event loop included, with exit code 0 and the embedded cluster stopped."""
+    root = tempfile.mkdtemp(prefix="hub-demo-")
+    os.chmod(root, 0o755)
+    port = free_port()
+    process = subprocess.Popen(
+        [HUB_BIN, "demo", "--data-dir", root, "--port", str(port), "--devices", "5", "--interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    try:
+        if after_s > 1:
+            deadline = time.monotonic() + 90
+            while not any("demo fleet" in line for line in lines):
+                assert process.poll() is None, "".join(lines)
+                assert time.monotonic() < deadline, "no demo banner within 90 s:\n" + "".join(lines)
+                time.sleep(0.1)
+        time.sleep(after_s)
+        signalled = time.monotonic()
+        process.send_signal(getattr(signal, signal_name))
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`hub demo` still runs 30 s after {signal_name}:\n" + "".join(lines[-20:]))
+        took = time.monotonic() - signalled
+        reader.join(timeout=5)
+        counts(signal=signal_name, after_s=after_s, exit_code=code, seconds_to_exit=round(took, 2))
+        assert code == 0, "".join(lines[-20:])
+        assert any("stopped" in line for line in lines), "".join(lines[-20:])
+        assert not postgres_processes(root), "the embedded cluster still runs"
+        if after_s > 1:
+            assert sum("device connected" in line for line in lines) >= 5
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in postgres_processes(root):
+            os.kill(pid, signal.SIGINT)
+        shutil.rmtree(root, ignore_errors=True)

@@ -31,7 +31,6 @@ extension IngestLiveTests {
     @Test("an online round trip: REST with wait_s answers 200 with the result; without an answer, 202 with the state so far")
     func commandRoundTrip() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let device = try await hub.connect("doer", token: try await hub.addDevice("doer"))
         autoAnswer(device)
         let answer = try await call(hub, "POST", "/api/v1/devices/doer/commands", body: #"{"name":"reboot","params":{"delay":1},"wait_s":5}"#)
@@ -64,7 +63,6 @@ extension IngestLiveTests {
     @Test("commands for an offline device queue, and are delivered in creation order on connect")
     func offlineQueue() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let token = try await hub.addDevice("sleeper")
         var ids: [String] = []
         for name in ["first", "second", "third"] {
@@ -85,7 +83,6 @@ extension IngestLiveTests {
     @Test("a command whose time to live runs out is expired; a sent one without a result is timed out")
     func expiry() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         _ = try await hub.addDevice("late-1")
         let queued = try #require(try await call(hub, "POST", "/api/v1/devices/late-1/commands", body: #"{"name":"x","ttl_s":1}"#).json as? [String: Any])
         let device = try await hub.connect("late-2", token: try await hub.addDevice("late-2"))
@@ -98,7 +95,6 @@ extension IngestLiveTests {
     @Test("a command sent without a result is sent again after a reconnect")
     func redelivery() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let token = try await hub.addDevice("forgetful")
         let first = try await hub.connect("forgetful", token: token)
         let created = try #require(try await call(hub, "POST", "/api/v1/devices/forgetful/commands", body: #"{"name":"x"}"#).json as? [String: Any])
@@ -112,7 +108,6 @@ extension IngestLiveTests {
     @Test("a queued command can be cancelled once; anything else gets 409, an unknown id 404")
     func cancel() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         _ = try await hub.addDevice("cancelled")
         let created = try #require(try await call(hub, "POST", "/api/v1/devices/cancelled/commands", body: #"{"name":"x"}"#).json as? [String: Any])
         let id = created["id"] as! String
@@ -133,7 +128,6 @@ extension IngestLiveTests {
         }
         await first.stop()
         let second = try await TestHub.start(databaseURL: first.databaseURL)
-        defer { Task { await second.stop() } }
         let device = try await second.connect("patient", token: token)
         try await eventually { commandsReceived(device).count == 2 }
         #expect(commandsReceived(device).map { $0["name"] as! String } == ["a", "b"])
@@ -142,7 +136,6 @@ extension IngestLiveTests {
     @Test("a dashboard sees every transition with its ref; a device cannot answer for a command it did not get")
     func dashboardSeesTransitions() async throws {
         let hub = try await TestHub.start { $0.maxPendingCommands = 2 }
-        defer { Task { await hub.stop() } }
         let device = try await hub.connect("watched-cmd", token: try await hub.addDevice("watched-cmd"))
         autoAnswer(device)
         let dashboard = try await hub.dashboard()

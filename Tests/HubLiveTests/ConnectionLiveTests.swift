@@ -8,7 +8,6 @@ extension IngestLiveTests {
     @Test("a bad id gets 400, a bad or missing token 401, a disabled device 403")
     func refusalsBeforeUpgrade() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let token = try await hub.addDevice("guarded")
         for id in ["..", "a%20b", String(repeating: "x", count: 65), "a/b"] {
             await #expect(throws: DeviceClient.Failure.refused(status: 400), "\(id)") {
@@ -28,7 +27,6 @@ extension IngestLiveTests {
     @Test("an oversize frame closes the connection with 1009")
     func oversizeFrameCloses() async throws {
         let hub = try await TestHub.start { $0.server.maxFrameBytes = 1024 }
-        defer { Task { await hub.stop() } }
         let token = try await hub.addDevice("big")
         let device = try await hub.connect("big", token: token)
         #expect(device.welcome.maxFrameBytes == 1024)
@@ -39,7 +37,6 @@ extension IngestLiveTests {
     @Test("a second connection takes over: the first closes with 4001 after its frames commit")
     func takeover() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let token = try await hub.addDevice("twin")
         let old = try await hub.connect("twin", token: token)
         for seq in 1...100 { old.client.send(sampleFrame(seq: UInt64(seq))) }
@@ -56,7 +53,6 @@ extension IngestLiveTests {
     @Test("a device added while the hub runs can connect, and a rotated token closes it with 4003")
     func registryFollowsTheDatabase() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let token = try await hub.addDevice("late")
         let device = try await hub.connect("late", token: token)
         _ = try DeviceStoreHelper.rotate("late", url: hub.databaseURL)
@@ -67,7 +63,6 @@ extension IngestLiveTests {
     @Test("auto-provisioning registers an unknown device on first connect")
     func autoProvision() async throws {
         let hub = try await TestHub.start { $0.server.autoProvision = true }
-        defer { Task { await hub.stop() } }
         let device = try await hub.connect("fresh-1", token: nil)
         device.client.send(sampleFrame(seq: 1))
         try await device.waitForAck(1)

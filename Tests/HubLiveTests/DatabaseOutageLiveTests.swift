@@ -7,7 +7,6 @@ extension IngestLiveTests {
     func databaseRestartMidStream() async throws {
         let cluster = try #require(TestCluster.current)
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let token = try await hub.addDevice("survivor")
         var device = try await hub.connect("survivor", token: token)
         var next: UInt64 = 1

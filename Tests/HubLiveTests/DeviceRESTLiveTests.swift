@@ -25,7 +25,6 @@ extension IngestLiveTests {
     @Test("REST device calls need the API token; a read-only token can read but not change")
     func restCredentials() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         #expect(try await call(hub, "GET", "/api/v1/devices", token: nil).status == 401)
         #expect(try await call(hub, "GET", "/api/v1/devices", token: "wrong").status == 401)
         #expect(try await call(hub, "GET", "/api/v1/devices", token: TestHub.readToken).status == 200)
@@ -39,7 +38,6 @@ extension IngestLiveTests {
     @Test("devices are created, listed, shown, changed, given new tokens and deleted over REST")
     func restDeviceLifecycle() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let created = try await call(hub, "POST", "/api/v1/devices", body: #"{"id":"rest-1","labels":{"site":"a"}}"#)
         #expect(created.status == 201)
         let token = try #require((created.json as? [String: Any])?["token"] as? String)

@@ -32,7 +32,6 @@ extension IngestLiveTests {
             if index == 100 { await first.stop() }
             if index == 150 {
                 let second = try await TestHub.start(databaseURL: first.databaseURL) { $0.server.port = port }
-                defer { Task { await second.stop() } }
                 for index in 150..<300 { try await device.send(sampleReadings(index)) }
                 #expect(await device.waitAcked(timeout: .seconds(30)))
                 #expect(device.connections == 2)
@@ -47,7 +46,6 @@ extension IngestLiveTests {
     @Test("Swift kit command handlers: ack, then the handler's result; an unknown name fails as unsupported")
     func uplinkCommands() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let device = try uplink(hub, "swift-cmd", token: try await hub.addDevice("swift-cmd"))
         device.onCommand("set_interval") { command in
             let seconds = (command.params["seconds"] as? NSNumber)?.intValue ?? 0
@@ -104,7 +102,6 @@ extension IngestLiveTests {
         let third = try uplink(hub, port: port, "swift-spool", token: token) { $0.spoolPath = spool }
         #expect(third.pending == 20)
         let again = try await TestHub.start(databaseURL: hub.databaseURL) { $0.server.port = port }
-        defer { Task { await again.stop() } }
         third.start()
         #expect(await third.waitAcked(timeout: .seconds(30)))
         #expect(try storedFrames(again, "swift-spool") == (90, 30, 30))

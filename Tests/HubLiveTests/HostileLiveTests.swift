@@ -12,7 +12,6 @@ extension IngestLiveTests {
     @Test("sums that overflow answer null on every path; count, min, max and last still answer, and the rollups keep up")
     func overflowingSums() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let device = try await hub.connect("extreme", token: try await hub.addDevice("extreme"))
         let hour: Int64 = 3_600_000_000
         let base: Int64 = 1_763_769_600_000_000  // on an hour
@@ -59,7 +58,6 @@ extension IngestLiveTests {
     @Test("hub_add and hub_sum: exact at the edge of the double range, NaN past it, never an error")
     func safeSums() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let row = try hub.query(
             """
             SELECT hub_add(1.7e308, 1.7e308)::text, hub_add(8.98846567431157954e307, 8.98846567431157954e307)::text,
@@ -76,7 +74,6 @@ extension IngestLiveTests {
     @Test("a command result the database cannot store is refused to its device and changes nothing; other commands go on")
     func unstorableCommandResult() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let bad = try await hub.connect("liar", token: try await hub.addDevice("liar"))
         let good = try await hub.connect("honest", token: try await hub.addDevice("honest"))
         autoAnswer(good)
@@ -146,7 +143,6 @@ extension IngestLiveTests {
         await first.stop()
 
         let restarted = try await start()
-        defer { Task { await restarted.stop() } }
         device = try await restarted.connect("chatty", token: token)
         #expect(try await send(device, 5, ["d"])?.contains("too_many_metrics") == true)
         #expect(try await send(device, 6, ["c"]) == nil)
@@ -159,7 +155,6 @@ extension IngestLiveTests {
     @Test("a REST statement past --statement-timeout answers 503 timeout, and /readyz answers at once meanwhile")
     func statementTimeout() async throws {
         let hub = try await TestHub.start { $0.statementTimeout = .seconds(1) }
-        defer { Task { await hub.stop() } }
         let locker = try PostgresConnection(url: hub.databaseURL)
         try locker.execute("BEGIN")
         try locker.execute("LOCK TABLE device_registry IN ACCESS EXCLUSIVE MODE")
@@ -178,7 +173,6 @@ extension IngestLiveTests {
     @Test("the OpenAPI document is served without a token")
     func openAPIDocument() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let answer = try await call(hub, "GET", "/api/v1/openapi.json", token: nil)
         #expect(answer.status == 200)
         let document = try #require(answer.json as? [String: Any])
@@ -190,7 +184,6 @@ extension IngestLiveTests {
     @Test("replay pages found through the rollups' seq ranges hold exactly the readings after a seq, whatever their times")
     func replayBySeqRanges() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let device = try await hub.connect("shuffled", token: try await hub.addDevice("shuffled"))
         let start: Int64 = 1_763_769_600_000_000
         // Seq order is not time order: 240 frames in a dense hour and two sparse ones, times
@@ -208,7 +201,7 @@ extension IngestLiveTests {
         try await device.waitForAck(240)
         let key = try #require(hub.hub.registry.record(id: "shuffled")?.key)
         let executor = DatabaseExecutor(url: hub.databaseURL, name: "replay-test")
-        defer { executor.shutdown() }
+        HubScope.atEnd { await executor.shutdown() }
         let history = PostgresTelemetryHistory(executor: executor, pageRows: 7)
         func replay(after: UInt64, since: Int64?, metrics: Set<String>?) async throws -> [String] {
             var seen: [String] = []

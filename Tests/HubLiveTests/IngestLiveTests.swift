@@ -5,12 +5,11 @@ import Postgres
 import Testing
 
 /// Live tests: a real hub on loopback and a real PostgreSQL, started by the suite.
-@Suite("Live ingest", .serialized, .withTestCluster)
+@Suite("Live ingest", .serialized, .withTestCluster, .stopsWhatItStarts)
 struct IngestLiveTests {
     @Test("a device streams frames and every reading is stored exactly once with exact values and times")
     func streamsIntoPostgres() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let token = try await hub.addDevice("sensor-1")
         let device = try await hub.connect("sensor-1", token: token)
         #expect(device.welcome.lastSeq == 0)
@@ -46,7 +45,6 @@ struct IngestLiveTests {
     @Test("an ack arrives only after its rows are visible from another connection")
     func acksFollowCommits() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let token = try await hub.addDevice("acker")
         let device = try await hub.connect("acker", token: token)
         let observer = UncheckedBox(try PostgresConnection(url: hub.databaseURL))
@@ -71,7 +69,6 @@ struct IngestLiveTests {
     @Test("a duplicate resend after a reconnect stores nothing new, and the welcome carries the mark")
     func duplicatesAfterReconnect() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let token = try await hub.addDevice("resender")
         let first = try await hub.connect("resender", token: token)
         for seq in 1...50 { first.client.send(sampleFrame(seq: UInt64(seq))) }
@@ -95,7 +92,6 @@ struct IngestLiveTests {
     @Test("every invalid golden vector lands in rejected_frames and the connection stays open")
     func invalidVectorsAreQuarantined() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let vectors = try GoldenVectorFile.load()
         // One device per vector: most invalid vectors carry seq 1, and on one device only the
         // first would be above the mark (the others would be duplicates, as the contract says).
@@ -122,7 +118,6 @@ struct IngestLiveTests {
     @Test("a bad frame at or below the mark is a duplicate, whatever its body")
     func duplicateCheckComesFirst() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let token = try await hub.addDevice("dup-bad")
         let device = try await hub.connect("dup-bad", token: token)
         device.client.send(sampleFrame(seq: 5))
@@ -139,7 +134,6 @@ struct IngestLiveTests {
     @Test("more than 100 bad frames within a minute closes the connection with 1008")
     func badFrameLimitCloses() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let token = try await hub.addDevice("noisy")
         let device = try await hub.connect("noisy", token: token)
         for _ in 0..<101 { device.client.sendBinary([0x02]) }
@@ -150,7 +144,6 @@ struct IngestLiveTests {
     @Test("a malformed text message gets an error and the connection stays open")
     func badTextIsAnswered() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let token = try await hub.addDevice("texter")
         let device = try await hub.connect("texter", token: token)
         device.client.sendText("{not json")

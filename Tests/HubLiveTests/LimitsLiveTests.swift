@@ -25,7 +25,6 @@ extension IngestLiveTests {
     @Test("limits: device connections past --max-devices and upgrades past --connect-rate get 503")
     func connectionLimits() async throws {
         let hub = try await TestHub.start { $0.server.maxDeviceConnections = 2 }
-        defer { Task { await hub.stop() } }
         let tokens = [try await hub.addDevice("cap-1"), try await hub.addDevice("cap-2"), try await hub.addDevice("cap-3")]
         let first = try await hub.connect("cap-1", token: tokens[0])
         let second = try await hub.connect("cap-2", token: tokens[1])
@@ -35,7 +34,6 @@ extension IngestLiveTests {
         await first.client.close()
 
         let limited = try await TestHub.start { $0.server.connectsPerSecond = 3 }
-        defer { Task { await limited.stop() } }
         let token = try await limited.addDevice("rate-1")
         var statuses: [Int?] = []
         for _ in 0..<6 { statuses.append(await refusal(limited, "rate-1", token: token)) }
@@ -46,7 +44,6 @@ extension IngestLiveTests {
     @Test("limits: a device over --device-frame-rate is paced, not dropped: every frame is stored")
     func frameRateLimit() async throws {
         let hub = try await TestHub.start { $0.server.maxFramesPerSecondPerDevice = 100 }
-        defer { Task { await hub.stop() } }
         let device = try await hub.connect("paced", token: try await hub.addDevice("paced"))
         let started = ContinuousClock.now
         for seq in 1...300 as ClosedRange<UInt64> { device.client.send(sampleFrame(seq: seq, count: 1)) }
@@ -61,7 +58,6 @@ extension IngestLiveTests {
     @Test("limits: a JSON message over --max-json-bytes gets too_large and the connection stays open")
     func jsonSizeLimit() async throws {
         let hub = try await TestHub.start { $0.server.maxJSONBytes = 200 }
-        defer { Task { await hub.stop() } }
         let dashboard = try await hub.dashboard()
         dashboard.send(#"{"type":"subscribe","id":"\#(String(repeating: "x", count: 300))","devices":["*"]}"#)
         try await eventually { dashboard.messages(ofType: "error").contains { $0["code"] as? String == "too_large" } }
@@ -77,7 +73,6 @@ extension IngestLiveTests {
     @Test("limits: headers over --max-header-bytes are refused; a foreign Origin gets 403 on the API, the hub's own passes")
     func headerAndOriginLimits() async throws {
         let hub = try await TestHub.start { $0.server.maxHeaderBytes = 2_048 }
-        defer { Task { await hub.stop() } }
         var big = URLRequest(url: URL(string: "http://127.0.0.1:\(hub.hub.port)/healthz")!)
         big.setValue(String(repeating: "z", count: 4_000), forHTTPHeaderField: "X-Padding")
         let status = (try? await URLSession.shared.data(for: big)).map { ($0.1 as! HTTPURLResponse).statusCode }
@@ -94,7 +89,6 @@ extension IngestLiveTests {
         #expect(try await get(origin: "http://evil.example") == 403)
 
         let open = try await TestHub.start { $0.server.allowedOrigins = ["http://dash.example"] }
-        defer { Task { await open.stop() } }
         var allowed = URLRequest(url: URL(string: "http://127.0.0.1:\(open.hub.port)/api/v1/devices")!)
         allowed.setValue("Bearer \(TestHub.apiToken)", forHTTPHeaderField: "Authorization")
         allowed.setValue("http://dash.example", forHTTPHeaderField: "Origin")

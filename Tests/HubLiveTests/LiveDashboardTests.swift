@@ -7,7 +7,6 @@ extension IngestLiveTests {
     @Test("/live needs an API token, in the header or as ?token=")
     func liveAuthentication() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         await #expect(throws: ClientFailure.refused(status: 401)) { _ = try await hub.dashboard(token: nil) }
         await #expect(throws: ClientFailure.refused(status: 401)) { _ = try await hub.dashboard(token: "nope") }
         let dashboard = try await hub.dashboard(tokenInQuery: true)
@@ -18,7 +17,6 @@ extension IngestLiveTests {
     @Test("glob and metric filters deliver exactly the matching frames, each once")
     func globAndMetricFilters() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let dashboard = try await hub.dashboard()
         try await dashboard.subscribe(#"{"type":"subscribe","id":"s1","devices":["line-*"],"metrics":["temp"]}"#, id: "s1")
         try await dashboard.subscribe(#"{"type":"subscribe","id":"s2","devices":["other"]}"#, id: "s2")
@@ -57,7 +55,6 @@ extension IngestLiveTests {
     @Test("presence events carry increasing sessions, and a takeover shows the old session going offline first")
     func presence() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let dashboard = try await hub.dashboard()
         try await dashboard.subscribe(#"{"type":"subscribe","id":"p","devices":["watched"]}"#, id: "p")
         let token = try await hub.addDevice("watched")
@@ -77,7 +74,6 @@ extension IngestLiveTests {
     @Test("bad input gets an error and the connection stays open; a read-only token cannot send commands")
     func badLiveInput() async throws {
         let hub = try await TestHub.start { $0.server.maxSubscriptionsPerDashboard = 2 }
-        defer { Task { await hub.stop() } }
         let dashboard = try await hub.dashboard(token: TestHub.readToken)
         dashboard.send("{oops")
         dashboard.send(#"{"type":"dance"}"#)
@@ -96,7 +92,6 @@ extension IngestLiveTests {
     @Test("a dashboard that stops reading does not slow ingest, and later gets lagged")
     func slowDashboard() async throws {
         let hub = try await TestHub.start { $0.server.maxDashboardQueueBytes = 32 * 1024 }
-        defer { Task { await hub.stop() } }
         let dashboard = try await hub.dashboard()
         try await dashboard.subscribe(#"{"type":"subscribe","id":"all","devices":["*"]}"#, id: "all")
         try await dashboard.client.setReading(false)

@@ -28,7 +28,6 @@ extension IngestLiveTests {
     @Test("replay by since_us while the device keeps streaming: no gap and no repeat")
     func replaySinceWhileStreaming() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let device = try await hub.connect("replayed", token: try await hub.addDevice("replayed"))
         let total: UInt64 = 3_000
         let streaming = streamInBackground(device, total: total)
@@ -53,7 +52,6 @@ extension IngestLiveTests {
     @Test("replay by resume sends every frame after the given seq, then live, with no repeat")
     func replayResume() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let device = try await hub.connect("resumed", token: try await hub.addDevice("resumed"))
         let total: UInt64 = 2_000
         let streaming = streamInBackground(device, total: total)
@@ -72,7 +70,6 @@ extension IngestLiveTests {
     @Test("max_rate_hz conflates per device and metric and still delivers the newest value")
     func maxRate() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let device = try await hub.connect("chatty", token: try await hub.addDevice("chatty"))
         let dashboard = try await hub.dashboard()
         try await dashboard.subscribe(#"{"type":"subscribe","id":"slow","devices":["chatty"],"max_rate_hz":5}"#, id: "slow")

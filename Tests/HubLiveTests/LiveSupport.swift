@@ -5,6 +5,7 @@ import HubIngest
 import HubProtocol
 import HubStorage
 import Logging
+import NIOConcurrencyHelpers
 import NIOPosix
 import Postgres
 import Testing
@@ -57,15 +58,61 @@ struct WithTestCluster: SuiteTrait, TestScoping {
     }
 }
 
+/// Gives each test of the suite a `HubScope`, which stops what the test started.
+struct WithHubScope: SuiteTrait, TestTrait, TestScoping {
+    var isRecursive: Bool { true }
+
+    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+        let hubs = HubScope()
+        do {
+            try await HubScope.$current.withValue(hubs) { try await function() }
+        } catch {
+            await hubs.stopAll()
+            throw error
+        }
+        await hubs.stopAll()
+    }
+}
+
+/// What one test started: its hubs and their helpers (executors). Each is stopped, and the
+/// stop awaited, when the test ends, whether it passed or threw, newest first; so nothing
+/// outlives its test.
+final class HubScope: Sendable {
+    @TaskLocal static var current: HubScope?
+    private let cleanups = NIOLockedValueBox<[@Sendable () async -> Void]>([])
+
+    func append(_ hub: TestHub) { append { await hub.stop() } }
+
+    func append(_ cleanup: @escaping @Sendable () async -> Void) { cleanups.withLockedValue { $0.append(cleanup) } }
+
+    /// Runs `cleanup` (awaited) when the current test ends.
+    static func atEnd(_ cleanup: @escaping @Sendable () async -> Void) {
+        current?.append(cleanup)
+    }
+
+    func stopAll() async {
+        for cleanup in cleanups.withLockedValue({ $0 }).reversed() { await cleanup() }
+    }
+}
+
 extension Trait where Self == WithTestCluster {
     static var withTestCluster: WithTestCluster { WithTestCluster() }
 }
 
+extension Trait where Self == WithHubScope {
+    /// Each test's hubs and helpers are stopped, and the stop awaited, when it ends.
+    static var stopsWhatItStarts: WithHubScope { WithHubScope() }
+}
+
 /// A hub on port 0 over its own database, plus the helpers tests use against it.
+///
+/// `start` hands the hub to the test's `HubScope`, which awaits its stop when the test
+/// ends; a test that stops a hub earlier (to restart it) calls `stop()` itself.
 struct TestHub: Sendable {
     let hub: Hub
     let databaseURL: String
     let group: MultiThreadedEventLoopGroup
+    private let stopped = NIOLockedValueBox(false)
 
     static let logger: Logger = {
         var logger = Logger(label: "test-hub")
@@ -89,11 +136,20 @@ struct TestHub: Sendable {
         configuration.apiToken = TestHub.apiToken
         configuration.readToken = TestHub.readToken
         configure(&configuration)
+        let scope = try #require(HubScope.current, "a live test runs inside the suite's scope")
+        HubMetrics.bootstrap()
         let hub = try await Hub.start(configuration, logger: logger)
-        return TestHub(hub: hub, databaseURL: url, group: MultiThreadedEventLoopGroup(numberOfThreads: 1))
+        let started = TestHub(hub: hub, databaseURL: url, group: MultiThreadedEventLoopGroup(numberOfThreads: 1))
+        scope.append(started)
+        return started
     }
 
+    /// Stops the hub and its clients' event loops, once; later calls return at once.
     func stop() async {
+        guard stopped.withLockedValue({ wasStopped in
+            defer { wasStopped = true }
+            return !wasStopped
+        }) else { return }
         await hub.stop()
         try? await group.shutdownGracefully()
     }

@@ -14,7 +14,6 @@ extension IngestLiveTests {
     @Test("/healthz and /readyz answer 200, /metrics counts accepted frames, unknown paths get 404")
     func operationsEndpoints() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         #expect(try await get(hub, "/healthz").status == 200)
         #expect(try await get(hub, "/readyz") == (200, "ready\n"))
         let before = try await get(hub, "/metrics")

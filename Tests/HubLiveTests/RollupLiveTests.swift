@@ -9,7 +9,6 @@ extension IngestLiveTests {
     @Test("bucketed queries from the rollups equal those from raw readings, for every aggregate; rollups outlive raw retention")
     func rollupsMatchRaw() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let device = try await hub.connect("rolled", token: try await hub.addDevice("rolled"))
         // 720 frames over 4 hours from 2025-11-29 00:00 UTC, 20 s apart, with values whose
         // sums are exact in binary floating point, so raw and rollup sums agree bit for bit.
@@ -28,7 +27,7 @@ extension IngestLiveTests {
 
         let hour: Int64 = 3_600_000_000
         let compare = try RollupComparison(hub, key: key, ranges: [(nil, nil), (start, start + 4 * hour), (start + hour, start + 3 * hour)])
-        defer { compare.executor.shutdown() }
+        HubScope.atEnd { await compare.executor.shutdown() }
         // Right after ingest (deltas maybe not folded yet), then once everything is folded.
         try await compare.all()
         try await eventually { try hub.count("SELECT count(*) FROM rollup_delta") == 0 }
@@ -95,7 +94,6 @@ extension IngestLiveTests {
     @Test("an hour keeps minute rows once it passes 60 readings, built from its readings; retention builds them for sparse hours first")
     func sparseHours() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let device = try await hub.connect("sparse", token: try await hub.addDevice("sparse"))
         let key = try #require(hub.hub.registry.record(id: "sparse")?.key)
         // 2025-11-29 10:00 UTC; "temp" every 2 minutes, "fw" now and then.
@@ -113,7 +111,7 @@ extension IngestLiveTests {
             try await eventually { try hub.count("SELECT count(*) FROM rollup_delta") == 0 }
         }
         let compare = try RollupComparison(hub, key: key, ranges: [(nil, nil), (start, start + 3 * hour), (start + hour, start + 2 * hour)])
-        defer { compare.executor.shutdown() }
+        HubScope.atEnd { await compare.executor.shutdown() }
         let minuteRows = "SELECT count(*) FROM rollup_1m WHERE device_key = \(key)"
         let sparseHours = "SELECT count(*) FROM rollup_1h WHERE device_key = \(key) AND NOT minutes"
 
@@ -156,7 +154,7 @@ extension IngestLiveTests {
         // Retention's first step: minute rows for every sparse hour before the cut, then the
         // readings go. Minute buckets of those hours still answer as the readings did.
         let kept = try RollupComparison(hub, key: key, ranges: [(start, start + 2 * hour)])
-        defer { kept.executor.shutdown() }
+        HubScope.atEnd { await kept.executor.shutdown() }
         let rawAnswers = try await kept.all()
         let built = try RollupFolder.keepMinutes(before: "2025-11-29T12:00:00Z", on: connection)
         #expect(built == 3)  // "fw" of 10:00, "temp" and "fw" of 11:00
@@ -176,7 +174,6 @@ extension IngestLiveTests {
     @Test("a sparse hour's minute arrays hold minutes of several readings and of mixed types, and merge a later reading into a minute")
     func sparseMinuteArrays() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let device = try await hub.connect("mixed", token: try await hub.addDevice("mixed"))
         let key = try #require(hub.hub.registry.record(id: "mixed")?.key)
         let start: Int64 = 1_764_410_400_000_000  // 2025-11-29 10:00 UTC
@@ -208,7 +205,7 @@ extension IngestLiveTests {
         #expect(try minutes("temp") == "0:3:3:9:1:5 1:1::7:: 2:1::1:: 3:2:1:2.5:2.5:2.5")
         #expect(try minutes("fw") == "0:2:0:::")
         let compare = try RollupComparison(hub, key: key, ranges: [(nil, nil), (start, start + 3_600_000_000)])
-        defer { compare.executor.shutdown() }
+        HubScope.atEnd { await compare.executor.shutdown() }
         try await compare.all()
 
         // A later reading in a minute the arrays already hold is merged into it.

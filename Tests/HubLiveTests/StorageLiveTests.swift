@@ -33,7 +33,6 @@ extension IngestLiveTests {
         let before = try connection.query("SELECT count(*), sum(value), min(ts)::text, max(ts)::text FROM telemetry").rows[0]
 
         let hub = try await TestHub.start(databaseURL: url)
-        defer { Task { await hub.stop() } }
         #expect(try hub.query("SELECT relkind FROM pg_class WHERE relname = 'reading'").rows.first?.first == "p")
         #expect(try hub.query("SELECT count(*), sum(value), min(ts)::text, max(ts)::text FROM telemetry").rows[0] == before)
         // The start-up round moves the old rows out of the default partition, a day each.
@@ -44,7 +43,7 @@ extension IngestLiveTests {
         try await eventually { try hub.count("SELECT count(*) FROM rollup_delta") == 0 }
         #expect(try hub.count("SELECT sum(count)::int FROM rollup_1h") == 3000)
         let compare = try RollupComparison(hub, key: try #require(hub.hub.registry.record(id: "legacy")?.key), ranges: [(nil, nil)])
-        defer { compare.executor.shutdown() }
+        HubScope.atEnd { await compare.executor.shutdown() }
         try await compare.all()
         // The device keeps its mark: a resend of an old seq is a duplicate.
         let token = try #require((try await call(hub, "POST", "/api/v1/devices/legacy/token").json as? [String: Any])?["token"] as? String)
@@ -55,7 +54,6 @@ extension IngestLiveTests {
     @Test("late readings get partitions of their own; far-off ones, spread over every year, stay in the default partition and make none")
     func lateAndFutureData() async throws {
         let hub = try await TestHub.start { $0.storage.interval = .milliseconds(200) }
-        defer { Task { await hub.stop() } }
         let device = try await hub.connect("time-traveller", token: try await hub.addDevice("time-traveller"))
         let day: Int64 = 86_400_000_000
         let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
@@ -113,7 +111,6 @@ extension IngestLiveTests {
             $0.storage.retentionDays = 5
             $0.storage.interval = .milliseconds(300)
         }
-        defer { Task { await hub.stop() } }
         let device = try await hub.connect("aging", token: token)
         // Stream while retention runs, timing every ack.
         var longestAckMillis = 0.0

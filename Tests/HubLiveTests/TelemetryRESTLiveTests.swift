@@ -18,7 +18,6 @@ extension IngestLiveTests {
     @Test("telemetry over REST: raw ranges, aggregates per bucket checked against what was sent, latest, and bad parameters")
     func restTelemetry() async throws {
         let hub = try await TestHub.start()
-        defer { Task { await hub.stop() } }
         let device = try await hub.connect("queried", token: try await hub.addDevice("queried"))
         for seq in 1...120 { device.client.send(secondlyFrame(UInt64(seq))) }
         try await device.waitForAck(120)

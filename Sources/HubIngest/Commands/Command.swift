@@ -45,6 +45,11 @@ public struct Command: Sendable, Equatable {
     }
 }
 
+extension Command {
+    /// No further change happens from here.
+    public var isFinal: Bool { status.isFinal }
+}
+
 public enum CommandStoreError: Error, Equatable {
     /// The device has as many pending commands as it may have.
     case tooManyPending

@@ -3,6 +3,8 @@ import HubProtocol
 import Foundation
 import Logging
 import Metrics
+import NIOConcurrencyHelpers
+import ServiceLifecycle
 
 /// The writer thread: takes batches from the queue, commits each with one transaction,
 /// then acks every connection once. It retries with backoff while the database is away,
@@ -26,7 +28,7 @@ public final class IngestWriter: @unchecked Sendable {
     private let logger: Logger
     private let metrics: IngestMetrics
     private let now: @Sendable () -> UInt64
-    private let finished = DispatchSemaphore(value: 0)
+    private let thread = NIOLockedValueBox<ServiceThread?>(nil)
     private let startedNanos: UInt64
     private let stateLock = NSLock()
     private var stopDeadline: UInt64?
@@ -47,26 +49,20 @@ public final class IngestWriter: @unchecked Sendable {
         startedNanos = now()
     }
 
-    /// Starts the thread.
+    /// Starts the thread (once).
     public func start() {
-        let thread = Thread { [self] in
-            run()
-            finished.signal()
+        thread.withLockedValue { thread in
+            guard thread == nil else { return }
+            thread = ServiceThread.start(name: "hub-ingest-writer") { [self] in write() }
         }
-        thread.name = "hub-ingest-writer"
-        thread.start()
     }
 
-    /// Writes everything queued, then stops the thread; returns once it has.
+    /// Writes everything queued, then stops the thread; returns once it has. Later calls
+    /// return at once.
     public func shutdown() async {
-        stateLock.withLock { stopDeadline = now() &+ configuration.shutdownGraceNanos }
+        stateLock.withLock { stopDeadline = stopDeadline ?? now() &+ configuration.shutdownGraceNanos }
         queue.close()
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async { [finished] in
-                finished.wait()
-                continuation.resume()
-            }
-        }
+        await thread.withLockedValue { $0 }?.join()
     }
 
     /// Whether readings have waited longer than `limitNanos` without any commit.
@@ -79,7 +75,7 @@ public final class IngestWriter: @unchecked Sendable {
     /// The last write error, while the database is failing; `nil` when writes succeed.
     public var failure: String? { stateLock.withLock { lastError } }
 
-    private func run() {
+    private func write() {
         while true {
             let bursts = queue.take(policy: configuration.policy, now: now)
             if bursts.isEmpty { return }
@@ -209,5 +205,14 @@ public final class IngestWriter: @unchecked Sendable {
         for entry in perConnection.values {
             entry.connection.committed(upTo: entry.seq, items: entry.items)
         }
+    }
+}
+
+extension IngestWriter: Service {
+    /// Writes until the graceful shutdown, then writes what is queued and stops.
+    public func run() async throws {
+        start()
+        try? await gracefulShutdown()
+        await shutdown()
     }
 }

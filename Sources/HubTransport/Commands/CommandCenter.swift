@@ -1,22 +1,26 @@
 import Foundation
-import HeapModule
 import HubIngest
 import HubProtocol
 import Logging
 import Metrics
+import ServiceLifecycle
 
-/// Routes commands to devices and tracks their state. The commands that are not final
-/// live here, in memory; every change is stored through the store's batching writer. It
-/// sends queued commands when a device is ready, re-sends unanswered ones on reconnect,
-/// expires them by time to live, wakes REST callers that wait, and pushes every change to
-/// dashboards.
+/// The shell around `CommandStateMachine`: it feeds the machine what devices, dashboards
+/// and REST callers do, with the time from its clock, and performs the actions it returns:
+/// writes to devices, saves through the store's batching writer, pushes to dashboards,
+/// wakes REST callers that wait.
+///
+/// Device connections and dashboards hand their events to `post`, which never waits; `run`
+/// takes them one at a time, in the order posted, so a connection's `gone` always follows
+/// its `ready` and an ack never overtakes its result. `run` also loads the commands that
+/// were not final at the last stop and expires commands by time to live.
 ///
 /// What a caller is told is committed: a new command before `create` returns, a
 /// cancellation before `cancel` returns, a final state before a waiter wakes. Changes the
 /// device causes (sent, delivered, a result) are pushed to dashboards at once and
 /// committed within a batch; after a crash in between, the command is still `sent` and is
 /// sent again (delivery is at least once).
-actor CommandCenter {
+actor CommandCenter: Service {
     struct Settings: Sendable {
         /// Time to live when the caller gives none.
         var defaultTTLSeconds = 300
@@ -29,77 +33,107 @@ actor CommandCenter {
         /// The largest params object, as JSON text: what one command costs in memory and
         /// on the device's socket (at most `maxPendingPerDevice` of them wait per device).
         var maxParamsBytes = 16_384
+        /// How often commands past their time to live are expired.
+        var expiryInterval: Duration = .milliseconds(200)
+        /// How long to wait before loading again while the database does not answer.
+        var loadRetryInterval: Duration = .seconds(1)
+    }
+
+    /// A command sent from `/live`: created like a REST one, then `done` with the failure, if any.
+    struct LiveOrder: Sendable {
+        var device: String
+        var name: String
+        var paramsJSON: String
+        var ttlSeconds: Int?
+        var ref: String?
+        var origin: DashboardHandler
+        var done: @Sendable (Error?) -> Void
+    }
+
+    /// What connections hand over. Memory: each connection posts at most its `ready`, its
+    /// `gone` and `maxRequestsInFlight` replies or orders before it waits for `applied`
+    /// or `done`; each final state not yet applied posts one `committed`.
+    enum Event: Sendable {
+        case ready(device: String, session: Int64, connection: any DeviceConnection)
+        case gone(device: String, session: Int64)
+        case acknowledged(id: String, device: String, applied: @Sendable () -> Void)
+        case finished(id: String, device: String, ok: Bool, resultJSON: String?, error: String?, applied: @Sendable () -> Void)
+        case order(LiveOrder)
+        /// A final state's commit (reported by the store's writer).
+        case committed(Command)
     }
 
     let settings: Settings
     private let store: CommandStore
     private let fanout: LiveFanout
+    private let clock: any HubClock
     private let logger: Logger
+    private let events: AsyncStream<Event>
+    private let inbox: AsyncStream<Event>.Continuation
+    private var machine: CommandStateMachine
+    /// Callers of `wait`, woken with the command after each change (`nil` at a deadline).
+    private var waiters: [String: [CheckedContinuation<Command?, Never>]] = [:]
     private let ignoredReplies = Counter(label: "hub_command_replies_unknown_total")
     /// Changes into each state, `hub_commands_total{status="…"}`.
     private let transitions = Dictionary(uniqueKeysWithValues: CommandStatus.allCases.map {
         ($0, Counter(label: "hub_commands_total", dimensions: [("status", $0.rawValue)]))
     })
-    /// Commands that are not final, and final ones until that state is committed, by id.
-    private var open: [String: Command] = [:]
-    /// Ids of each device's commands that are not final, oldest first.
-    private var queues: [String: [String]] = [:]
-    /// New commands per device whose insert is not committed yet (they count to the bound).
-    private var creating: [String: Int] = [:]
-    /// Connections that have had their welcome, by device id.
-    private var ready: [String: any DeviceConnection] = [:]
-    /// `ref`s of commands sent from `/live`, until the command is final.
-    private var refs: [String: String] = [:]
-    /// Callers of `wait`, woken with the command after each change (`nil` at their deadline).
-    private var waiters: [String: [CheckedContinuation<Command?, Never>]] = [:]
-    private var expiries = Heap<Expiry>()
-    private var timer: Task<Void, Never>?
 
-    private struct Expiry: Comparable {
-        var atMicros: Int64
-        var id: String
-        static func < (a: Expiry, b: Expiry) -> Bool { (a.atMicros, a.id) < (b.atMicros, b.id) }
-    }
-
-    init(store: CommandStore, fanout: LiveFanout, settings: Settings = Settings(), logger: Logger) {
+    init(store: CommandStore, fanout: LiveFanout, settings: Settings = Settings(), clock: any HubClock, logger: Logger) {
         self.store = store
         self.fanout = fanout
         self.settings = settings
+        self.clock = clock
         self.logger = logger
+        machine = CommandStateMachine(limits: .init(maxPendingPerDevice: settings.maxPendingPerDevice))
+        (events, inbox) = AsyncStream.makeStream(of: Event.self)
     }
 
-    /// Loads the commands that are not final and starts the expiry timer. While the
-    /// database is unreachable, loading is retried every second.
-    func start() async {
-        let loaded = await load()
-        timer = Task { [weak self] in
-            var loaded = loaded
-            var tick = 0
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(200))
-                tick += 1
-                if !loaded, tick % 5 == 0 { loaded = await self?.load() ?? true }
-                await self?.expireDue()
+    /// Hands an event to `run`; never waits. Events after the shutdown are dropped.
+    nonisolated func post(_ event: Event) {
+        inbox.yield(event)
+    }
+
+    /// Loads, takes events until the graceful shutdown, and expires commands meanwhile.
+    /// At the end every waiter wakes with the command as it is.
+    func run() async throws {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.loadUntilDone() }
+            group.addTask { await self.expireUntilCancelled() }
+            for await event in events.cancelOnGracefulShutdown() {
+                switch event {
+                case .order(let order):
+                    group.addTask { await self.create(order) }
+                default:
+                    for (id, device) in handle(event) {
+                        group.addTask { await self.checkReply(id: id, device: device) }
+                    }
+                }
             }
+            group.cancelAll()
         }
-    }
-
-    func stop() {
-        timer?.cancel()
+        inbox.finish()
         for continuations in waiters.values { continuations.forEach { $0.resume(returning: nil) } }
         waiters = [:]
     }
 
-    private func load() async -> Bool {
-        do {
-            for command in try await store.unfinished() where open[command.id] == nil {
-                remember(command)
-                if let connection = ready[command.device] { send(command, over: connection) }
+    private func loadUntilDone() async {
+        while !Task.isCancelled {
+            do {
+                let loaded = try await store.unfinished()
+                apply(machine.loaded(loaded, nowMicros: clock.wallMicros()))
+                return
+            } catch {
+                logger.error("could not load unfinished commands; retrying", metadata: ["error": "\(error)"])
             }
-            return true
-        } catch {
-            logger.error("could not load unfinished commands; retrying", metadata: ["error": "\(error)"])
-            return false
+            try? await clock.sleep(for: settings.loadRetryInterval)
+        }
+    }
+
+    private func expireUntilCancelled() async {
+        while !Task.isCancelled {
+            try? await clock.sleep(for: settings.expiryInterval)
+            apply(machine.expireDue(nowMicros: clock.wallMicros()))
         }
     }
 
@@ -107,195 +141,150 @@ actor CommandCenter {
 
     /// Stores a new command and sends it at once if the device is ready.
     func create(device: String, name: String, paramsJSON: String, ttlSeconds: Int?, ref: String? = nil, origin: DashboardHandler? = nil) async throws -> Command {
-        guard (queues[device]?.count ?? 0) + creating[device, default: 0] < settings.maxPendingPerDevice else {
-            throw CommandStoreError.tooManyPending
-        }
-        let now = WallClock.nowMicros()
-        var command = Command(
+        let now = clock.wallMicros()
+        let new = Command(
             id: UUID().uuidString.lowercased(), device: device, name: name, paramsJSON: paramsJSON, status: .queued,
             resultJSON: nil, error: nil, createdMicros: now, updatedMicros: now,
             expiresMicros: now + Int64(ttlSeconds ?? settings.defaultTTLSeconds) * 1_000_000)
-        creating[device, default: 0] += 1
-        defer {
-            creating[device]! -= 1
-            if creating[device] == 0 { creating[device] = nil }
+        guard case .insert(let command) = machine.create(new) else { throw CommandStoreError.tooManyPending }
+        do {
+            try await store.save(command, isNew: true)
+        } catch {
+            machine.insertFailed(command)
+            throw error
         }
-        try await store.save(command, isNew: true)
-        remember(command)
-        if let ref { refs[command.id] = ref }
-        // The asking dashboard hears `queued` (with its ref) before any later change.
-        publish(command, alsoTo: origin)
-        transitions[.queued]?.increment()
-        if let connection = ready[device] { command = send(command, over: connection) }
-        return command
+        let (current, actions) = machine.inserted(command, ref: ref, nowMicros: clock.wallMicros())
+        apply(actions, origin: origin)
+        return current
+    }
+
+    private func create(_ order: LiveOrder) async {
+        do {
+            _ = try await create(
+                device: order.device, name: order.name, paramsJSON: order.paramsJSON, ttlSeconds: order.ttlSeconds,
+                ref: order.ref, origin: order.origin)
+            order.done(nil)
+        } catch {
+            order.done(error)
+        }
     }
 
     /// The command as this hub knows it now: from memory if it is not final, else stored.
     func command(id: String) async throws -> Command? {
-        if let command = open[id] { return command }
+        if let command = machine.command(id: id) { return command }
         return try await store.command(id: id)
     }
 
     /// A device's commands, newest first. The states that are not final come from memory.
     func commands(device: String, status: CommandStatus?, limit: Int) async throws -> [Command] {
-        if let status, !status.isFinal {
-            return (queues[device] ?? []).reversed().compactMap { open[$0] }.filter { $0.status == status }.prefix(limit).map { $0 }
-        }
-        let stored = try await store.commands(device: device, status: status, limit: limit).map { open[$0.id] ?? $0 }
+        if let status, !status.isFinal { return machine.commands(device: device, status: status, limit: limit) }
+        let stored = try await store.commands(device: device, status: status, limit: limit).map { machine.command(id: $0.id) ?? $0 }
         return status.map { status in stored.filter { $0.status == status } } ?? stored
     }
 
     /// Waits up to `seconds` for the command's final state to be committed.
     /// - Returns: the command as it is then.
     func wait(id: String, seconds: Int) async throws -> Command? {
-        guard var latest = open[id] else { return try await store.command(id: id) }
-        let deadline = ContinuousClock.now + .seconds(min(seconds, settings.maxWaitSeconds))
-        let alarm = Task { [weak self] in
-            try? await Task.sleep(until: deadline)
-            await self?.wake(id, with: nil)
+        guard let first = machine.command(id: id) else { return try await store.command(id: id) }
+        let limit = min(seconds, settings.maxWaitSeconds)
+        let deadline = clock.uptimeNanos() + UInt64(max(0, limit)) * 1_000_000_000
+        let clock = self.clock
+        return await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try? await clock.sleep(for: .seconds(limit))
+                await self.wake(id, with: nil)
+            }
+            var latest = first
+            while machine.isOpen(id), clock.uptimeNanos() < deadline {
+                latest = await withCheckedContinuation { waiters[id, default: []].append($0) } ?? machine.command(id: id) ?? latest
+            }
+            group.cancelAll()
+            return machine.command(id: id) ?? latest
         }
-        defer { alarm.cancel() }
-        while open[id] != nil, ContinuousClock.now < deadline {
-            latest = await withCheckedContinuation { waiters[id, default: []].append($0) } ?? open[id] ?? latest
-        }
-        return open[id] ?? latest
     }
 
-    /// Cancels a queued command. - Returns: it, cancelled; `nil` if it is not queued.
+    /// Cancels a queued command. - Returns: it, cancelled and committed; `nil` if it is not queued.
     func cancel(id: String) async throws -> Command? {
-        guard var command = open[id], command.status == .queued else { return nil }
-        command.status = .cancelled
-        command.updatedMicros = WallClock.nowMicros()
-        await finish(command).value
+        guard let (command, actions) = machine.cancel(id: id, nowMicros: clock.wallMicros()) else { return nil }
+        perform(actions)
+        try? await store.save(command, isNew: false)
+        perform(machine.committed(finalOf: command))
         return command
     }
 
-    // MARK: - Devices
+    // MARK: - Events
 
-    /// After a welcome: sends queued commands and re-sends unanswered ones, oldest first.
-    func deviceReady(_ device: String, connection: any DeviceConnection) {
-        ready[device] = connection
-        let now = WallClock.nowMicros()
-        for id in queues[device] ?? [] {
-            // Past their time to live: the timer expires them.
-            if let command = open[id], command.expiresMicros > now { send(command, over: connection) }
+    /// Applies one event. - Returns: replies to look up in the store.
+    private func handle(_ event: Event) -> [(id: String, device: String)] {
+        let now = clock.wallMicros()
+        switch event {
+        case .ready(let device, let session, let connection):
+            apply(machine.deviceReady(device, session: session, connection: connection, nowMicros: now))
+        case .gone(let device, let session):
+            machine.deviceGone(device, session: session)
+        case .acknowledged(let id, let device, let applied):
+            defer { applied() }
+            return apply(machine.acknowledged(id: id, by: device, nowMicros: now))
+        case .finished(let id, let device, let ok, let result, let error, let applied):
+            defer { applied() }
+            return apply(machine.finished(id: id, by: device, ok: ok, resultJSON: result, error: error, nowMicros: now))
+        case .committed(let command):
+            perform(machine.committed(finalOf: command))
+        case .order:
+            break
         }
+        return []
     }
 
-    func deviceGone(_ device: String, connection: any DeviceConnection) {
-        if ready[device] === connection { ready[device] = nil }
+    /// A reply for a command not in memory is ignored; it is counted unless it is this
+    /// device's own command, already final.
+    private func checkReply(id: String, device: String) async {
+        if (try? await store.command(id: id))?.device != device { ignoredReplies.increment() }
     }
 
-    /// `command_ack` from a device.
-    func acknowledged(id: String, by device: String) async {
-        await apply(id: id, device: device) { command in
-            guard command.status == .sent else { return false }
-            command.status = .delivered
-            return true
-        }
-    }
+    // MARK: - Performing
 
-    /// `command_result` from a device.
-    func finished(id: String, by device: String, ok: Bool, resultJSON: String?, error: String?) async {
-        await apply(id: id, device: device) { command in
-            guard command.status == .sent || command.status == .delivered else { return false }
-            command.status = ok ? .succeeded : .failed
-            command.resultJSON = ok ? resultJSON : nil
-            command.error = ok ? nil : (error ?? "failed")
-            return true
-        }
-    }
-
-    /// Applies a device's reply to its own command. A reply for an unknown command or for
-    /// another device's is ignored and counted; a repeat (a second ack, a result after the
-    /// time to live) changes nothing.
-    /// `change` edits the command and tells whether its state allowed the reply.
-    private func apply(id: String, device: String, _ change: (inout Command) -> Bool) async {
-        guard var command = open[id] else {
-            if (try? await store.command(id: id))?.device != device { ignoredReplies.increment() }
-            return
-        }
-        guard command.device == device else {
-            ignoredReplies.increment()
-            return
-        }
-        guard change(&command) else { return }
-        command.updatedMicros = WallClock.nowMicros()
-        if command.isFinal {
-            finish(command)
-        } else {
-            open[id] = command
-            store.save(command, isNew: false, done: nil)
-            changed(command)
-        }
-    }
-
-    // MARK: - Internals
-
-    private func remember(_ command: Command) {
-        open[command.id] = command
-        queues[command.device, default: []].append(command.id)
-        expiries.insert(Expiry(atMicros: command.expiresMicros, id: command.id))
-    }
-
-    /// Writes the command to the device, marking it sent if it was queued.
+    /// Performs the actions, and saves final states with their commits coming back to
+    /// `run` as events. - Returns: the replies to look up.
     @discardableResult
-    private func send(_ command: Command, over connection: any DeviceConnection) -> Command {
-        var command = command
-        connection.send(text: DeviceMessages.command(
-            id: command.id, name: command.name, paramsJSON: command.paramsJSON, expiresAtMicros: command.expiresMicros))
-        if command.status == .queued {
-            command.status = .sent
-            command.updatedMicros = WallClock.nowMicros()
-            open[command.id] = command
-            store.save(command, isNew: false, done: nil)
-            changed(command)
+    private func apply(_ actions: [CommandStateMachine.Action], origin: DashboardHandler? = nil) -> [(id: String, device: String)] {
+        let lookups = perform(actions, origin: origin)
+        for case .commitFinal(let command) in actions {
+            store.save(command, isNew: false) { [inbox] _ in inbox.yield(.committed(command)) }
         }
-        return command
+        return lookups
     }
 
-    /// Enters a final state: pushed at once and no longer pending.
-    /// - Returns: the commit, after which memory forgets the command and waiters wake.
+    /// Performs every action but the final commits, which the caller makes.
+    /// - Returns: the replies to look up.
     @discardableResult
-    private func finish(_ command: Command) -> Task<Void, Never> {
-        open[command.id] = command
-        queues[command.device]?.removeAll { $0 == command.id }
-        if queues[command.device]?.isEmpty == true { queues[command.device] = nil }
-        changed(command)
-        refs[command.id] = nil
-        return Task {
-            try? await store.save(command, isNew: false)
-            open[command.id] = nil
-            wake(command.id, with: command)
+    private func perform(_ actions: [CommandStateMachine.Action], origin: DashboardHandler? = nil) -> [(id: String, device: String)] {
+        var found: [(id: String, device: String)] = []
+        for action in actions {
+            switch action {
+            case .send(let command, let connection):
+                connection.send(text: DeviceMessages.command(
+                    id: command.id, name: command.name, paramsJSON: command.paramsJSON, expiresAtMicros: command.expiresMicros))
+            case .save(let command):
+                store.save(command, isNew: false, done: nil)
+            case .commitFinal:
+                break
+            case .changed(let command, let ref, let toOrigin):
+                fanout.publishNow(device: command.device, text: CommandJSON.status(command, ref: ref), alsoTo: toOrigin ? origin : nil)
+                transitions[command.status]?.increment()
+                wake(command.id, with: command)
+            case .wake(let id, let command):
+                wake(id, with: command)
+            case .checkReply(let id, let device):
+                found.append((id, device))
+            case .ignoreReply:
+                ignoredReplies.increment()
+            }
         }
-    }
-
-    private func expireDue() async {
-        let now = WallClock.nowMicros()
-        while let next = expiries.min, next.atMicros <= now {
-            _ = expiries.removeMin()
-            guard var command = open[next.id], !command.isFinal else { continue }
-            command.status = command.status == .queued ? .expired : .timedOut
-            command.updatedMicros = now
-            finish(command)
-        }
-    }
-
-    private func changed(_ command: Command) {
-        publish(command, alsoTo: nil)
-        transitions[command.status]?.increment()
-        wake(command.id, with: command)
+        return found
     }
 
     private func wake(_ id: String, with command: Command?) {
         waiters.removeValue(forKey: id)?.forEach { $0.resume(returning: command) }
     }
-
-    private func publish(_ command: Command, alsoTo origin: DashboardHandler?) {
-        fanout.publishNow(device: command.device, text: CommandJSON.status(command, ref: refs[command.id]), alsoTo: origin)
-    }
-}
-
-extension Command {
-    var isFinal: Bool { status.isFinal }
 }

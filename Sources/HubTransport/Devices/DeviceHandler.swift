@@ -56,7 +56,6 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     private var lastActivity = NIODeadline.now()
     private var heartbeat: RepeatedTask?
     private var session: Int64 = 0
-    private var replies: Task<Void, Never>?
     /// Command replies handed to the command center and not applied yet; at
     /// `maxRequestsInFlight` the socket is not read.
     private var repliesInFlight = 0
@@ -132,9 +131,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         announcedOnline = true
         environment.fanout.publishPresence(
             device: device.id, online: true, session: session, connection: connectionID, remote: remote, on: fanout)
-        let commands = environment.commands
-        let id = device.id
-        Task { await commands.deviceReady(id, connection: self) }
+        environment.commands.post(.ready(device: device.id, session: session, connection: self))
         startHeartbeat(context: context)
         let early = held
         held = []
@@ -216,7 +213,6 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             writeText(DeviceMessages.error(code: "bad_message", message: "expected a JSON object with a \"type\""), context: context)
             return
         }
-        let commands = environment.commands
         let device = self.device.id
         switch type {
         case "command_ack":
@@ -224,7 +220,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
                 writeText(DeviceMessages.error(code: "bad_message", message: "command_ack needs a string \"id\""), context: context)
                 return
             }
-            inOrder { await commands.acknowledged(id: id, by: device) }
+            postReply(.acknowledged(id: id, device: device, applied: replyApplied()))
         case "command_result":
             guard let id = object["id"] as? String, let ok = JSONNumber.boolean(object["ok"]) else {
                 writeText(DeviceMessages.error(code: "bad_message", message: "command_result needs a string \"id\" and a boolean \"ok\""), context: context)
@@ -238,28 +234,28 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             }
             let result = object["result"].flatMap(CommandJSON.text)
             let error = object["error"].map { ($0 as? String) ?? CommandJSON.text($0) ?? "failed" }
-            inOrder { await commands.finished(id: id, by: device, ok: ok, resultJSON: result, error: error) }
+            postReply(.finished(id: id, device: device, ok: ok, resultJSON: result, error: error, applied: replyApplied()))
         default:
             writeText(DeviceMessages.error(code: "bad_message", message: "unknown message type \(type)"), context: context)
         }
     }
 
-    /// Runs command replies one after another, in the order the device sent them (an ack
-    /// must not overtake its result).
-    private func inOrder(_ work: @escaping @Sendable () async -> Void) {
-        let previous = replies
+    /// Hands a command reply to the command center, which applies replies in the order
+    /// they are posted (an ack never overtakes its result).
+    private func postReply(_ event: CommandCenter.Event) {
         repliesInFlight += 1
-        let loop = eventLoop
-        replies = Task {
-            await previous?.value
-            await work()
-            loop.execute { self.replyApplied() }
-        }
+        environment.commands.post(event)
     }
 
-    private func replyApplied() {
-        repliesInFlight -= 1
-        if readPending, let context { read(context: context) }
+    /// What the command center calls once it has applied a reply: reading may go on.
+    private func replyApplied() -> @Sendable () -> Void {
+        let loop = eventLoop
+        return {
+            loop.execute {
+                self.repliesInFlight -= 1
+                if self.readPending, let context = self.context { self.read(context: context) }
+            }
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -345,9 +341,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     private func announceOffline() {
         guard announcedOnline else { return }
         announcedOnline = false
-        let commands = environment.commands
-        let id = device.id
-        Task { await commands.deviceGone(id, connection: self) }
+        environment.commands.post(.gone(device: device.id, session: session))
         environment.fanout.publishPresence(
             device: device.id, online: false, session: session, connection: connectionID, remote: remote, on: fanout)
     }
@@ -421,6 +415,15 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
 
     func close(_ reason: CloseReason) {
         eventLoop.execute { self.closeSocket(reason) }
+    }
+
+    /// Closes with `reason`. - Returns: the channel's close, once the close frame is out.
+    func closed(_ reason: CloseReason) -> EventLoopFuture<Void> {
+        eventLoop.flatSubmit { [self] in
+            guard let context else { return eventLoop.makeSucceededVoidFuture() }
+            closeSocket(reason)
+            return context.channel.closeFuture
+        }
     }
 
     func send(text: String) {

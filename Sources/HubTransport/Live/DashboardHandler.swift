@@ -150,23 +150,20 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
             sendError("bad_command", error.message, context: context)
             return
         }
-        let commands = environment.commands
         requestsInFlight += 1
-        Task { [self] in
-            var failure: (code: String, message: String)?
-            do {
-                // The answer (`queued`, with the ref) comes from the command center.
-                _ = try await commands.create(
-                    device: device, name: order.name, paramsJSON: order.paramsJSON, ttlSeconds: order.ttlSeconds, ref: ref, origin: self)
-            } catch CommandStoreError.tooManyPending {
-                failure = ("too_many_pending", "device \(device) has too many pending commands")
-            } catch StorageFailure.refused(let why) {
-                failure = ("bad_command", "the database cannot store this command: \(why)")
-            } catch {
-                failure = ("unavailable", "the command could not be stored; try again")
-            }
-            eventLoop.execute { [failure] in self.commandDone(failure) }
-        }
+        let loop = eventLoop
+        environment.commands.post(.order(.init(
+            device: device, name: order.name, paramsJSON: order.paramsJSON, ttlSeconds: order.ttlSeconds, ref: ref, origin: self,
+            done: { error in
+                // The answer (`queued`, with the ref) comes from the command center; a failure from here.
+                let failure: (code: String, message: String)? = switch error {
+                case nil: nil
+                case CommandStoreError.tooManyPending?: ("too_many_pending", "device \(device) has too many pending commands")
+                case StorageFailure.refused(let why)?: ("bad_command", "the database cannot store this command: \(why)")
+                default: ("unavailable", "the command could not be stored; try again")
+                }
+                loop.execute { self.commandDone(failure) }
+            })))
     }
 
     /// A command of this connection was stored (or refused): reading may go on.
@@ -261,6 +258,15 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     func close(_ reason: CloseReason) {
         eventLoop.execute { [self] in
             if let context { close(code: reason.code, reason: reason.rawValue, context: context) }
+        }
+    }
+
+    /// Closes with a close code. - Returns: the channel's close, once the close frame is out.
+    func closed(_ reason: CloseReason) -> EventLoopFuture<Void> {
+        eventLoop.flatSubmit { [self] in
+            guard let context else { return eventLoop.makeSucceededVoidFuture() }
+            close(code: reason.code, reason: reason.rawValue, context: context)
+            return context.channel.closeFuture
         }
     }
 

@@ -2,9 +2,11 @@ import HubIngest
 import Logging
 import NIOCore
 import NIOWebSocket
+import ServiceLifecycle
 
 /// What every connection shares, without sockets: the fan-out, the command center, and
-/// the device and dashboard environments. `HubServer` puts it behind its port; the
+/// the device and dashboard environments. `commandService` must run (in the hub's service
+/// group) for commands to move. `HubServer` puts it behind its port; the
 /// stateful fuzzer (`Sources/HubFuzz`) drives it through in-memory channels with a fake
 /// sink and a test clock.
 public final class HubCore: Sendable {
@@ -15,14 +17,15 @@ public final class HubCore: Sendable {
 
     public init(
         configuration: ServerConfiguration, registry: DeviceRegistry, metricCatalog: MetricCatalog, queue: IngestQueue,
-        metrics: IngestMetrics, tokens: APITokens, history: TelemetryHistory, commandStore: CommandStore, logger: Logger
+        metrics: IngestMetrics, tokens: APITokens, history: TelemetryHistory, commandStore: CommandStore,
+        clock: any HubClock = SystemClock(), logger: Logger
     ) {
         self.configuration = configuration
         let fanout = LiveFanout()
         var commandSettings = CommandCenter.Settings()
         commandSettings.maxPendingPerDevice = configuration.maxPendingCommandsPerDevice
         commandSettings.maxParamsBytes = configuration.maxJSONBytes
-        commands = CommandCenter(store: commandStore, fanout: fanout, settings: commandSettings, logger: logger)
+        commands = CommandCenter(store: commandStore, fanout: fanout, settings: commandSettings, clock: clock, logger: logger)
         live = LiveEnvironment(
             tokens: tokens, registry: registry, queue: queue, history: history, fanout: fanout, commands: commands,
             configuration: configuration, logger: logger)
@@ -30,6 +33,9 @@ public final class HubCore: Sendable {
             registry: registry, metricCatalog: metricCatalog, queue: queue, configuration: configuration, logger: logger,
             metrics: metrics, fanout: fanout, commands: commands)
     }
+
+    /// The command center, to run in the service group before the server.
+    public var commandService: any Service { commands }
 
     /// Adds a dashboard's `/live` handlers to an upgraded (or in-memory) channel.
     public func addDashboard(to channel: Channel, access: APITokens.Access) throws {

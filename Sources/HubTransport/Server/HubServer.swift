@@ -6,9 +6,15 @@ import NIOConcurrencyHelpers
 import NIOPosix
 import NIOSSL
 import NIOWebSocket
+import ServiceLifecycle
 
 /// The one-port server: device WebSockets, and HTTP for everything else.
-public final class HubServer: Sendable {
+///
+/// As a service it binds, reports the port, and serves until the graceful shutdown. Then
+/// it stops accepting, makes every device connection stop reading and hand over what it
+/// read, waits for `drain` (the ingest writer commits it and acks), closes every socket
+/// with 1001 and stops its event loops.
+public final class HubServer: Service {
     private let configuration: ServerConfiguration
     private let core: HubCore
     private let http: HTTPEnvironment
@@ -17,25 +23,29 @@ public final class HubServer: Sendable {
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let listener = NIOLockedValueBoxChannel()
+    private let drain: @Sendable () async -> Void
+    private let bound: @Sendable (Int) -> Void
 
     /// - Parameters:
     ///   - provision: registers an unknown device (only called with `autoProvision`).
     ///   - metricsText: answers `/metrics` (Prometheus text).
     ///   - readiness: answers `/readyz`.
+    ///   - drain: at shutdown, commits and acks what devices sent (the ingest writer's shutdown).
+    ///   - bound: told the port once the server listens.
     public init(
-        configuration: ServerConfiguration, registry: DeviceRegistry, metricCatalog: MetricCatalog, queue: IngestQueue,
-        metrics: IngestMetrics,
-        tokens: APITokens, history: TelemetryHistory, admin: DeviceAdmin, queries: TelemetryQueries,
-        commandStore: CommandStore, logger: Logger,
+        core: HubCore, tokens: APITokens, admin: DeviceAdmin, queries: TelemetryQueries, logger: Logger,
         provision: @escaping @Sendable (String) async throws -> DeviceRecord,
-        metricsText: @escaping @Sendable () -> String, readiness: @escaping @Sendable () async -> Readiness
+        metricsText: @escaping @Sendable () -> String, readiness: @escaping @Sendable () async -> Readiness,
+        drain: @escaping @Sendable () async -> Void, bound: @escaping @Sendable (Int) -> Void
     ) {
+        let configuration = core.configuration
+        let registry = core.devices.registry
         self.configuration = configuration
         self.logger = logger
         self.provision = provision
-        core = HubCore(
-            configuration: configuration, registry: registry, metricCatalog: metricCatalog, queue: queue, metrics: metrics,
-            tokens: tokens, history: history, commandStore: commandStore, logger: logger)
+        self.core = core
+        self.drain = drain
+        self.bound = bound
         let (devices, live, commands) = (core.devices, core.live, core.commands)
         gate = UpgradeGate(
             registry: registry, tokens: tokens, admission: Admission(configuration: configuration),
@@ -51,10 +61,25 @@ public final class HubServer: Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
     }
 
+    /// Serves until the graceful shutdown, then closes as the type's summary says.
+    public func run() async throws {
+        let port: Int
+        do {
+            port = try await start()
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        bound(port)
+        try? await gracefulShutdown()
+        await quiesce()
+        await drain()
+        await closeAll(.shuttingDown)
+    }
+
     /// Binds and starts accepting. - Returns: the bound port.
-    public func start() async throws -> Int {
+    private func start() async throws -> Int {
         let tls = try configuration.tls.map(Self.makeTLSContext)
-        await core.commands.start()
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: configuration.backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -82,21 +107,27 @@ public final class HubServer: Sendable {
 
     /// Stops accepting, and makes every device connection stop reading and hand over what
     /// it has read, so the writer can commit and ack it before `closeAll`.
-    public func quiesce() async {
+    private func quiesce() async {
         try? await listener.take()?.close()
         for connection in core.devices.connections.all {
             try? await connection.quiesce().get()
         }
     }
 
-    /// Closes every connection with `reason`, then stops the event loops.
-    public func closeAll(_ reason: CloseReason) async {
-        for connection in core.devices.connections.all { connection.close(reason) }
-        for dashboard in core.live.dashboards.all { dashboard.close(reason) }
-        // Let the close frames go out before the loops stop.
-        try? await Task.sleep(for: .milliseconds(100))
-        await core.commands.stop()
-        try? await group.shutdownGracefully()
+    /// Closes every connection with `reason`, each once its close frame is written, then
+    /// stops the event loops. A peer whose close frame cannot be written within
+    /// `closeGrace` is closed with the loops.
+    private func closeAll(_ reason: CloseReason) async {
+        let closing = core.devices.connections.all.map { $0.closed(reason) } + core.live.dashboards.all.map { $0.closed(reason) }
+        let (group, grace) = (self.group, configuration.closeGrace)
+        await withTaskGroup(of: Void.self) { waits in
+            waits.addTask { for future in closing { try? await future.get() } }
+            waits.addTask { try? await Task.sleep(for: grace) }
+            await waits.next()
+            waits.cancelAll()
+            // Closes whatever is still open, so the wait for it ends too.
+            try? await group.shutdownGracefully()
+        }
     }
 
     /// The server side of https and wss; unreadable files fail the start with their path.

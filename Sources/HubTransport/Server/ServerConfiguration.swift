@@ -48,6 +48,9 @@ public struct ServerConfiguration: Sendable {
     /// Bytes waiting in one connection's socket buffer; past it the connection is closed
     /// the same way. Larger than any single answer (a replay page, a REST answer).
     public var maxOutboundBytes = 8 << 20
+    /// At shutdown, how long close frames may take to go out before the sockets are
+    /// closed without them.
+    public var closeGrace: Duration = .seconds(2)
     /// A request's headers must arrive within this of its first byte.
     public var headerTimeoutSeconds = 10
     /// An HTTP connection with no request under way is closed after this.

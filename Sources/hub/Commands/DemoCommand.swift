@@ -3,6 +3,7 @@ import Foundation
 import Hub
 import HubStorage
 import Logging
+import NIOCore
 import NIOPosix
 import Postgres
 import ServiceLifecycle
@@ -23,58 +24,64 @@ struct DemoCommand: AsyncParsableCommand {
         configuration.dataDirectory = database.resolvedDataDirectory
         configuration.databaseURL = database.resolvedDatabaseURL
         configuration.server.port = port
-        let fleet = DemoFleet(count: devices, interval: intervalSeconds, logger: logger)
+        let (started, announce) = AsyncStream.makeStream(of: Hub.self, bufferingPolicy: .bufferingNewest(1))
         let service = HubService(configuration: configuration, logger: logger) { hub in
             Banner.print(hub)
-            Task { await fleet.start(hub) }
+            announce.yield(hub)
+            announce.finish()
         }
-        let group = ServiceGroup(
-            configuration: .init(services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let fleet = DemoFleet(count: devices, interval: intervalSeconds, started: started, logger: logger)
+        // Shutdown runs in reverse: the fleet stops (its last frames acked) before the hub.
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: service), .init(service: fleet)], gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
         try await group.run()
-        await fleet.stop()
     }
 }
 
-/// The demo's devices: `demo-01` …, registered (or given fresh tokens) on start; two in
-/// three answer `set_interval` and `reboot`.
-actor DemoFleet {
-    private let count: Int
-    private let interval: Double
-    private let logger: Logger
-    private var simulated: [SimulatedDevice] = []
-    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+/// The demo's devices: `demo-01` …, registered (or given fresh tokens) once the hub is up;
+/// two in three answer `set_interval` and `reboot`. On shutdown every device stops (waiting
+/// for its acks) and the fleet's event loop ends with it.
+struct DemoFleet: Service {
+    let count: Int
+    let interval: Double
+    /// Yields the hub once it accepts connections.
+    let started: AsyncStream<Hub>
+    let logger: Logger
 
-    init(count: Int, interval: Double, logger: Logger) {
-        self.count = count
-        self.interval = interval
-        self.logger = logger
-    }
-
-    func start(_ hub: Hub) async {
+    func run() async throws {
+        let started = self.started
+        guard let hub = await cancelWhenGracefulShutdown({ await started.first { _ in true } }) else { return }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let devices: [SimulatedDevice]
         do {
-            let store = DeviceStore(connection: try PostgresConnection(url: hub.database.url))
-            for index in 1...count {
-                let id = String(format: "demo-%02d", index)
-                let token = try (try? store.add(id: id, labelsJSON: #"{"fleet":"demo"}"#)) ?? store.rotateToken(id: id)
-                var settings = SimulatedDevice.Settings()
-                settings.interval = .milliseconds(Int64(interval * 1000))
-                settings.answersCommands = index % 3 != 0
-                simulated.append(try SimulatedDevice(
-                    id: id, token: token, host: "127.0.0.1", port: hub.port, group: group, settings: settings))
-            }
+            devices = try register(on: hub, group: group)
         } catch {
             logger.error("demo fleet could not register its devices", metadata: ["error": "\(error)"])
+            try await group.shutdownGracefully()
             return
         }
-        for device in simulated { Task { await device.run() } }
         Banner.write([
             "  dashboard    http://localhost:\(hub.port)/?token=\(hub.apiToken)",
             "  demo fleet   \(count) devices (demo-01 …); two in three answer set_interval {\"seconds\":N} and reboot",
         ])
+        await withDiscardingTaskGroup { running in
+            for device in devices { running.addTask { await device.run() } }
+            try? await gracefulShutdown()
+            for device in devices { running.addTask { await device.stop() } }
+        }
+        try await group.shutdownGracefully()
     }
 
-    func stop() async {
-        for device in simulated { await device.stop() }
-        try? await group.shutdownGracefully()
+    private func register(on hub: Hub, group: EventLoopGroup) throws -> [SimulatedDevice] {
+        let store = DeviceStore(connection: try PostgresConnection(url: hub.database.url))
+        return try (1...max(count, 1)).map { index in
+            let id = String(format: "demo-%02d", index)
+            let token = try (try? store.add(id: id, labelsJSON: #"{"fleet":"demo"}"#)) ?? store.rotateToken(id: id)
+            var settings = SimulatedDevice.Settings()
+            settings.interval = .milliseconds(Int64(interval * 1000))
+            settings.answersCommands = index % 3 != 0
+            return try SimulatedDevice(id: id, token: token, host: "127.0.0.1", port: hub.port, group: group, settings: settings)
+        }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Hub
 
 @main
 struct HubCommand: AsyncParsableCommand {
@@ -7,4 +8,10 @@ struct HubCommand: AsyncParsableCommand {
         abstract: "An IoT telemetry hub: devices stream over WebSocket into PostgreSQL.",
         subcommands: [ServeCommand.self, DevicesCommand.self, DemoCommand.self, SimulateCommand.self, BenchCommand.self],
         defaultSubcommand: ServeCommand.self)
+
+    /// The process's metrics backend goes in first, before any part makes a metric.
+    static func main() async {
+        HubMetrics.bootstrap()
+        await main(nil)
+    }
 }
