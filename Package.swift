@@ -137,6 +137,7 @@ let package = Package(
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
 
         .testTarget(name: "HubProtocolTests", dependencies: ["HubProtocol"]),
@@ -148,7 +149,14 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "HubTransportTests", dependencies: ["HubTransport", "HubProtocol"]),
+        .testTarget(
+            name: "HubTransportTests",
+            dependencies: [
+                "HubTransport", "HubProtocol", "HubIngest",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
         .testTarget(
             name: "HubLiveTests",
             dependencies: [

@@ -1,4 +1,5 @@
 import Foundation
+import HubIngest
 import HubStorage
 import Logging
 import Postgres
@@ -16,7 +17,9 @@ public final class DatabaseTarget: Sendable {
 
     /// Resolves the target and applies the schema. A server given by URL gets one try
     /// (`reachableAtStart` tells how it went); the embedded cluster must start within `timeout`.
-    public init(databaseURL: String?, clusterDirectory: URL, logger: Logger, timeout: Duration = .seconds(30)) throws {
+    public init(
+        databaseURL: String?, clusterDirectory: URL, logger: Logger, timeout: Duration = .seconds(30), clock: any HubClock = SystemClock()
+    ) throws {
         if let databaseURL {
             url = databaseURL
             cluster = nil
@@ -30,7 +33,7 @@ public final class DatabaseTarget: Sendable {
             url = cluster.url
         }
         do {
-            try Schema.apply(on: Self.connect(url: url, timeout: timeout, logger: logger))
+            try Schema.apply(on: Self.connect(url: url, timeout: timeout, clock: clock, logger: logger))
         } catch {
             if startedCluster { try? cluster?.stop() }
             throw error
@@ -71,14 +74,14 @@ public final class DatabaseTarget: Sendable {
     }
 
     /// Connects, retrying until `timeout` while the server is starting or unreachable.
-    public static func connect(url: String, timeout: Duration, logger: Logger) throws -> PostgresConnection {
-        let deadline = ContinuousClock.now + timeout
+    public static func connect(url: String, timeout: Duration, clock: any HubClock = SystemClock(), logger: Logger) throws -> PostgresConnection {
+        let deadline = clock.uptimeNanos() + UInt64(timeout.components.seconds) * 1_000_000_000
         var warned = false
         while true {
             do {
                 return try PostgresConnection(url: url)
             } catch {
-                guard ContinuousClock.now < deadline else { throw error }
+                guard clock.uptimeNanos() < deadline else { throw error }
                 if !warned {
                     logger.warning("database not reachable yet; retrying", metadata: ["error": "\(error)"])
                     warned = true

@@ -12,7 +12,7 @@ import ServiceLifecycle
 ///
 /// The services start in dependency order: partition upkeep, the rollup fold, the
 /// device-change listener, the database executors, the command writer, the ingest writer,
-/// the command center, the server. Shutdown runs in reverse and loses no accepted frame:
+/// the request runner, the command center, the server. Shutdown runs in reverse and loses no accepted frame:
 /// the server stops reading, the ingest writer commits and acks what was read, sockets
 /// close with 1001, then each part behind it stops, and the embedded cluster last.
 public final class Hub: Sendable {
@@ -45,7 +45,7 @@ public final class Hub: Sendable {
         let database = try await Task.detached {
             try DatabaseTarget(
                 databaseURL: configuration.databaseURL, clusterDirectory: configuration.clusterDirectory,
-                logger: logger, timeout: configuration.databaseStartupTimeout)
+                logger: logger, timeout: configuration.databaseStartupTimeout, clock: clock)
         }.value
         let (ports, announce) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .bufferingNewest(1))
         let hub: Hub
@@ -88,10 +88,10 @@ public final class Hub: Sendable {
         }
         self.registry = registry
 
-        let partitions = PartitionManager(url: database.url, settings: configuration.storage, logger: logger)
+        let partitions = PartitionManager(url: database.url, settings: configuration.storage, clock: clock, logger: logger)
         if database.reachableAtStart {
             // Partitions for now and ahead exist before the first frame arrives.
-            try partitions.runOnce(on: PostgresConnection(url: database.url), logger: logger)
+            try partitions.runOnce(on: PostgresConnection(url: database.url), nowSeconds: clock.wallMicros() / 1_000_000, logger: logger)
         }
         self.partitions = partitions
         let rollups = RollupFolder(url: database.url, logger: logger)
@@ -104,7 +104,7 @@ public final class Hub: Sendable {
                 maxRows: configuration.batchRows,
                 maxDelayNanos: UInt64(configuration.flushInterval.components.attoseconds / 1_000_000_000)
                     + UInt64(configuration.flushInterval.components.seconds) * 1_000_000_000)),
-            logger: logger, metrics: metrics)
+            logger: logger, metrics: metrics, clock: clock)
         self.writer = writer
 
         let listener = DeviceChangeListener(
@@ -136,7 +136,7 @@ public final class Hub: Sendable {
             readiness: { [registry] in await Hub.readiness(writer: writer, probe: probe, registry: registry) },
             drain: { await writer.shutdown() },
             bound: bound)
-        let services: [any Service] = [partitions, rollups, listener, executor, probe, commandStore, writer, core.commandService, server]
+        let services: [any Service] = [partitions, rollups, listener, executor, probe, commandStore, writer] + core.services + [server]
         group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: logger))
     }

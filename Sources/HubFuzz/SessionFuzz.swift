@@ -8,6 +8,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import NIOWebSocket
+import ServiceLifecycle
 
 /// The stateful fuzz target: one input is a program run against an in-process hub core
 /// (`HubCore`) with two dashboards and three devices on in-memory channels, an ingest
@@ -46,8 +47,10 @@ private final class Session: @unchecked Sendable {
     let store = MemoryCommandStore()
     let writer: IngestWriter
     let core: HubCore
-    /// The command center's service, run for the session and cancelled at its end.
-    var commandRun: Task<Void, Never>?
+    /// The core's services (the request runner, the command center) as a group, run for
+    /// the session and shut down gracefully at its end.
+    let coreServices: ServiceGroup
+    var coreRun: Task<Void, Never>?
     var dashboards: [NIOAsyncTestingChannel] = []
     var devices: [NIOAsyncTestingChannel] = []
     /// Device channels a reconnect replaced, finished at the end.
@@ -77,8 +80,9 @@ private final class Session: @unchecked Sendable {
             }()), queue: queue, metrics: IngestMetrics(), tokens: APITokens(full: "fuzz-full-api-token", readOnly: nil),
             history: sink, commandStore: store, logger: logger)
         writer.start()
-        let commands = core.commandService
-        commandRun = Task { try? await commands.run() }
+        let services = ServiceGroup(configuration: .init(services: core.services.map { .init(service: $0) }, logger: logger))
+        coreServices = services
+        coreRun = Task { try? await services.run() }
         for index in 0..<2 {
             let channel = NIOAsyncTestingChannel(loop: loop)
             try? await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1000 + index))
@@ -132,8 +136,8 @@ private final class Session: @unchecked Sendable {
             print("session: \(delivered.flatMap(\.values).map(\.count).reduce(0, +)) deliveries, \(store.ids.count) commands, stored \(sink.stored) readings")
         }
         await writer.shutdown()
-        commandRun?.cancel()
-        await commandRun?.value
+        await coreServices.triggerGracefulShutdown()
+        await coreRun?.value
         for channel in dashboards + devices + replaced { _ = try? await channel.finish() }
         // The loop is not shut down: a replay task may still submit its last page to it
         // (it then sees the subscription gone and stops), and a task submitted to a loop

@@ -60,13 +60,17 @@ public final class PartitionManager: @unchecked Sendable {
     private let dropped = Counter(label: "hub_retention_readings_dropped_total")
     private let dropSeconds = Timer(label: "hub_retention_drop_seconds")
 
-    public init(url: String, settings: Settings, logger: Logger) {
+    private let clock: any HubClock
+
+    public init(url: String, settings: Settings, clock: any HubClock = SystemClock(), logger: Logger) {
         self.settings = settings
         self.logger = logger
+        self.clock = clock
         worker = PeriodicWorker(
             name: "hub-partitions", url: url, interval: settings.interval,
             round: { [weak self] connection in
-                _ = try self?.runOnce(on: connection)
+                guard let self else { return false }
+                try self.runOnce(on: connection, nowSeconds: self.clock.wallMicros() / 1_000_000)
                 return false
             },
             failed: { error, _ in logger.warning("partition maintenance failed; trying again later", metadata: ["error": "\(error)"]) })
@@ -90,7 +94,7 @@ public final class PartitionManager: @unchecked Sendable {
     /// - Returns: what it did.
     @discardableResult
     public func runOnce(
-        on connection: PostgresConnection, nowSeconds: Int64 = Int64(Date().timeIntervalSince1970), logger: Logger? = nil
+        on connection: PostgresConnection, nowSeconds: Int64, logger: Logger? = nil
     ) throws -> Report {
         var report = Report()
         let span = settings.spanSeconds
@@ -219,14 +223,14 @@ public final class PartitionManager: @unchecked Sendable {
         for row in partitions.rows {
             guard let name = row[0], let end = row[1].flatMap({ Int64($0) }), end <= cutoff else { continue }
             let rows = Int(try connection.query("SELECT count(*) FROM \(name)").rows.first?.first??.description ?? "0") ?? 0
-            let started = ContinuousClock.now
+            let started = clock.uptimeNanos()
             try connection.transaction { () throws(PostgresError) in
                 try connection.execute("SET LOCAL lock_timeout = '\(settings.lockTimeoutMilliseconds)ms'")
                 try connection.execute("DROP TABLE \(name)")
             }
-            let held = ContinuousClock.now - started
-            let millis = Double(held.components.seconds) * 1000 + Double(held.components.attoseconds) / 1e15
-            dropSeconds.recordNanoseconds(Int64(millis * 1e6))
+            let held = clock.uptimeNanos() &- started
+            let millis = Double(held) / 1e6
+            dropSeconds.recordNanoseconds(Int64(held))
             report.partitionsDropped += 1
             report.readingsDropped += rows
             report.longestDropMillis = max(report.longestDropMillis, millis)

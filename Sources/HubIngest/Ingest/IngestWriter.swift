@@ -27,7 +27,7 @@ public final class IngestWriter: @unchecked Sendable {
     private let configuration: Configuration
     private let logger: Logger
     private let metrics: IngestMetrics
-    private let now: @Sendable () -> UInt64
+    private let clock: any HubClock
     private let thread = NIOLockedValueBox<ServiceThread?>(nil)
     private let startedNanos: UInt64
     private let stateLock = NSLock()
@@ -37,7 +37,7 @@ public final class IngestWriter: @unchecked Sendable {
 
     public init(
         queue: IngestQueue, sink: IngestSink, registry: DeviceRegistry, configuration: Configuration,
-        logger: Logger, metrics: IngestMetrics = IngestMetrics(), now: @escaping @Sendable () -> UInt64 = { DispatchTime.now().uptimeNanoseconds }
+        logger: Logger, metrics: IngestMetrics = IngestMetrics(), clock: any HubClock = SystemClock()
     ) {
         self.queue = queue
         self.sink = sink
@@ -45,8 +45,8 @@ public final class IngestWriter: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         self.metrics = metrics
-        self.now = now
-        startedNanos = now()
+        self.clock = clock
+        startedNanos = clock.uptimeNanos()
     }
 
     /// Starts the thread (once).
@@ -75,9 +75,11 @@ public final class IngestWriter: @unchecked Sendable {
     /// The last write error, while the database is failing; `nil` when writes succeed.
     public var failure: String? { stateLock.withLock { lastError } }
 
+    private func now() -> UInt64 { clock.uptimeNanos() }
+
     private func write() {
         while true {
-            let bursts = queue.take(policy: configuration.policy, now: now)
+            let bursts = queue.take(policy: configuration.policy, now: { clock.uptimeNanos() })
             if bursts.isEmpty { return }
             let committed = commit(bursts)
             if committed { acknowledge(bursts) }

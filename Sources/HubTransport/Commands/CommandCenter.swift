@@ -95,7 +95,7 @@ actor CommandCenter: Service {
     }
 
     /// Loads, takes events until the graceful shutdown, and expires commands meanwhile.
-    /// At the end every waiter wakes with the command as it is.
+    /// At the end every waiter wakes (with `nil`) and memory is cleared.
     func run() async throws {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.loadUntilDone() }
@@ -113,6 +113,10 @@ actor CommandCenter: Service {
             group.cancelAll()
         }
         inbox.finish()
+        // What was posted meanwhile holds its connection (and so this center): dropped.
+        for await _ in events {}
+        // So do the routes; the commands in memory are stored, or are loaded at the next start.
+        machine = CommandStateMachine(limits: machine.limits)
         for continuations in waiters.values { continuations.forEach { $0.resume(returning: nil) } }
         waiters = [:]
     }
@@ -181,6 +185,9 @@ actor CommandCenter: Service {
         let stored = try await store.commands(device: device, status: status, limit: limit).map { machine.command(id: $0.id) ?? $0 }
         return status.map { status in stored.filter { $0.status == status } } ?? stored
     }
+
+    /// The connection commands for `device` go to now, if any.
+    func route(device: String) -> (any DeviceConnection)? { machine.route(device: device) }
 
     /// Waits up to `seconds` for the command's final state to be committed.
     /// - Returns: the command as it is then.

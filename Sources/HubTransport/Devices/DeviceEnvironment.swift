@@ -14,12 +14,14 @@ final class DeviceEnvironment: Sendable {
     let connections = ConnectionSet<DeviceHandler>()
     let fanout: LiveFanout
     let commands: CommandCenter
+    let clock: any HubClock
     /// Times a device's socket stopped being read for exceeding its frame rate.
     let ratePauses = Counter(label: "hub_device_rate_pauses_total")
     private let rejectionLog = NIOLockedValueBox<(count: Int, since: Int64)>((0, 0))
 
-    init(registry: DeviceRegistry, metricCatalog: MetricCatalog, queue: IngestQueue, configuration: ServerConfiguration, logger: Logger, metrics: IngestMetrics, fanout: LiveFanout, commands: CommandCenter) {
+    init(registry: DeviceRegistry, metricCatalog: MetricCatalog, queue: IngestQueue, configuration: ServerConfiguration, logger: Logger, metrics: IngestMetrics, fanout: LiveFanout, commands: CommandCenter, clock: any HubClock) {
         self.fanout = fanout
+        self.clock = clock
         self.commands = commands
         self.registry = registry
         self.metricCatalog = metricCatalog
@@ -32,7 +34,7 @@ final class DeviceEnvironment: Sendable {
     /// Logs rejected frames at most once per 10 s, with the count since the last line.
     func logRejection(device: String, connection: String, reason: String) {
         metrics.framesRejected.increment()
-        let now = WallClock.nowMicros()
+        let now = clock.wallMicros()
         let report: Int? = rejectionLog.withLockedValue { state in
             state.count += 1
             guard now - state.since >= 10_000_000 else { return nil }

@@ -53,7 +53,8 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     private var reportedGaps = 0
     private var closeAfterReadCycle: CloseReason?
     private var closing = false
-    private var lastActivity = NIODeadline.now()
+    /// When the device last sent anything (monotonic nanoseconds), for the heartbeat.
+    private var lastActivityNanos: UInt64
     private var heartbeat: RepeatedTask?
     private var session: Int64 = 0
     /// Command replies handed to the command center and not applied yet; at
@@ -70,6 +71,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         connectionID = ConnectionID.make()
         fanout = environment.fanout.batch(for: eventLoop)
         logger = environment.logger
+        lastActivityNanos = environment.clock.uptimeNanos()
         logger[metadataKey: "device"] = "\(device.id)"
         logger[metadataKey: "connection"] = "\(connectionID)"
     }
@@ -87,7 +89,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         self.session = session
         logger.info("device connected", metadata: ["session": "\(session)", "remote": "\(remote)"])
         var start = IngestBurst(device: device, connection: self)
-        start.session = SessionStart(session: session, remote: remote, atMicros: WallClock.nowMicros())
+        start.session = SessionStart(session: session, remote: remote, atMicros: environment.clock.wallMicros())
         burst = start
         pushBurst()
         let loop = eventLoop
@@ -124,13 +126,14 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         state = .streaming
         let welcome = DeviceMessages.welcome(
             device: device.id, connection: connectionID, session: session, lastSeq: mark,
-            serverTimeMicros: WallClock.nowMicros(), maxFrameBytes: environment.configuration.maxFrameBytes,
+            serverTimeMicros: environment.clock.wallMicros(), maxFrameBytes: environment.configuration.maxFrameBytes,
             heartbeatSeconds: environment.configuration.heartbeatSeconds)
         writeText(welcome, context: context)
         context.flush()
         announcedOnline = true
         environment.fanout.publishPresence(
-            device: device.id, online: true, session: session, connection: connectionID, remote: remote, on: fanout)
+            device: device.id, online: true, session: session, connection: connectionID, remote: remote,
+            atMicros: environment.clock.wallMicros(), on: fanout)
         environment.commands.post(.ready(device: device.id, session: session, connection: self))
         startHeartbeat(context: context)
         let early = held
@@ -144,7 +147,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        lastActivity = .now()
+        lastActivityNanos = environment.clock.uptimeNanos()
         switch frame.opcode {
         case .binary, .text:
             switch state {
@@ -174,7 +177,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
 
     private func receive(_ frame: WebSocketFrame, context: ChannelHandlerContext) {
         // Text messages (command replies) count against the frame rate like frames.
-        if let debt = frameBudget.take(nowNanos: DispatchTime.now().uptimeNanoseconds) {
+        if let debt = frameBudget.take(nowNanos: environment.clock.uptimeNanos()) {
             rateDebtNanos = debt
             pausedForRate = true
         }
@@ -183,7 +186,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             return
         }
         let data = frame.unmaskedData
-        let now = WallClock.nowMicros()
+        let now = environment.clock.wallMicros()
         let action = data.withUnsafeReadableBytes { stream!.receive($0, nowMicros: now) }
         switch action {
         case .accept(let accepted):
@@ -343,7 +346,8 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         announcedOnline = false
         environment.commands.post(.gone(device: device.id, session: session))
         environment.fanout.publishPresence(
-            device: device.id, online: false, session: session, connection: connectionID, remote: remote, on: fanout)
+            device: device.id, online: false, session: session, connection: connectionID, remote: remote,
+            atMicros: environment.clock.wallMicros(), on: fanout)
     }
 
     private func pushBurst() {
@@ -351,7 +355,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         burst = nil
         guard !pending.isEmpty else { return }
         inFlight += 1
-        let hasRoom = environment.queue.push(pending, nowNanos: DispatchTime.now().uptimeNanoseconds)
+        let hasRoom = environment.queue.push(pending, nowNanos: environment.clock.uptimeNanos())
         // Dashboards see accepted frames at once, before the commit. Publishing after the
         // push is what makes replay gap-free (see DashboardHandler's replay).
         if !pending.frames.isEmpty { environment.fanout.publish(device: device.id, frames: pending.frames, on: fanout) }
@@ -483,7 +487,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         let interval = TimeAmount.seconds(Int64(environment.configuration.heartbeatSeconds))
         heartbeat = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
             guard let context = self.context, !closing else { return }
-            if NIODeadline.now() - lastActivity > interval * 2 {
+            if environment.clock.uptimeNanos() &- lastActivityNanos > UInt64(interval.nanoseconds) * 2 {
                 closeSocket(.heartbeatTimeout)
             } else {
                 context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))), promise: nil)

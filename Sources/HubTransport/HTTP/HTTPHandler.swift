@@ -102,7 +102,7 @@ final class HTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The API credential of `head`. - Returns: the refusal, or `nil` with `access` set.
     private func authenticate(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> HTTPReply? {
         let address = HubServer.host(context.channel.remoteAddress)
-        let now = DispatchTime.now().uptimeNanoseconds
+        let now = environment.clock.uptimeNanos()
         if environment.gate.failures.isBlocked(address, nowNanos: now) { return environment.gate.tooManyFailures(address, now) }
         guard let access = environment.gate.tokens.access(for: RequestTarget.bearerToken(head.headers)) else {
             environment.gate.failures.recordFailure(address, nowNanos: now)
@@ -168,10 +168,12 @@ final class HTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Answers with what `work` returns, computed as a task (it may wait on the database).
+    /// Answers with what `work` returns, computed by the request runner (it may wait on
+    /// the database).
     private func respondLater(keepAlive: Bool, context: ChannelHandlerContext, _ work: @escaping @Sendable () async -> HTTPReply) {
         let promise = context.eventLoop.makePromise(of: HTTPReply.self)
-        promise.completeWithTask(work)
+        let submitted = environment.runner.submit { promise.succeed(await work()) }
+        if !submitted { promise.succeed(.error(.serviceUnavailable, code: "unavailable", "the hub is stopping")) }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         promise.futureResult.whenSuccess { reply in
             let (handler, context) = loopBound.value
@@ -278,5 +280,8 @@ struct HTTPEnvironment: Sendable {
     /// The largest request body taken; larger gets 413.
     let maxBodyBytes: Int
     let readiness: @Sendable () async -> Readiness
+    /// Runs REST calls and readiness probes.
+    let runner: RequestRunner
+    let clock: any HubClock
     var admission: Admission { gate.admission }
 }

@@ -17,7 +17,7 @@ extension DashboardHandler {
                 if replays[subscription.id] != nil {
                     replays[subscription.id]!.hold(event, maxBytes: environment.maxQueuedBytes)
                 } else if let interval = subscription.minIntervalNanos {
-                    let now = DispatchTime.now().uptimeNanoseconds
+                    let now = environment.clock.uptimeNanos()
                     let readings = subscription.readings(of: frame)
                     if let ready = rate.offer(sub: subscription.id, device: device, readings: readings, intervalNanos: interval, nowNanos: now) {
                         emit(
@@ -38,7 +38,7 @@ extension DashboardHandler {
 
     func emit(control text: String, context: ChannelHandlerContext) {
         let decision = outbox.offer(
-            control: text, writable: context.channel.isWritable, nowNanos: DispatchTime.now().uptimeNanoseconds,
+            control: text, writable: context.channel.isWritable, nowNanos: environment.clock.uptimeNanos(),
             maxBytes: environment.maxQueuedBytes, stallLimitNanos: environment.stallLimitNanos)
         perform(decision, text: text, context: context)
     }
@@ -46,7 +46,7 @@ extension DashboardHandler {
     func emit(telemetry text: () -> String?, sub: String, device: String, readings: () -> [ConflatedReading], context: ChannelHandlerContext) {
         let decision = outbox.offer(
             telemetry: text, sub: sub, device: device, readings: readings, writable: context.channel.isWritable,
-            nowNanos: DispatchTime.now().uptimeNanoseconds, maxBytes: environment.maxQueuedBytes,
+            nowNanos: environment.clock.uptimeNanos(), maxBytes: environment.maxQueuedBytes,
             stallLimitNanos: environment.stallLimitNanos)
         if decision == .write {
             guard let text = text() else { return }
@@ -113,11 +113,11 @@ extension DashboardHandler {
         guard let due = rate.nextDue, rate.timerDue.map({ due < $0 }) ?? true else { return }
         rateTimer?.cancel()
         rate.timerDue = due
-        let delay = Int64(due &- min(due, DispatchTime.now().uptimeNanoseconds))
+        let delay = Int64(due &- min(due, environment.clock.uptimeNanos()))
         rateTimer = eventLoop.scheduleTask(in: .nanoseconds(delay)) { [self] in
             rate.timerDue = nil
             guard let context = self.context, !closing else { return }
-            let ready = rate.takeDue(nowNanos: DispatchTime.now().uptimeNanoseconds)
+            let ready = rate.takeDue(nowNanos: environment.clock.uptimeNanos())
             for message in Outbox.messages(ready, isSubscribed: { self.subscriptions[$0] != nil }) {
                 emit(control: message, context: context)
             }

@@ -47,7 +47,8 @@ extension DashboardHandler {
         requestsInFlight += 1
         replaysInFlight += 1
         environment.queue.whenWritten { [self] in
-            Task { await replay(subscription, targets: targets, since: since, resume: resume) }
+            // Refused only while the hub stops, when this connection is closing anyway.
+            _ = environment.runner.submit { await self.replay(subscription, targets: targets, since: since, resume: resume) }
         }
     }
 

@@ -64,7 +64,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
         self.context = context
         environment.dashboards.insert(self)
         environment.metrics.connected.increment()
-        emit(control: LiveMessages.hello(connection: connectionID, serverTimeMicros: WallClock.nowMicros()), context: context)
+        emit(control: LiveMessages.hello(connection: connectionID, serverTimeMicros: environment.clock.wallMicros()), context: context)
         context.flush()
         logger.info("dashboard connected")
     }

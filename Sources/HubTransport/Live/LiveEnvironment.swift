@@ -15,6 +15,8 @@ final class LiveEnvironment: Sendable {
 
     let fanout: LiveFanout
     let commands: CommandCenter
+    let runner: RequestRunner
+    let clock: any HubClock
     let dashboards = ConnectionSet<DashboardHandler>()
     let tokens: APITokens
     let registry: DeviceRegistry
@@ -30,10 +32,12 @@ final class LiveEnvironment: Sendable {
 
     init(
         tokens: APITokens, registry: DeviceRegistry, queue: IngestQueue, history: TelemetryHistory, fanout: LiveFanout,
-        commands: CommandCenter, configuration: ServerConfiguration, logger: Logger
+        commands: CommandCenter, runner: RequestRunner, clock: any HubClock, configuration: ServerConfiguration, logger: Logger
     ) {
+        self.clock = clock
         self.fanout = fanout
         self.commands = commands
+        self.runner = runner
         self.tokens = tokens
         self.registry = registry
         self.queue = queue

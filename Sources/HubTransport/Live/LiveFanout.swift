@@ -63,12 +63,14 @@ final class LiveFanout: Sendable {
         }
     }
 
-    func publishPresence(device: String, online: Bool, session: Int64, connection: String, remote: String, on batch: FanoutBatch) {
+    func publishPresence(
+        device: String, online: Bool, session: Int64, connection: String, remote: String, atMicros: Int64, on batch: FanoutBatch
+    ) {
         let subscriptions = index.matching(device)
         guard !subscriptions.isEmpty else { return }
         let text = LiveMessages.presence(
             device: device, online: online, session: session, connection: connection, remote: remote,
-            atMicros: WallClock.nowMicros())
+            atMicros: atMicros)
         var seen: Set<ObjectIdentifier> = []
         // One presence event per dashboard, however many of its subscriptions match.
         for subscription in subscriptions where seen.insert(ObjectIdentifier(subscription.dashboard)).inserted {

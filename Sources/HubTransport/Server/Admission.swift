@@ -1,4 +1,4 @@
-import Dispatch
+import HubIngest
 import NIOConcurrencyHelpers
 import NIOHTTP1
 
@@ -9,9 +9,11 @@ final class Admission: Sendable {
 
     private let configuration: ServerConfiguration
     private let connects: NIOLockedValueBox<TokenBucket>
+    private let clock: any HubClock
 
-    init(configuration: ServerConfiguration) {
+    init(configuration: ServerConfiguration, clock: any HubClock) {
         self.configuration = configuration
+        self.clock = clock
         connects = NIOLockedValueBox(TokenBucket(perSecond: Double(configuration.connectsPerSecond)))
     }
 
@@ -24,7 +26,7 @@ final class Admission: Sendable {
             reply.retryAfterSeconds = 5
             return reply
         }
-        guard connects.withLockedValue({ $0.tryTake(nowNanos: DispatchTime.now().uptimeNanoseconds) }) else {
+        guard connects.withLockedValue({ $0.tryTake(nowNanos: clock.uptimeNanos()) }) else {
             var reply = HTTPReply.error(.serviceUnavailable, code: "connect_rate", "more than \(configuration.connectsPerSecond) connects per second; retry")
             reply.close = true
             reply.retryAfterSeconds = 1

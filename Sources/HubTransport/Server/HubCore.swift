@@ -5,14 +5,16 @@ import NIOWebSocket
 import ServiceLifecycle
 
 /// What every connection shares, without sockets: the fan-out, the command center, and
-/// the device and dashboard environments. `commandService` must run (in the hub's service
-/// group) for commands to move. `HubServer` puts it behind its port; the
+/// the device and dashboard environments. Its `services` must run (in the hub's service
+/// group) for commands, REST calls and replays to move. `HubServer` puts it behind its port; the
 /// stateful fuzzer (`Sources/HubFuzz`) drives it through in-memory channels with a fake
 /// sink and a test clock.
 public final class HubCore: Sendable {
     let devices: DeviceEnvironment
     let live: LiveEnvironment
     let commands: CommandCenter
+    let runner = RequestRunner()
+    let clock: any HubClock
     let configuration: ServerConfiguration
 
     public init(
@@ -21,6 +23,7 @@ public final class HubCore: Sendable {
         clock: any HubClock = SystemClock(), logger: Logger
     ) {
         self.configuration = configuration
+        self.clock = clock
         let fanout = LiveFanout()
         var commandSettings = CommandCenter.Settings()
         commandSettings.maxPendingPerDevice = configuration.maxPendingCommandsPerDevice
@@ -28,14 +31,15 @@ public final class HubCore: Sendable {
         commands = CommandCenter(store: commandStore, fanout: fanout, settings: commandSettings, clock: clock, logger: logger)
         live = LiveEnvironment(
             tokens: tokens, registry: registry, queue: queue, history: history, fanout: fanout, commands: commands,
-            configuration: configuration, logger: logger)
+            runner: runner, clock: clock, configuration: configuration, logger: logger)
         devices = DeviceEnvironment(
             registry: registry, metricCatalog: metricCatalog, queue: queue, configuration: configuration, logger: logger,
-            metrics: metrics, fanout: fanout, commands: commands)
+            metrics: metrics, fanout: fanout, commands: commands, clock: clock)
     }
 
-    /// The command center, to run in the service group before the server.
-    public var commandService: any Service { commands }
+    /// The core's services, in start order, to run in the service group before the
+    /// server: the request runner, then the command center.
+    public var services: [any Service] { [runner, commands] }
 
     /// Adds a dashboard's `/live` handlers to an upgraded (or in-memory) channel.
     public func addDashboard(to channel: Channel, access: APITokens.Access) throws {

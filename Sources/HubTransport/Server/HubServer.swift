@@ -48,16 +48,16 @@ public final class HubServer: Service {
         self.bound = bound
         let (devices, live, commands) = (core.devices, core.live, core.commands)
         gate = UpgradeGate(
-            registry: registry, tokens: tokens, admission: Admission(configuration: configuration),
+            registry: registry, tokens: tokens, admission: Admission(configuration: configuration, clock: core.clock),
             failures: AuthFailureLimiter(perSecond: configuration.authFailuresPerSecond),
-            openDevices: { devices.connections.count }, openDashboards: { live.dashboards.count })
+            openDevices: { devices.connections.count }, openDashboards: { live.dashboards.count }, clock: core.clock)
         http = HTTPEnvironment(
             gate: gate, metricsText: metricsText,
             router: RESTRouter(
                 routes: DeviceRoutes(admin: admin, registry: registry).routes
                     + TelemetryRoutes(queries: queries, registry: registry).routes
                     + CommandRoutes(commands: commands, registry: registry).routes),
-            maxBodyBytes: configuration.maxRequestBodyBytes, readiness: readiness)
+            maxBodyBytes: configuration.maxRequestBodyBytes, readiness: readiness, runner: core.runner, clock: core.clock)
         group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
     }
 
@@ -89,7 +89,8 @@ public final class HubServer: Service {
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(WriteWatchdog(
-                        timeout: .seconds(Int64(configuration.writeTimeoutSeconds)), maxBufferedBytes: configuration.maxOutboundBytes))
+                        timeout: .seconds(Int64(configuration.writeTimeoutSeconds)), maxBufferedBytes: configuration.maxOutboundBytes,
+                        clock: core.clock))
                     if let tls {
                         try channel.pipeline.syncOperations.addHandlers([
                             NIOSSLServerHandler(context: tls),
@@ -207,17 +208,20 @@ public final class HubServer: Service {
     /// Registers an unknown device under `--auto-provision`. - Returns: its record, or `nil`.
     private func provisioned(_ id: String, on loop: EventLoop) -> EventLoopFuture<DeviceRecord?> {
         let (provision, registry, logger) = (self.provision, core.devices.registry, self.logger)
-        return loop.makeFutureWithTask { () -> DeviceRecord? in
+        let promise = loop.makePromise(of: DeviceRecord?.self)
+        let submitted = core.runner.submit {
             do {
                 let record = try await provision(id)
                 registry.upsert(record)
                 logger.warning("auto-provisioned a device", metadata: ["device": "\(id)"])
-                return registry.record(id: id) ?? record
+                promise.succeed(registry.record(id: id) ?? record)
             } catch {
                 logger.error("auto-provisioning failed", metadata: ["device": "\(id)", "error": "\(error)"])
-                return nil
+                promise.succeed(nil)
             }
         }
+        if !submitted { promise.succeed(nil) }
+        return promise.futureResult
     }
 
     private func addHandlers(channel: Channel, verdict: UpgradeGate.Verdict?) throws {

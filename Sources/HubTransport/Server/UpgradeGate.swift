@@ -1,4 +1,3 @@
-import Dispatch
 import HubIngest
 import NIOHTTP1
 
@@ -22,6 +21,7 @@ struct UpgradeGate: Sendable {
     let failures: AuthFailureLimiter
     let openDevices: @Sendable () -> Int
     let openDashboards: @Sendable () -> Int
+    let clock: any HubClock
 
     /// Whether `path` is served by WebSocket upgrades (`/devices/…` or `/live`).
     static func isUpgradePath(_ path: Substring) -> Bool {
@@ -31,7 +31,7 @@ struct UpgradeGate: Sendable {
     /// The verdict for an upgrade request of `head` from `address` (host only).
     func verdict(_ head: HTTPRequestHead, address: String) -> Verdict {
         let path = RequestTarget.split(head.uri).path
-        let now = DispatchTime.now().uptimeNanoseconds
+        let now = clock.uptimeNanos()
         if failures.isBlocked(address, nowNanos: now) { return .refused(tooManyFailures(address, now)) }
         if path == "/live" {
             if let origin = admission.refusedOrigin(head) { return .refused(origin) }

@@ -1,3 +1,4 @@
+import HubIngest
 import NIOCore
 
 /// Closes a connection whose peer stopped reading: one that has taken no byte for
@@ -30,11 +31,15 @@ final class WriteWatchdog: ChannelInboundHandler, RemovableChannelHandler {
     private var check: Scheduled<Void>?
     /// Unsent bytes at the last check, and when they last went down.
     private var lastBuffered = 0
-    private var lastProgress = NIODeadline.now()
+    private let clock: any HubClock
+    /// When the peer last took bytes, or the wait began (monotonic nanoseconds).
+    private var lastProgress: UInt64
     private var expired = false
 
-    init(timeout: TimeAmount, maxBufferedBytes: Int) {
+    init(timeout: TimeAmount, maxBufferedBytes: Int, clock: any HubClock) {
         self.timeout = timeout
+        self.clock = clock
+        lastProgress = clock.uptimeNanos()
         self.maxBufferedBytes = maxBufferedBytes
     }
 
@@ -42,14 +47,14 @@ final class WriteWatchdog: ChannelInboundHandler, RemovableChannelHandler {
     /// taken enough for it to be writable again.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            lastProgress = .now()  // the peer took bytes
+            lastProgress = clock.uptimeNanos()  // the peer took bytes
         } else if !expired {
             let buffered = Self.buffered(context)
             if buffered > maxBufferedBytes {
                 expire(.queueFull, context: context)
             } else if check == nil {
                 lastBuffered = buffered
-                lastProgress = .now()
+                lastProgress = clock.uptimeNanos()
                 scheduleCheck(context: context)
             }
         }
@@ -76,9 +81,9 @@ final class WriteWatchdog: ChannelInboundHandler, RemovableChannelHandler {
             guard context.channel.isActive, !expired, !context.channel.isWritable else { return }
             let buffered = Self.buffered(context)
             if buffered > maxBufferedBytes { return expire(.queueFull, context: context) }
-            if buffered < lastBuffered { lastProgress = .now() }
+            if buffered < lastBuffered { lastProgress = clock.uptimeNanos() }
             lastBuffered = buffered
-            if NIODeadline.now() - lastProgress >= timeout {
+            if clock.uptimeNanos() &- lastProgress >= UInt64(timeout.nanoseconds) {
                 expire(.stalled, context: context)
             } else {
                 scheduleCheck(context: context)
