@@ -5,9 +5,10 @@ import Logging
 import NIOCore
 import NIOWebSocket
 
-/// One device's WebSocket after the upgrade: sends the welcome, runs frames through the
-/// ingest state machine, hands them to the queue once per read cycle, and sends acks when
-/// the writer reports a commit.
+/// One device's WebSocket after the upgrade: the shell around its `DeviceSession`. It
+/// tells the session what the socket and the hub do and performs what the session
+/// decides: writes the welcome, acks and refusals, hands each read cycle's burst to the
+/// ingest queue, publishes to dashboards, posts command replies, reads or holds reads.
 ///
 /// All state is touched on the channel's event loop only; the `DeviceConnection` methods,
 /// called from other threads, hop there first.
@@ -16,65 +17,30 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     typealias OutboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
-    private enum State {
-        /// Waiting for an earlier connection's frames to commit; incoming frames are held.
-        case awaitingWelcome
-        case streaming
-        /// A newer connection took over, or the hub is stopping: frames are no longer taken.
-        case stopped
-        case inactive
-    }
-
     let connectionID: String
-    private let device: DeviceRecordRef
     private let remote: String
     private let environment: DeviceEnvironment
     private let eventLoop: EventLoop
+    private let fanout: FanoutBatch
     private var logger: Logger
     private var context: ChannelHandlerContext?
-    private var state = State.awaitingWelcome
-    private var stream: DeviceStream?
-    private var burst: IngestBurst?
-    private var held: [WebSocketFrame] = []
-    private var inFlight = 0
-    private var drainWaiters: [@Sendable () -> Void] = []
-    private var replaced = false
-    private var paused = false
-    /// Frames per second this device may send; reading waits while the bucket is in debt.
-    private lazy var frameBudget = TokenBucket(perSecond: Double(environment.configuration.maxFramesPerSecondPerDevice))
-    private var rateDebtNanos: UInt64?
-    private var pausedForRate = false
-    /// Frames already read while over the rate; taken in order once the bucket allows.
-    private var deferred: [WebSocketFrame] = []
-    private var readPending = false
-    private var pendingAck: UInt64?
-    /// Counted per read cycle, reported to metrics once per cycle.
-    private var cycleCounts = (frames: 0, readings: 0, duplicates: 0)
-    private var reportedGaps = 0
-    private var closeAfterReadCycle: CloseReason?
-    private var closing = false
-    /// When the device last sent anything (monotonic nanoseconds), for the heartbeat.
-    private var lastActivityNanos: UInt64
     private var heartbeat: RepeatedTask?
-    private var session: Int64 = 0
-    /// Command replies handed to the command center and not applied yet; at
-    /// `maxRequestsInFlight` the socket is not read.
-    private var repliesInFlight = 0
-    private let fanout: FanoutBatch
-    private var announcedOnline = false
+    private var session: DeviceSession
 
     init(device: DeviceRecordRef, remote: String, environment: DeviceEnvironment, eventLoop: EventLoop) {
-        self.device = device
         self.remote = remote
         self.environment = environment
         self.eventLoop = eventLoop
         connectionID = ConnectionID.make()
         fanout = environment.fanout.batch(for: eventLoop)
         logger = environment.logger
-        lastActivityNanos = environment.clock.uptimeNanos()
         logger[metadataKey: "device"] = "\(device.id)"
         logger[metadataKey: "connection"] = "\(connectionID)"
+        session = DeviceSession(
+            device: device, framesPerSecond: environment.configuration.maxFramesPerSecondPerDevice, nowNanos: environment.clock.uptimeNanos())
     }
+
+    private var deviceID: String { session.device.id }
 
     // MARK: - Lifecycle
 
@@ -82,27 +48,24 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         self.context = context
         environment.connections.insert(self)
         environment.metrics.devicesConnected.increment()
-        guard let (session, previous) = environment.registry.attach(self, deviceID: device.id) else {
+        guard let (number, previous) = environment.registry.attach(self, deviceID: deviceID) else {
             closeSocket(.revoked)
             return
         }
-        self.session = session
-        logger.info("device connected", metadata: ["session": "\(session)", "remote": "\(remote)"])
-        var start = IngestBurst(device: device, connection: self)
-        start.session = SessionStart(session: session, remote: remote, atMicros: environment.clock.wallMicros())
-        burst = start
+        logger.info("device connected", metadata: ["session": "\(number)", "remote": "\(remote)"])
+        session.attached(session: number, remote: remote, nowMicros: environment.clock.wallMicros())
         pushBurst()
         let loop = eventLoop
         if let previous {
-            previous.replace(whenDrained: { loop.execute { self.sendWelcome(session: session) } })
+            previous.replace(whenDrained: { loop.execute { self.sendWelcome() } })
         } else {
-            sendWelcome(session: session)
+            sendWelcome()
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         pushBurst()
-        state = .inactive
+        session.inactive()
         announceOffline()
         heartbeat?.cancel()
         heartbeat = nil
@@ -117,137 +80,91 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         self.context = nil
     }
 
-    private func sendWelcome(session: Int64) {
-        guard case .awaitingWelcome = state, let context else { return }
-        let mark = environment.registry.record(id: device.id)?.mark ?? 0
-        stream = DeviceStream(
-            mark: mark, limits: environment.configuration.streamLimits,
-            metrics: DeviceMetrics(device: device.key, catalog: environment.metricCatalog))
-        state = .streaming
-        let welcome = DeviceMessages.welcome(
-            device: device.id, connection: connectionID, session: session, lastSeq: mark,
-            serverTimeMicros: environment.clock.wallMicros(), maxFrameBytes: environment.configuration.maxFrameBytes,
-            heartbeatSeconds: environment.configuration.heartbeatSeconds)
-        writeText(welcome, context: context)
+    private func sendWelcome() {
+        guard let context else { return }
+        let configuration = environment.configuration
+        let mark = environment.registry.record(id: deviceID)?.mark ?? 0
+        let stream = DeviceStream(
+            mark: mark, limits: configuration.streamLimits, metrics: DeviceMetrics(device: session.device.key, catalog: environment.metricCatalog))
+        guard let held = session.welcome(stream: stream) else { return }
+        writeText(DeviceMessages.welcome(
+            device: deviceID, connection: connectionID, session: session.session, lastSeq: mark,
+            serverTimeMicros: environment.clock.wallMicros(), maxFrameBytes: configuration.maxFrameBytes,
+            heartbeatSeconds: configuration.heartbeatSeconds), context: context)
         context.flush()
-        announcedOnline = true
         environment.fanout.publishPresence(
-            device: device.id, online: true, session: session, connection: connectionID, remote: remote,
+            device: deviceID, online: true, session: session.session, connection: connectionID, remote: remote,
             atMicros: environment.clock.wallMicros(), on: fanout)
-        environment.commands.post(.ready(device: device.id, session: session, connection: self))
-        startHeartbeat(context: context)
-        let early = held
-        held = []
-        for frame in early { receive(frame, context: context) }
-        if !early.isEmpty { channelReadComplete(context: context) }
-        if readPending { read(context: context) }
+        environment.commands.post(.ready(device: deviceID, session: session.session, connection: self))
+        startHeartbeat()
+        for incoming in held { take(incoming, context: context) }
+        if !held.isEmpty { channelReadComplete(context: context) }
+        readIfPending()
     }
 
     // MARK: - Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        lastActivityNanos = environment.clock.uptimeNanos()
+        session.heard(nowNanos: environment.clock.uptimeNanos())
         switch frame.opcode {
         case .binary, .text:
-            switch state {
-            case .awaitingWelcome: held.append(frame)
-            case .streaming:
-                if pausedForRate { deferred.append(frame) } else { receive(frame, context: context) }
-            case .stopped, .inactive: break  // not taken: never acked, so the device resends it
+            let isText = frame.opcode == .text
+            let copy = { Array(frame.unmaskedData.readableBytesView) }
+            guard session.gate(isText ? .text(copy()) : .binary(copy())) == .take else { return }
+            session.charge(nowNanos: environment.clock.uptimeNanos())
+            if isText {
+                receiveText(Data(frame.unmaskedData.readableBytesView), context: context)
+            } else {
+                frame.unmaskedData.withUnsafeReadableBytes { receiveBinary($0, context: context) }
             }
         case .ping:
             var pong = frame.unmaskedData
             context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: pong.readSlice(length: pong.readableBytes)!)), promise: nil)
             context.flush()
         case .connectionClose:
-            if !closing {
-                closing = true
-                var data = frame.unmaskedData
-                let code = data.readInteger(as: UInt16.self) ?? 1000
-                var reply = context.channel.allocator.buffer(capacity: 2)
-                reply.writeInteger(code)
-                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: reply)))
-                    .whenComplete { _ in context.close(promise: nil) }
-            }
+            guard session.peerClosed() else { return }
+            var data = frame.unmaskedData
+            var reply = context.channel.allocator.buffer(capacity: 2)
+            reply.writeInteger(data.readInteger(as: UInt16.self) ?? 1000)
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: reply)))
+                .whenComplete { _ in context.close(promise: nil) }
         default:
             break
         }
     }
 
-    private func receive(_ frame: WebSocketFrame, context: ChannelHandlerContext) {
-        // Text messages (command replies) count against the frame rate like frames.
-        if let debt = frameBudget.take(nowNanos: environment.clock.uptimeNanos()) {
-            rateDebtNanos = debt
-            pausedForRate = true
+    /// A frame that waited (before the welcome, or past the rate), taken now.
+    private func take(_ incoming: DeviceSession.Incoming, context: ChannelHandlerContext) {
+        session.charge(nowNanos: environment.clock.uptimeNanos())
+        switch incoming {
+        case .binary(let bytes): bytes.withUnsafeBytes { receiveBinary($0, context: context) }
+        case .text(let bytes): receiveText(Data(bytes), context: context)
         }
-        if frame.opcode == .text {
-            receiveText(frame.unmaskedData, context: context)
-            return
-        }
-        let data = frame.unmaskedData
-        let now = environment.clock.wallMicros()
-        let action = data.withUnsafeReadableBytes { stream!.receive($0, nowMicros: now) }
-        switch action {
-        case .accept(let accepted):
-            cycleCounts.frames += 1
-            cycleCounts.readings += accepted.frame.readings.count
-            addToBurst { $0.frames.append(accepted) }
-        case .duplicate(let ackNow):
-            cycleCounts.duplicates += 1
-            if let ackNow { pendingAck = max(pendingAck ?? 0, ackNow) }
-        case .reject(let rejected, let closeConnection):
-            addToBurst { $0.rejections.append(rejected) }
+    }
+
+    private func receiveBinary(_ bytes: UnsafeRawBufferPointer, context: ChannelHandlerContext) {
+        if case .rejected(let rejected) = session.receive(bytes, nowMicros: environment.clock.wallMicros()) {
             writeText(DeviceMessages.rejected(seq: rejected.seq, reason: rejected.reason), context: context)
-            environment.logRejection(device: device.id, connection: "\(connectionID)", reason: rejected.reason)
-            if closeConnection { closeAfterReadCycle = .tooManyBadFrames }
+            environment.logRejection(device: deviceID, connection: connectionID, reason: rejected.reason)
         }
     }
 
-    private func receiveText(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
-        guard buffer.readableBytes <= environment.configuration.maxJSONBytes else {
-            writeText(DeviceMessages.error(code: "too_large", message: "text messages may have at most \(environment.configuration.maxJSONBytes) bytes"), context: context)
-            return
-        }
-        let bytes = buffer.readableBytesView
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
-            let type = object["type"] as? String
-        else {
-            writeText(DeviceMessages.error(code: "bad_message", message: "expected a JSON object with a \"type\""), context: context)
-            return
-        }
-        let device = self.device.id
-        switch type {
-        case "command_ack":
-            guard let id = object["id"] as? String else {
-                writeText(DeviceMessages.error(code: "bad_message", message: "command_ack needs a string \"id\""), context: context)
-                return
+    private func receiveText(_ bytes: Data, context: ChannelHandlerContext) {
+        switch DeviceReply.parse(bytes, maxBytes: environment.configuration.maxJSONBytes) {
+        case .failure(let refusal):
+            writeText(DeviceMessages.error(code: refusal.code, message: refusal.message), context: context)
+        case .success(let reply):
+            // The command center applies replies in the order posted: an ack never overtakes its result.
+            session.replyPosted()
+            switch reply {
+            case .acknowledged(let id):
+                environment.commands.post(.acknowledged(id: id, device: deviceID, applied: replyApplied()))
+            case .finished(let id, let ok, let result, let error):
+                environment.commands.post(.finished(
+                    id: id, device: deviceID, ok: ok, resultJSON: result, error: error, applied: replyApplied()))
             }
-            postReply(.acknowledged(id: id, device: device, applied: replyApplied()))
-        case "command_result":
-            guard let id = object["id"] as? String, let ok = JSONNumber.boolean(object["ok"]) else {
-                writeText(DeviceMessages.error(code: "bad_message", message: "command_result needs a string \"id\" and a boolean \"ok\""), context: context)
-                return
-            }
-            // What the database cannot store is refused here, before it reaches the shared
-            // command writer; the command stays as it was.
-            if let why = object["result"].flatMap(StorableJSON.refusal) ?? object["error"].flatMap(StorableJSON.refusal) {
-                writeText(DeviceMessages.error(code: "bad_message", message: "command_result cannot be stored: \(why)"), context: context)
-                return
-            }
-            let result = object["result"].flatMap(CommandJSON.text)
-            let error = object["error"].map { ($0 as? String) ?? CommandJSON.text($0) ?? "failed" }
-            postReply(.finished(id: id, device: device, ok: ok, resultJSON: result, error: error, applied: replyApplied()))
-        default:
-            writeText(DeviceMessages.error(code: "bad_message", message: "unknown message type \(type)"), context: context)
         }
-    }
-
-    /// Hands a command reply to the command center, which applies replies in the order
-    /// they are posted (an ack never overtakes its result).
-    private func postReply(_ event: CommandCenter.Event) {
-        repliesInFlight += 1
-        environment.commands.post(event)
     }
 
     /// What the command center calls once it has applied a reply: reading may go on.
@@ -255,47 +172,41 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         let loop = eventLoop
         return {
             loop.execute {
-                self.repliesInFlight -= 1
-                if self.readPending, let context = self.context { self.read(context: context) }
+                self.session.replyApplied()
+                self.readIfPending()
             }
         }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
         pushBurst()
-        reportCycle()
-        if let ack = pendingAck, context.channel.isWritable {
-            pendingAck = nil
-            writeAck(ack, context: context)
-        }
+        report(session.takeCounts())
+        let end = session.endCycle(writable: context.channel.isWritable)
+        if let ack = end.ack { writeAck(ack, context: context) }
         context.flush()
-        if let reason = closeAfterReadCycle {
-            closeAfterReadCycle = nil
-            closeSocket(reason)
-        }
-        if let debt = rateDebtNanos {
-            // Over its frame rate: frames already read wait in `deferred`, and the socket
+        if let reason = end.close { closeSocket(reason) }
+        if let pause = end.pauseNanos {
+            // Over its frame rate: frames already read wait in the session, and the socket
             // is not read until the bucket is out of debt; the rest waits in TCP.
-            rateDebtNanos = nil
             environment.ratePauses.increment()
-            context.eventLoop.scheduleTask(in: .nanoseconds(Int64(debt))) { [self] in
-                pausedForRate = false
-                guard let context = self.context, case .streaming = state else { return }
-                while !pausedForRate, !deferred.isEmpty { receive(deferred.removeFirst(), context: context) }
-                channelReadComplete(context: context)
-                if !pausedForRate, readPending { read(context: context) }
-            }
+            context.eventLoop.scheduleTask(in: .nanoseconds(Int64(pause))) { [self] in rateRecovered() }
         }
+    }
+
+    private func rateRecovered() {
+        guard session.rateRecovered(), let context else { return }
+        while let incoming = session.nextDeferred() { take(incoming, context: context) }
+        channelReadComplete(context: context)
+        readIfPending()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            if let ack = pendingAck {
-                pendingAck = nil
+            if let ack = session.writableAgain() {
                 writeAck(ack, context: context)
                 context.flush()
             }
-            if readPending { read(context: context) }
+            readIfPending()
         }
         context.fireChannelWritabilityChanged()
     }
@@ -317,91 +228,75 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         }
     }
 
-    // MARK: - Outbound: reads are held while paused
+    // MARK: - Outbound: reads are held while the session says so
 
     func read(context: ChannelHandlerContext) {
-        // Not read while the device does not take what the hub writes (its replies would
-        // only pile up), nor past the rate, the ingest queue, or the replies in flight.
-        guard case .streaming = state, !paused, !pausedForRate, context.channel.isWritable,
-            repliesInFlight < environment.configuration.maxRequestsInFlight
-        else {
-            readPending = true
-            return
+        if session.mayRead(writable: context.channel.isWritable, maxRepliesInFlight: environment.configuration.maxRequestsInFlight) {
+            context.read()
         }
-        readPending = false
-        context.read()
+    }
+
+    private func readIfPending() {
+        if session.readPending, let context { read(context: context) }
     }
 
     // MARK: - Ingest hand-over
 
-    private func addToBurst(_ body: (inout IngestBurst) -> Void) {
-        if burst == nil { burst = IngestBurst(device: device, connection: self) }
-        body(&burst!)
+    private func pushBurst() {
+        guard let burst = session.takeBurst(for: self) else { return }
+        let hasRoom = environment.queue.push(burst, nowNanos: environment.clock.uptimeNanos())
+        // Dashboards see accepted frames at once, before the commit. Publishing after the
+        // push is what makes replay gap-free (see DashboardHandler's replay).
+        if !burst.frames.isEmpty { environment.fanout.publish(device: deviceID, frames: burst.frames, on: fanout) }
+        if session.pushed(queueHasRoom: hasRoom) {
+            environment.metrics.backpressurePauses.increment()
+            let loop = eventLoop
+            environment.queue.whenSpaceAvailable {
+                loop.execute {
+                    self.session.queueHasRoom()
+                    self.readIfPending()
+                }
+            }
+        }
     }
 
     /// Tells dashboards this connection is gone: before the takeover's welcome, so the old
     /// session's offline event comes before the new session's online event.
     private func announceOffline() {
-        guard announcedOnline else { return }
-        announcedOnline = false
-        environment.commands.post(.gone(device: device.id, session: session))
+        guard session.goOffline() else { return }
+        environment.commands.post(.gone(device: deviceID, session: session.session))
         environment.fanout.publishPresence(
-            device: device.id, online: false, session: session, connection: connectionID, remote: remote,
+            device: deviceID, online: false, session: session.session, connection: connectionID, remote: remote,
             atMicros: environment.clock.wallMicros(), on: fanout)
     }
 
-    private func pushBurst() {
-        guard let pending = burst else { return }
-        burst = nil
-        guard !pending.isEmpty else { return }
-        inFlight += 1
-        let hasRoom = environment.queue.push(pending, nowNanos: environment.clock.uptimeNanos())
-        // Dashboards see accepted frames at once, before the commit. Publishing after the
-        // push is what makes replay gap-free (see DashboardHandler's replay).
-        if !pending.frames.isEmpty { environment.fanout.publish(device: device.id, frames: pending.frames, on: fanout) }
-        if !hasRoom && !paused {
-            paused = true
-            environment.metrics.backpressurePauses.increment()
-            let loop = eventLoop
-            environment.queue.whenSpaceAvailable { loop.execute { self.resumeReading() } }
-        }
-    }
-
-    private func reportCycle() {
+    private func report(_ counts: DeviceSession.CycleCounts) {
         let metrics = environment.metrics
-        if cycleCounts.frames > 0 {
-            metrics.framesAccepted.increment(by: Int64(cycleCounts.frames))
-            metrics.readingsAccepted.increment(by: Int64(cycleCounts.readings))
+        if counts.frames > 0 {
+            metrics.framesAccepted.increment(by: Int64(counts.frames))
+            metrics.readingsAccepted.increment(by: Int64(counts.readings))
         }
-        if cycleCounts.duplicates > 0 { metrics.framesDuplicate.increment(by: Int64(cycleCounts.duplicates)) }
-        cycleCounts = (0, 0, 0)
-        if let gaps = stream?.gaps, gaps > reportedGaps {
-            metrics.seqGaps.increment(by: Int64(gaps - reportedGaps))
-            reportedGaps = gaps
-        }
+        if counts.duplicates > 0 { metrics.framesDuplicate.increment(by: Int64(counts.duplicates)) }
+        if counts.gaps > 0 { metrics.seqGaps.increment(by: Int64(counts.gaps)) }
     }
 
-    private func resumeReading() {
-        paused = false
-        if readPending, let context { read(context: context) }
+    private func checkDrained() {
+        guard let drained = session.drained() else { return }
+        if drained.closeReplaced {
+            closeSocket(.replaced)
+            announceOffline()
+        }
+        if drained.detach { environment.registry.detach(self, deviceID: deviceID) }
+        drained.waiters.forEach { $0() }
     }
 
     // MARK: - DeviceConnection
 
     func committed(upTo seq: UInt64?, items: Int) {
         eventLoop.execute { [self] in
-            inFlight -= items
-            if let seq {
-                stream?.committed(upTo: seq)
-                if let context, !closing, state != .inactive {
-                    if context.channel.isWritable {
-                        writeAck(seq, context: context)
-                        context.flush()
-                    } else {
-                        // One ack covers all before it: hold only the newest until it can go.
-                        pendingAck = max(pendingAck ?? 0, seq)
-                    }
-                }
+            if let ack = session.committed(upTo: seq, items: items, writable: context?.channel.isWritable ?? false), let context {
+                writeAck(ack, context: context)
+                context.flush()
             }
             checkDrained()
         }
@@ -410,9 +305,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     func replace(whenDrained drained: @escaping @Sendable () -> Void) {
         eventLoop.execute { [self] in
             pushBurst()
-            replaced = true
-            if state != .inactive { state = .stopped }
-            drainWaiters.append(drained)
+            session.replace(whenDrained: drained)
             checkDrained()
         }
     }
@@ -432,7 +325,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
 
     func send(text: String) {
         eventLoop.execute { [self] in
-            guard state == .streaming, !closing, let context else { return }
+            guard session.mayWrite, let context else { return }
             writeText(text, context: context)
             context.flush()
         }
@@ -442,20 +335,8 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     func quiesce() -> EventLoopFuture<Void> {
         eventLoop.submit { [self] in
             pushBurst()
-            if state != .inactive { state = .stopped }
+            session.stop()
         }
-    }
-
-    private func checkDrained() {
-        guard inFlight == 0, burst == nil else { return }
-        let waiters = drainWaiters
-        drainWaiters = []
-        if replaced {
-            closeSocket(.replaced)
-            announceOffline()
-        }
-        if state == .inactive { environment.registry.detach(self, deviceID: device.id) }
-        waiters.forEach { $0() }
     }
 
     // MARK: - Writing
@@ -472,9 +353,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     }
 
     private func closeSocket(_ reason: CloseReason) {
-        guard !closing, let context else { return }
-        closing = true
-        if state != .inactive { state = .stopped }
+        guard let context, session.close() else { return }
         logger.info("closing device connection", metadata: ["reason": "\(reason.rawValue)", "code": "\(reason.code)"])
         var data = context.channel.allocator.buffer(capacity: 2 + reason.rawValue.utf8.count)
         data.writeInteger(reason.code)
@@ -483,14 +362,14 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             .whenComplete { _ in context.close(promise: nil) }
     }
 
-    private func startHeartbeat(context: ChannelHandlerContext) {
+    private func startHeartbeat() {
         let interval = TimeAmount.seconds(Int64(environment.configuration.heartbeatSeconds))
         heartbeat = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
-            guard let context = self.context, !closing else { return }
-            if environment.clock.uptimeNanos() &- lastActivityNanos > UInt64(interval.nanoseconds) * 2 {
-                closeSocket(.heartbeatTimeout)
-            } else {
-                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))), promise: nil)
+            guard let context else { return }
+            switch session.beat(nowNanos: environment.clock.uptimeNanos(), intervalNanos: UInt64(interval.nanoseconds)) {
+            case .close?: closeSocket(.heartbeatTimeout)
+            case .ping?: context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))), promise: nil)
+            case nil: break
             }
         }
     }
