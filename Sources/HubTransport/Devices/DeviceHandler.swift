@@ -19,13 +19,13 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
 
     let connectionID: String
     private let remote: String
-    private let environment: DeviceEnvironment
-    private let eventLoop: EventLoop
+    let environment: DeviceEnvironment
+    let eventLoop: EventLoop
     private let fanout: FanoutBatch
-    private var logger: Logger
-    private var context: ChannelHandlerContext?
-    private var heartbeat: RepeatedTask?
-    private var session: DeviceSession
+    var logger: Logger
+    var context: ChannelHandlerContext?
+    var heartbeat: RepeatedTask?
+    var session: DeviceSession
 
     init(device: DeviceRecordRef, remote: String, environment: DeviceEnvironment, eventLoop: EventLoop) {
         self.remote = remote
@@ -40,7 +40,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             device: device, framesPerSecond: environment.configuration.maxFramesPerSecondPerDevice, nowNanos: environment.clock.uptimeNanos())
     }
 
-    private var deviceID: String { session.device.id }
+    var deviceID: String { session.device.id }
 
     // MARK: - Lifecycle
 
@@ -242,7 +242,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
 
     // MARK: - Ingest hand-over
 
-    private func pushBurst() {
+    func pushBurst() {
         guard let burst = session.takeBurst(for: self) else { return }
         let hasRoom = environment.queue.push(burst, nowNanos: environment.clock.uptimeNanos())
         // Dashboards see accepted frames at once, before the commit. Publishing after the
@@ -280,7 +280,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         if counts.gaps > 0 { metrics.seqGaps.increment(by: Int64(counts.gaps)) }
     }
 
-    private func checkDrained() {
+    func checkDrained() {
         guard let drained = session.drained() else { return }
         if drained.closeReplaced {
             closeSocket(.replaced)
@@ -288,89 +288,5 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         }
         if drained.detach { environment.registry.detach(self, deviceID: deviceID) }
         drained.waiters.forEach { $0() }
-    }
-
-    // MARK: - DeviceConnection
-
-    func committed(upTo seq: UInt64?, items: Int) {
-        eventLoop.execute { [self] in
-            if let ack = session.committed(upTo: seq, items: items, writable: context?.channel.isWritable ?? false), let context {
-                writeAck(ack, context: context)
-                context.flush()
-            }
-            checkDrained()
-        }
-    }
-
-    func replace(whenDrained drained: @escaping @Sendable () -> Void) {
-        eventLoop.execute { [self] in
-            pushBurst()
-            session.replace(whenDrained: drained)
-            checkDrained()
-        }
-    }
-
-    func close(_ reason: CloseReason) {
-        eventLoop.execute { self.closeSocket(reason) }
-    }
-
-    /// Closes with `reason`. - Returns: the channel's close, once the close frame is out.
-    func closed(_ reason: CloseReason) -> EventLoopFuture<Void> {
-        eventLoop.flatSubmit { [self] in
-            guard let context else { return eventLoop.makeSucceededVoidFuture() }
-            closeSocket(reason)
-            return context.channel.closeFuture
-        }
-    }
-
-    func send(text: String) {
-        eventLoop.execute { [self] in
-            guard session.mayWrite, let context else { return }
-            writeText(text, context: context)
-            context.flush()
-        }
-    }
-
-    /// Stops taking frames and hands over what was read (used on shutdown).
-    func quiesce() -> EventLoopFuture<Void> {
-        eventLoop.submit { [self] in
-            pushBurst()
-            session.stop()
-        }
-    }
-
-    // MARK: - Writing
-
-    private func writeAck(_ seq: UInt64, context: ChannelHandlerContext) {
-        var buffer = context.channel.allocator.buffer(capacity: Ack.size)
-        buffer.writeBytes(Ack(seq: seq).encoded())
-        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: buffer)), promise: nil)
-    }
-
-    private func writeText(_ text: String, context: ChannelHandlerContext) {
-        let buffer = context.channel.allocator.buffer(string: text)
-        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
-    }
-
-    private func closeSocket(_ reason: CloseReason) {
-        guard let context, session.close() else { return }
-        logger.info("closing device connection", metadata: ["reason": "\(reason.rawValue)", "code": "\(reason.code)"])
-        var data = context.channel.allocator.buffer(capacity: 2 + reason.rawValue.utf8.count)
-        data.writeInteger(reason.code)
-        data.writeString(reason.rawValue)
-        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
-            .whenComplete { _ in context.close(promise: nil) }
-    }
-
-    private func startHeartbeat() {
-        let interval = TimeAmount.seconds(Int64(environment.configuration.heartbeatSeconds))
-        heartbeat = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
-            guard let context else { return }
-            switch session.beat(nowNanos: environment.clock.uptimeNanos(), intervalNanos: UInt64(interval.nanoseconds)) {
-            case .close?: closeSocket(.heartbeatTimeout)
-            case .ping?: context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))), promise: nil)
-            case nil: break
-            }
-        }
     }
 }
