@@ -129,4 +129,23 @@ struct CommandCenterTests {
             #expect(final?.resultJSON == "7")
         }
     }
+
+    @Test("a waiter woken by one change while the command settles and is forgotten still answers with the final state")
+    func waiterOvertaken() async throws {
+        try await withCenter { center, _, clock in
+            let device = Device()
+            center.post(.ready(device: "d1", session: 1, connection: device))
+            try await until("the device is ready") { await center.route(device: "d1") === device }
+            for round in 0..<50 {
+                let command = try await center.create(device: "d1", name: "c\(round)", paramsJSON: "{}", ttlSeconds: 60)
+                async let result = center.wait(id: command.id, seconds: 5)
+                try await until("the waiter sleeps") { clock.sleepers == 2 }
+                // Ack, result and commit land back to back: the waiter woken by the ack runs
+                // only after the command is final and forgotten.
+                center.post(.acknowledged(id: command.id, device: "d1", applied: {}))
+                center.post(.finished(id: command.id, device: "d1", ok: true, resultJSON: nil, error: nil, applied: {}))
+                #expect(try await result?.status == .succeeded, "round \(round)")
+            }
+        }
+    }
 }

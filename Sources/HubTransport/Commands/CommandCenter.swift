@@ -100,20 +100,27 @@ actor CommandCenter: Service {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.loadUntilDone() }
             group.addTask { await self.expireUntilCancelled() }
-            for await event in events.cancelOnGracefulShutdown() {
-                switch event {
-                case .order(let order):
-                    group.addTask { await self.create(order) }
-                default:
-                    for (id, device) in handle(event) {
-                        group.addTask { await self.checkReply(id: id, device: device) }
+            // A plain loop over the stream (no per-event merge with the shutdown signal): the
+            // graceful shutdown finishes the stream, so what was posted before it is still
+            // applied and what comes after it is dropped.
+            await withGracefulShutdownHandler {
+                for await event in events {
+                    switch event {
+                    case .order(let order):
+                        group.addTask { await self.create(order) }
+                    default:
+                        for (id, device) in handle(event) {
+                            group.addTask { await self.checkReply(id: id, device: device) }
+                        }
                     }
                 }
+            } onGracefulShutdown: { [inbox] in
+                inbox.finish()
             }
             group.cancelAll()
         }
         inbox.finish()
-        // What was posted meanwhile holds its connection (and so this center): dropped.
+        // Cancelled instead: what was posted holds its connection (and so this center).
         for await _ in events {}
         // So do the routes; the commands in memory are stored, or are loaded at the next start.
         machine = CommandStateMachine(limits: machine.limits)
@@ -196,9 +203,10 @@ actor CommandCenter: Service {
         let limit = min(seconds, settings.maxWaitSeconds)
         let deadline = clock.uptimeNanos() + UInt64(max(0, limit)) * 1_000_000_000
         let clock = self.clock
-        return await withTaskGroup(of: Void.self) { group in
+        let waited = await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                try? await clock.sleep(for: .seconds(limit))
+                // At the deadline only: cancelled (the command settled first), it returns at once.
+                guard (try? await clock.sleep(for: .seconds(limit))) != nil else { return }
                 await self.wake(id, with: nil)
             }
             var latest = first
@@ -208,6 +216,10 @@ actor CommandCenter: Service {
             group.cancelAll()
             return machine.command(id: id) ?? latest
         }
+        // Settled and forgotten while this waiter was being woken by an earlier change: the
+        // final state is committed, so the store has it.
+        if !waited.isFinal, !machine.isOpen(id) { return try await store.command(id: id) ?? waited }
+        return waited
     }
 
     /// Cancels a queued command. - Returns: it, cancelled and committed; `nil` if it is not queued.

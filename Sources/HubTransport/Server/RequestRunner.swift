@@ -26,13 +26,15 @@ final class RequestRunner: Service {
 
     func run() async throws {
         await withDiscardingTaskGroup { group in
-            for await work in jobs.cancelOnGracefulShutdown() {
-                group.addTask { await work() }
+            await withGracefulShutdownHandler {
+                for await work in jobs { group.addTask { await work() } }
+            } onGracefulShutdown: { [inbox] in
+                inbox.finish()
             }
             inbox.finish()
             group.cancelAll()
         }
-        // Work submitted meanwhile holds its connection: dropped, not run.
+        // Cancelled instead: work submitted holds its connection; dropped, not run.
         for await _ in jobs {}
     }
 }
