@@ -63,6 +63,14 @@ private func withCenter(_ body: (CommandCenter, MemoryStore, ManualClock) async 
     }
 }
 
+/// A device connection for `id`, ready (the center routes commands to it).
+private func connect(_ id: String, to center: CommandCenter) async throws -> Device {
+    let device = Device()
+    center.post(.ready(device: id, session: 1, connection: device))
+    try await until("\(id) is ready") { await center.route(device: id) === device }
+    return device
+}
+
 @Suite("Command center on a test clock")
 struct CommandCenterTests {
     @Test("a queued command expires once the clock passes its time to live, and not before")
@@ -81,9 +89,7 @@ struct CommandCenterTests {
     @Test("a command sent to a ready device and never answered times out at its time to live")
     func sentTimesOut() async throws {
         try await withCenter { center, store, clock in
-            let device = Device()
-            center.post(.ready(device: "d1", session: 1, connection: device))
-            try await until("the device is ready") { await center.route(device: "d1") === device }
+            let device = try await connect("d1", to: center)
             let command = try await center.create(device: "d1", name: "reboot", paramsJSON: "{}", ttlSeconds: 2)
             #expect(command.status == .sent)
             #expect(device.texts.withLockedValue { $0.count } == 1)
@@ -111,9 +117,7 @@ struct CommandCenterTests {
     @Test("wait_s ends on the clock: with the final state once it is committed, else with the state at the deadline")
     func waitEndsOnTheClock() async throws {
         try await withCenter { center, _, clock in
-            let device = Device()
-            center.post(.ready(device: "d1", session: 1, connection: device))
-            try await until("the device is ready") { await center.route(device: "d1") === device }
+            let device = try await connect("d1", to: center)
             let unanswered = try await center.create(device: "d1", name: "a", paramsJSON: "{}", ttlSeconds: 60)
             async let waited = center.wait(id: unanswered.id, seconds: 5)
             try await until("the waiter sleeps") { clock.sleepers == 2 }
@@ -133,9 +137,7 @@ struct CommandCenterTests {
     @Test("a waiter woken by one change while the command settles and is forgotten still answers with the final state")
     func waiterOvertaken() async throws {
         try await withCenter { center, _, clock in
-            let device = Device()
-            center.post(.ready(device: "d1", session: 1, connection: device))
-            try await until("the device is ready") { await center.route(device: "d1") === device }
+            let device = try await connect("d1", to: center)
             for round in 0..<50 {
                 let command = try await center.create(device: "d1", name: "c\(round)", paramsJSON: "{}", ttlSeconds: 60)
                 async let result = center.wait(id: command.id, seconds: 5)

@@ -106,13 +106,14 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        session.heard(nowNanos: environment.clock.uptimeNanos())
+        let nanos = environment.clock.uptimeNanos()
+        session.heard(nowNanos: nanos)
         switch frame.opcode {
         case .binary, .text:
             let isText = frame.opcode == .text
             let copy = { Array(frame.unmaskedData.readableBytesView) }
             guard session.gate(isText ? .text(copy()) : .binary(copy())) == .take else { return }
-            session.charge(nowNanos: environment.clock.uptimeNanos())
+            session.charge(nowNanos: nanos)
             if isText {
                 receiveText(Data(frame.unmaskedData.readableBytesView), context: context)
             } else {
