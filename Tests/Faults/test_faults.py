@@ -700,3 +700,13 @@ def test_demo_exits_on_a_signal(signal_name, after_s, counts):
         for pid in postgres_processes(root):
             os.kill(pid, signal.SIGINT)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("flags", [["--interval", "nan"], ["--interval", "0"], ["--interval", "1e300"], ["--devices", "10001"]])
+def test_demo_refuses_flags_out_of_range(flags):
+    """A bad flag is a usage error (exit code 64) that names the flag, never a crash."""
+    done = subprocess.run([HUB_BIN, "demo", *flags], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    output = done.stdout + done.stderr
+    assert done.returncode == 64, f"exit code {done.returncode}\n{output}"
+    assert flags[0] in output, output
+    assert not re.search(r"fatal error|stack dump|backtrace|Program crashed", output, re.I), output

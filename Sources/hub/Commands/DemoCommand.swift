@@ -15,8 +15,15 @@ struct DemoCommand: AsyncParsableCommand {
 
     @OptionGroup var database: DatabaseOptions
     @Option(help: "Port (default 8080).") var port = 8080
-    @Option(help: "Simulated devices.") var devices = 20
-    @Option(name: .customLong("interval"), help: "Seconds between a device's frames.") var intervalSeconds = 1.0
+    @Option(help: "Simulated devices (0 to 10000).") var devices = 20
+    @Option(name: .customLong("interval"), help: "Seconds between a device's frames (0.01 to 3600).") var intervalSeconds = 1.0
+
+    func validate() throws {
+        guard (0...10_000).contains(devices) else { throw ValidationError("--devices must be from 0 to 10000") }
+        guard intervalSeconds.isFinite, (0.01...3_600).contains(intervalSeconds) else {
+            throw ValidationError("--interval must be from 0.01 to 3600 seconds")
+        }
+    }
 
     func run() async throws {
         let logger = database.makeLogger()
@@ -75,7 +82,8 @@ struct DemoFleet: Service {
 
     private func register(on hub: Hub, group: EventLoopGroup) throws -> [SimulatedDevice] {
         let store = DeviceStore(connection: try PostgresConnection(url: hub.database.url))
-        return try (1...max(count, 1)).map { index in
+        guard count > 0 else { return [] }
+        return try (1...count).map { index in
             let id = String(format: "demo-%02d", index)
             let token = try (try? store.add(id: id, labelsJSON: #"{"fleet":"demo"}"#)) ?? store.rotateToken(id: id)
             var settings = SimulatedDevice.Settings()
