@@ -8,22 +8,6 @@ import Testing
 
 @testable import HubTransport
 
-/// A command store in memory: every save commits at once.
-private final class MemoryStore: CommandStore {
-    private let rows = NIOLockedValueBox<[String: Command]>([:])
-
-    func save(_ command: Command, isNew: Bool, done: (@Sendable (Error?) -> Void)?) {
-        rows.withLockedValue { $0[command.id] = command }
-        done?(nil)
-    }
-
-    func command(id: String) async throws -> Command? { rows.withLockedValue { $0[id] } }
-    func commands(device: String, status: CommandStatus?, limit: Int) async throws -> [Command] {
-        rows.withLockedValue { Array($0.values.filter { $0.device == device && (status == nil || $0.status == status) }.prefix(limit)) }
-    }
-    func unfinished() async throws -> [Command] { rows.withLockedValue { $0.values.filter { !$0.isFinal } } }
-}
-
 /// A device connection that keeps the texts sent to it.
 private final class Device: DeviceConnection {
     let connectionID = "test-connection"

@@ -1,0 +1,153 @@
+import Foundation
+import HubIngest
+import HubProtocol
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
+import Testing
+
+@testable import HubTransport
+
+/// A client frame as a device sends it: FIN, the opcode, masked.
+private func maskedFrame(opcode: UInt8, _ payload: [UInt8]) -> [UInt8] {
+    var bytes: [UInt8] = [0x80 | opcode]
+    if payload.count < 126 {
+        bytes.append(0x80 | UInt8(payload.count))
+    } else {
+        bytes += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xff)]
+    }
+    let mask: [UInt8] = [0x12, 0x34, 0x56, 0x78]
+    bytes += mask
+    bytes += payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+    return bytes
+}
+
+/// The server's frames in `bytes` (unmasked): opcode and payload each.
+private func serverFrames(_ bytes: [UInt8]) -> [(opcode: UInt8, payload: [UInt8])] {
+    var frames: [(UInt8, [UInt8])] = []
+    var index = 0
+    while index + 2 <= bytes.count {
+        let opcode = bytes[index] & 0x0f
+        var length = Int(bytes[index + 1] & 0x7f)
+        index += 2
+        if length == 126 {
+            length = Int(bytes[index]) << 8 | Int(bytes[index + 1])
+            index += 2
+        }
+        frames.append((opcode, Array(bytes[index..<min(bytes.count, index + length)])))
+        index += length
+    }
+    return frames
+}
+
+/// A device's socket on an in-memory channel, with the WebSocket codec in front of the
+/// hub's handlers, so a test feeds and reads raw bytes.
+private final class DeviceChannel {
+    let loop = NIOAsyncTestingEventLoop()
+    let channel: NIOAsyncTestingChannel
+    let sink = MemorySink()
+    let writer: IngestWriter
+    let core: HubCore
+    private var written: [UInt8] = []
+
+    init() async throws {
+        let registry = DeviceRegistry()
+        registry.load([DeviceRecord(key: 1, id: "d1", tokenHash: nil)])
+        let queue = IngestQueue(capacityRows: 1_000)
+        writer = IngestWriter(
+            queue: queue, sink: sink, registry: registry,
+            configuration: .init(policy: FlushPolicy(maxRows: 1, maxDelayNanos: 1_000_000)), logger: Logger(label: "test"))
+        core = HubCore(
+            configuration: ServerConfiguration(), registry: registry, metricCatalog: MetricCatalog(limits: .init()), queue: queue,
+            metrics: IngestMetrics(), tokens: APITokens(full: "test-token-for-channel-tests", readOnly: nil), history: sink,
+            commandStore: MemoryStore(), logger: Logger(label: "test"))
+        writer.start()
+        channel = NIOAsyncTestingChannel(loop: loop)
+        try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 4000))
+        let (core, channel) = (self.core, self.channel)
+        try await loop.executeInContext {
+            try channel.pipeline.syncOperations.addHandlers([
+                WebSocketFrameEncoder(), ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 16)),
+            ])
+            try core.addDevice(registry.record(id: "d1")!, remote: "127.0.0.1:4000", to: channel)
+        }
+    }
+
+    func feed(_ bytes: [UInt8]) async throws {
+        try await channel.writeInbound(ByteBuffer(bytes: bytes))
+    }
+
+    /// Everything the hub wrote so far, as frames.
+    func frames() async throws -> [(opcode: UInt8, payload: [UInt8])] {
+        await loop.run()
+        while let buffer = try await channel.readOutbound(as: ByteBuffer.self) { written += buffer.readableBytesView }
+        return serverFrames(written)
+    }
+
+    /// Waits (real time, up to 5 s) until the hub wrote `count` frames.
+    func frames(count: Int) async throws -> [(opcode: UInt8, payload: [UInt8])] {
+        for _ in 0..<5_000 {
+            let now = try await frames()
+            if now.count >= count { return now }
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        return try await frames()
+    }
+
+    func finish() async {
+        await writer.shutdown()
+        _ = try? await channel.finish()
+    }
+}
+
+@Suite("Device handler on an in-memory channel")
+struct DeviceHandlerChannelTests {
+    let frame = TelemetryFrame(seq: 1, baseTime: 1_763_769_600_000_000, readings: [Reading(name: "t", value: .f64(21.5))]).encoded()
+
+    @Test("a frame fed one byte at a time is taken once, stored, and acked after the welcome")
+    func dripFed() async throws {
+        let device = try await DeviceChannel()
+        let welcome = try await device.frames(count: 1)
+        #expect(welcome.map(\.opcode) == [0x1])
+        #expect(String(decoding: welcome[0].payload, as: UTF8.self).contains(#""type":"welcome""#))
+        for byte in maskedFrame(opcode: 0x2, frame) { try await device.feed([byte]) }
+        let frames = try await device.frames(count: 2)
+        #expect(frames.map(\.opcode) == [0x1, 0x2])
+        #expect(frames.last?.payload == Ack(seq: 1).encoded())
+        #expect(device.sink.seqs == [1])
+        await device.finish()
+    }
+
+    @Test("two frames in one write are stored in order and acked; a repeat is acked again, not stored again")
+    func allAtOnce() async throws {
+        let device = try await DeviceChannel()
+        let second = TelemetryFrame(seq: 2, baseTime: 1_763_769_600_000_000, readings: [Reading(name: "t", value: .f64(22))]).encoded()
+        try await device.feed(maskedFrame(opcode: 0x2, frame) + maskedFrame(opcode: 0x2, second))
+        var frames = try await device.frames(count: 2)
+        for _ in 0..<5_000 where frames.last?.payload != Ack(seq: 2).encoded() {
+            try await Task.sleep(for: .milliseconds(1))
+            frames = try await device.frames()
+        }
+        #expect(frames.last?.payload == Ack(seq: 2).encoded())
+        #expect(device.sink.seqs == [1, 2])
+        let before = frames.count
+        try await device.feed(maskedFrame(opcode: 0x2, second))
+        let after = try await device.frames(count: before + 1)
+        #expect(after.count == before + 1)
+        #expect(after.last?.payload == Ack(seq: 2).encoded())
+        #expect(device.sink.seqs == [1, 2])
+        await device.finish()
+    }
+
+    @Test("a ping is answered with a pong carrying the same bytes")
+    func ping() async throws {
+        let device = try await DeviceChannel()
+        _ = try await device.frames(count: 1)
+        for byte in maskedFrame(opcode: 0x9, Array("hello".utf8)) { try await device.feed([byte]) }
+        let frames = try await device.frames(count: 2)
+        #expect(frames.last?.opcode == 0xA)
+        #expect(frames.last?.payload == Array("hello".utf8))
+        await device.finish()
+    }
+}
