@@ -144,19 +144,18 @@ public final class Hub: Sendable {
     /// Runs the service group in the hub's one task; when it ends (stopped, or a part
     /// failed) the embedded cluster stops and `finished` ends.
     private func launch(finished: AsyncStream<Int>.Continuation) {
-        let (group, database, logger) = (self.group, self.database, self.logger)
-        state.withLockedValue { state in
-            state.run = Task { [state = self.state] in
-                do {
-                    try await group.run()
-                } catch {
-                    logger.critical("the hub stopped on a failure", metadata: ["error": "\(error)"])
-                    state.withLockedValue { $0.failure = error }
-                }
-                finished.finish()
-                database.stop(force: true)
+        let (group, database, logger, box) = (self.group, self.database, self.logger, self.state)
+        let run = Task {
+            do {
+                try await group.run()
+            } catch {
+                logger.critical("the hub stopped on a failure", metadata: ["error": "\(error)"])
+                box.withLockedValue { $0.failure = error }
             }
+            finished.finish()
+            database.stop(force: true)
         }
+        box.withLockedValue { $0.run = run }
     }
 
     /// What partition maintenance and retention did since start.
