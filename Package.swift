@@ -140,11 +140,22 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]),
 
-        .testTarget(name: "HubProtocolTests", dependencies: ["HubProtocol"]),
+        // What the test targets share: hex bytes, the golden vectors, test doubles and a
+        // throwaway PostgreSQL cluster.
+        .target(
+            name: "HubTestSupport",
+            dependencies: [
+                "HubProtocol", "HubIngest", "HubStorage", "Postgres",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Tests/HubTestSupport"),
+
+        .testTarget(name: "HubProtocolTests", dependencies: ["HubProtocol", "HubTestSupport"]),
         .testTarget(
             name: "HubIngestTests",
             dependencies: [
-                "HubProtocol", "HubIngest",
+                "HubProtocol", "HubIngest", "HubTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
@@ -152,7 +163,7 @@ let package = Package(
         .testTarget(
             name: "HubTransportTests",
             dependencies: [
-                "HubTransport", "HubProtocol", "HubIngest",
+                "HubTransport", "HubProtocol", "HubIngest", "HubTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -163,7 +174,7 @@ let package = Package(
         .testTarget(
             name: "HubLiveTests",
             dependencies: [
-                "Hub", "HubClient", "HubProtocol", "HubIngest", "HubStorage", "Postgres",
+                "Hub", "HubClient", "HubProtocol", "HubIngest", "HubStorage", "HubTestSupport", "Postgres",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -94,7 +94,7 @@ public final class Hub: Sendable {
             try partitions.runOnce(on: PostgresConnection(url: database.url), nowSeconds: clock.wallMicros() / 1_000_000, logger: logger)
         }
         self.partitions = partitions
-        let rollups = RollupFolder(url: database.url, logger: logger)
+        let rollups = RollupFolder(url: database.url, clock: clock, logger: logger)
 
         let queue = IngestQueue(capacityRows: configuration.queueCapacityRows)
         let metrics = IngestMetrics()
@@ -108,7 +108,8 @@ public final class Hub: Sendable {
         self.writer = writer
 
         let listener = DeviceChangeListener(
-            url: database.url, registry: registry, metrics: metricCatalog, schemaApplied: database.reachableAtStart, logger: logger
+            url: database.url, registry: registry, metrics: metricCatalog, schemaApplied: database.reachableAtStart, clock: clock,
+            logger: logger
         ) { connection in
             connection.close(.revoked)
         }
@@ -118,13 +119,17 @@ public final class Hub: Sendable {
         let probe = DatabaseExecutor(url: database.url, name: "hub-readiness", threads: 1, statementTimeout: .seconds(2))
         let commandStore = PostgresCommandStore(url: database.url, executor: executor, logger: logger)
         let tokens = APITokens(full: apiToken, readOnly: configuration.readToken)
+        let fanout = LiveFanout()
+        let commands = CommandCenter(
+            store: commandStore, fanout: fanout, settings: .init(configuration: configuration.server), clock: clock, logger: logger)
+        let runner = RequestRunner()
         let core = HubCore(
             configuration: configuration.server, registry: registry, metricCatalog: metricCatalog, queue: queue, metrics: metrics,
             tokens: tokens,
             history: PostgresTelemetryHistory(
                 executor: executor, rollupRetentionDays: configuration.storage.rollupRetentionDays,
                 pageRows: PostgresTelemetryHistory.pageRows(maxFrameBytes: configuration.server.maxFrameBytes)),
-            commandStore: commandStore, clock: clock, logger: logger)
+            fanout: fanout, commands: commands, runner: runner, clock: clock, logger: logger)
         let server = HubServer(
             core: core, tokens: tokens, admin: PostgresDeviceAdmin(executor: executor),
             queries: PostgresTelemetryQueries(executor: executor), logger: logger,
@@ -136,7 +141,9 @@ public final class Hub: Sendable {
             readiness: { [registry] in await Hub.readiness(writer: writer, probe: probe, registry: registry) },
             drain: { await writer.shutdown() },
             bound: bound)
-        let services: [any Service] = [partitions, rollups, listener, executor, probe, commandStore, writer] + core.services + [server]
+        let services: [any Service] = [
+            partitions, rollups, listener, executor, probe, commandStore, writer, runner, commands, server,
+        ]
         group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: logger))
     }

@@ -1,4 +1,5 @@
 import Foundation
+import HubIngest
 import Logging
 
 /// Text log lines for people (`--log-format text`, the default):
@@ -12,10 +13,16 @@ public struct TextLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     private let label: String
     private let write: @Sendable (String) -> Void
+    private let clock: any HubClock
 
-    /// - Parameter write: receives each line, with its newline (default: standard error).
-    public init(label: String, write: @escaping @Sendable (String) -> Void = JSONLogHandler.standardError) {
+    /// - Parameters:
+    ///   - clock: stamps each line.
+    ///   - write: receives each line, with its newline (default: standard error).
+    public init(
+        label: String, clock: any HubClock = SystemClock(), write: @escaping @Sendable (String) -> Void = JSONLogHandler.standardError
+    ) {
         self.label = label
+        self.clock = clock
         self.write = write
     }
 
@@ -26,7 +33,7 @@ public struct TextLogHandler: LogHandler {
 
     public func log(event: LogEvent) {
         let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
-        var line = "\(Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(Date())) \(event.level.rawValue) \(label): "
+        var line = "\(JSONLogHandler.timestamp(clock)) \(event.level.rawValue) \(label): "
         line += Self.escaped(event.message.description)
         for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
             line += " \(Self.escaped(key))=\(Self.escaped(value.description))"

@@ -71,6 +71,9 @@ private final class Session: @unchecked Sendable {
         writer = IngestWriter(
             queue: queue, sink: sink, registry: registry,
             configuration: .init(policy: FlushPolicy(maxRows: 50, maxDelayNanos: 100_000)), logger: logger)
+        let (fanout, clock, runner) = (LiveFanout(), SystemClock(), RequestRunner())
+        let commands = CommandCenter(
+            store: store, fanout: fanout, settings: .init(configuration: configuration), clock: clock, logger: logger)
         core = HubCore(
             configuration: configuration, registry: registry, metricCatalog: MetricCatalog(limits: {
                 var limits = MetricCatalog.Limits()
@@ -78,9 +81,10 @@ private final class Session: @unchecked Sendable {
                 limits.total = 5
                 return limits
             }()), queue: queue, metrics: IngestMetrics(), tokens: APITokens(full: "fuzz-full-api-token", readOnly: nil),
-            history: sink, commandStore: store, logger: logger)
+            history: sink, fanout: fanout, commands: commands, runner: runner, clock: clock, logger: logger)
         writer.start()
-        let services = ServiceGroup(configuration: .init(services: core.services.map { .init(service: $0) }, logger: logger))
+        let parts: [any Service] = [runner, commands]
+        let services = ServiceGroup(configuration: .init(services: parts.map { .init(service: $0) }, logger: logger))
         coreServices = services
         coreRun = Task { try? await services.run() }
         for index in 0..<2 {

@@ -10,6 +10,19 @@ public protocol HubClock: Sendable {
     func uptimeNanos() -> UInt64
     /// Returns after `duration` on this clock, or throws when the task is cancelled.
     func sleep(for duration: Duration) async throws
+    /// Blocks a service thread that holds `condition`'s lock until the condition is
+    /// signalled or this clock's uptime reaches `deadline` (nanoseconds), as
+    /// `NSCondition.wait(until:)` does; spurious wake-ups are possible.
+    func wait(on condition: NSCondition, untilUptime deadline: UInt64)
+}
+
+extension HubClock {
+    /// `wait(on:untilUptime:)` for at most `duration` from now.
+    public func wait(on condition: NSCondition, for duration: Duration) {
+        let nanos = UInt64(max(0, duration.components.seconds)) * 1_000_000_000
+            + UInt64(max(0, duration.components.attoseconds) / 1_000_000_000)
+        wait(on: condition, untilUptime: uptimeNanos() &+ nanos)
+    }
 }
 
 /// The operating system's clocks.
@@ -26,6 +39,11 @@ public struct SystemClock: HubClock {
 
     public func sleep(for duration: Duration) async throws {
         try await Task.sleep(for: duration)
+    }
+
+    public func wait(on condition: NSCondition, untilUptime deadline: UInt64) {
+        let seconds = Double(deadline &- min(deadline, uptimeNanos())) / 1e9
+        _ = condition.wait(until: Date(timeIntervalSinceNow: seconds))
     }
 }
 

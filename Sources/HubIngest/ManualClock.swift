@@ -1,8 +1,10 @@
+import Foundation
 import NIOConcurrencyHelpers
 
 /// A clock that moves only when told: tests and the session fuzzer drive flush timing,
 /// expiry and heartbeats with it. Sleepers wake, in deadline order, when `advance` passes
-/// their deadline; a cancelled sleeper throws `CancellationError` at once.
+/// their deadline; a cancelled sleeper throws `CancellationError` at once. Service threads
+/// blocked in `wait(on:untilUptime:)` wake the same way.
 public final class ManualClock: HubClock {
     private struct Sleeper {
         var deadline: UInt64
@@ -13,6 +15,7 @@ public final class ManualClock: HubClock {
         var wallMicros: Int64
         var uptimeNanos: UInt64
         var sleepers: [Int: Sleeper] = [:]
+        var waiters: [Int: (deadline: UInt64, condition: NSCondition)] = [:]
         var nextID = 0
     }
 
@@ -31,15 +34,35 @@ public final class ManualClock: HubClock {
     /// Moves both clocks forward and wakes every sleeper whose deadline has come.
     public func advance(by duration: Duration) {
         let nanos = UInt64(duration.components.seconds) * 1_000_000_000 + UInt64(duration.components.attoseconds / 1_000_000_000)
-        let due = state.withLockedValue { state -> [Sleeper] in
+        let (due, woken) = state.withLockedValue { state -> ([Sleeper], [NSCondition]) in
             state.uptimeNanos += nanos
             state.wallMicros += Int64(nanos / 1_000)
             let now = state.uptimeNanos
             let due = state.sleepers.filter { $0.value.deadline <= now }
             for id in due.keys { state.sleepers[id] = nil }
-            return due.values.sorted { $0.deadline < $1.deadline }
+            let woken = state.waiters.filter { $0.value.deadline <= now }
+            for id in woken.keys { state.waiters[id] = nil }
+            return (due.values.sorted { $0.deadline < $1.deadline }, woken.values.map(\.condition))
         }
         for sleeper in due { sleeper.continuation.resume() }
+        for condition in woken { condition.withLock { condition.broadcast() } }
+    }
+
+    /// Threads blocked in `wait(on:untilUptime:)` now.
+    public var waiters: Int { state.withLockedValue { $0.waiters.count } }
+
+    public func wait(on condition: NSCondition, untilUptime deadline: UInt64) {
+        // Registered while the caller holds `condition`, so `advance` cannot broadcast
+        // between here and the wait.
+        let id = state.withLockedValue { state -> Int? in
+            guard deadline > state.uptimeNanos else { return nil }
+            defer { state.nextID += 1 }
+            state.waiters[state.nextID] = (deadline, condition)
+            return state.nextID
+        }
+        guard let id else { return }
+        condition.wait()
+        state.withLockedValue { _ = $0.waiters.removeValue(forKey: id) }
     }
 
     public func sleep(for duration: Duration) async throws {

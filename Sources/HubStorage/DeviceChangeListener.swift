@@ -12,6 +12,7 @@ public final class DeviceChangeListener: @unchecked Sendable {
     private let logger: Logger
     private let onRevoked: @Sendable (any DeviceConnection) -> Void
     private let metrics: MetricCatalog?
+    private let clock: any HubClock
     private let lock = NSCondition()
     private var stopped = false
     private var thread: ServiceThread?
@@ -25,9 +26,10 @@ public final class DeviceChangeListener: @unchecked Sendable {
     ///   - onRevoked: called with a live connection whose device was deleted, disabled or
     ///     given a new token.
     public init(
-        url: String, registry: DeviceRegistry, metrics: MetricCatalog? = nil, schemaApplied: Bool = true, logger: Logger,
-        onRevoked: @escaping @Sendable (any DeviceConnection) -> Void
+        url: String, registry: DeviceRegistry, metrics: MetricCatalog? = nil, schemaApplied: Bool = true,
+        clock: any HubClock = SystemClock(), logger: Logger, onRevoked: @escaping @Sendable (any DeviceConnection) -> Void
     ) {
+        self.clock = clock
         self.metrics = metrics
         self.url = url
         self.schemaApplied = schemaApplied
@@ -91,7 +93,7 @@ public final class DeviceChangeListener: @unchecked Sendable {
                     warned = true
                 }
                 connection = nil
-                lock.withLock { if !stopped { _ = lock.wait(until: Date().addingTimeInterval(1)) } }
+                lock.withLock { if !stopped { clock.wait(on: lock, for: .seconds(1)) } }
             }
         }
     }

@@ -73,7 +73,8 @@ public final class PartitionManager: @unchecked Sendable {
                 try self.runOnce(on: connection, nowSeconds: self.clock.wallMicros() / 1_000_000)
                 return false
             },
-            failed: { error, _ in logger.warning("partition maintenance failed; trying again later", metadata: ["error": "\(error)"]) })
+            failed: { error, _ in logger.warning("partition maintenance failed; trying again later", metadata: ["error": "\(error)"]) },
+            clock: clock)
     }
 
     /// Everything done so far.

@@ -12,14 +12,16 @@ final class PeriodicWorker: @unchecked Sendable {
     /// Returns whether more work is waiting.
     private let round: (PostgresConnection) throws -> Bool
     private let failed: (Error, _ firstInARow: Bool) -> Void
+    private let clock: any HubClock
     private let condition = NSCondition()
     private var stopped = false
     private var thread: ServiceThread?
 
     init(
         name: String, url: String, interval: Duration, round: @escaping (PostgresConnection) throws -> Bool,
-        failed: @escaping (Error, _ firstInARow: Bool) -> Void
+        failed: @escaping (Error, _ firstInARow: Bool) -> Void, clock: any HubClock
     ) {
+        self.clock = clock
         self.name = name
         self.url = url
         self.interval = interval
@@ -47,7 +49,6 @@ final class PeriodicWorker: @unchecked Sendable {
     private func loop() {
         var connection: PostgresConnection?
         var failing = false
-        let seconds = Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18
         while !condition.withLock({ stopped }) {
             do {
                 if connection?.isUsable != true { connection = try PostgresConnection(url: url) }
@@ -59,7 +60,7 @@ final class PeriodicWorker: @unchecked Sendable {
                 failing = true
                 if connection?.isConnected != true { connection = nil }
             }
-            condition.withLock { _ = condition.wait(until: Date().addingTimeInterval(seconds)) }
+            condition.withLock { if !stopped { clock.wait(on: condition, for: interval) } }
         }
         connection?.close()
     }

@@ -1,4 +1,5 @@
 import Foundation
+import HubIngest
 import Logging
 import Postgres
 import ServiceLifecycle
@@ -32,7 +33,7 @@ public final class RollupFolder: @unchecked Sendable {
     /// Whether sparse hours made before minute arrays have been given them (first round).
     private var arraysComplete = false
 
-    public init(url: String, interval: Duration = .seconds(1), logger: Logger) {
+    public init(url: String, interval: Duration = .seconds(1), clock: any HubClock = SystemClock(), logger: Logger) {
         worker = PeriodicWorker(
             name: "hub-rollups", url: url, interval: interval,
             round: { [unowned self] connection in
@@ -44,7 +45,7 @@ public final class RollupFolder: @unchecked Sendable {
             },
             failed: { error, first in
                 if first { logger.warning("rollup fold failed; retrying every second", metadata: ["error": "\(error)"]) }
-            })
+            }, clock: clock)
     }
 
     /// A position in `rollup_delta`'s heap.

@@ -1,6 +1,7 @@
 import Foundation
 import HubIngest
 import HubProtocol
+import HubTestSupport
 import Logging
 import NIOConcurrencyHelpers
 import Testing
@@ -104,6 +105,26 @@ struct IngestPipelineTests {
         #expect(connection.snapshot.acks == [10])
         #expect(registry.record(id: "d1")?.mark == 10)
         #expect(queue.depth == 0)
+    }
+
+    @Test("on a test clock, a batch below the size bound is written when its delay has passed, not before")
+    func flushesOnTheClock() async throws {
+        let (sink, clock, queue, connection) = (FakeSink(), ManualClock(), IngestQueue(capacityRows: 1000), RecordingConnection())
+        let writer = IngestWriter(
+            queue: queue, sink: sink, registry: DeviceRegistry(),
+            configuration: .init(policy: FlushPolicy(maxRows: 100, maxDelayNanos: 50_000_000)), logger: Logger(label: "test"),
+            clock: clock)
+        writer.start()
+        queue.push(burst(1...3, connection: connection), nowNanos: clock.uptimeNanos())
+        try await until("the writer waits on the clock") { clock.waiters == 1 }
+        clock.advance(by: .milliseconds(49))
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(sink.seqs.isEmpty)
+        #expect(clock.waiters == 1)
+        clock.advance(by: .milliseconds(1))
+        try await until("the batch is written") { connection.snapshot.acks == [3] }
+        #expect(sink.seqs == [1, 2, 3])
+        await writer.shutdown()
     }
 
     @Test("a failing sink is retried with the batch kept and acks held until it commits")

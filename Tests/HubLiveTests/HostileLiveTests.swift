@@ -4,6 +4,7 @@ import HubClient
 import HubProtocol
 import HubStorage
 import Postgres
+import HubTestSupport
 import Testing
 
 /// Contract section 7 against a real hub and PostgreSQL: values that reach arithmetic or

@@ -1,6 +1,7 @@
 import Foundation
 import HubClient
 import HubProtocol
+import HubTestSupport
 import Postgres
 import Testing
 
@@ -92,7 +93,7 @@ struct IngestLiveTests {
     @Test("every invalid golden vector lands in rejected_frames and the connection stays open")
     func invalidVectorsAreQuarantined() async throws {
         let hub = try await TestHub.start()
-        let vectors = try GoldenVectorFile.load()
+        let vectors = GoldenVectors.shared
         // One device per vector: most invalid vectors carry seq 1, and on one device only the
         // first would be above the mark (the others would be duplicates, as the contract says).
         for (index, vector) in vectors.invalid.enumerated() {
@@ -123,7 +124,7 @@ struct IngestLiveTests {
         device.client.send(sampleFrame(seq: 5))
         try await device.waitForAck(5)
         // seq 1 with a NaN reading: at or below the mark, so acked and not quarantined.
-        let nan = GoldenVectorFile.hex(of: "NaN", in: try GoldenVectorFile.load())
+        let nan = GoldenVectors.shared.invalidHex("NaN")
         device.client.sendBinary(bytes(hex: nan))
         device.client.send(sampleFrame(seq: 6))
         try await device.waitForAck(6)

@@ -4,50 +4,12 @@ import HubClient
 import HubIngest
 import HubProtocol
 import HubStorage
+import HubTestSupport
 import Logging
 import NIOConcurrencyHelpers
 import NIOPosix
 import Postgres
 import Testing
-
-/// A throwaway PostgreSQL cluster for the live suite: created in a temporary folder when the
-/// suite starts, removed when it ends. Each test gets a database of its own.
-final class TestCluster: Sendable {
-    @TaskLocal static var current: TestCluster?
-
-    let cluster: EmbeddedPostgres
-    let folder: URL
-    private let counter = Counter()
-
-    init() throws {
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("hub-test-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: folder.path)
-        cluster = try EmbeddedPostgres(directory: folder.appendingPathComponent("pg"), logger: Logger(label: "test"))
-        try cluster.start()
-    }
-
-    func remove() {
-        try? cluster.stop()
-        try? FileManager.default.removeItem(at: folder)
-    }
-
-    /// A fresh, empty database with the hub's schema (or none, with `schema: false`).
-    func makeDatabase(schema: Bool = true) throws -> String {
-        let name = "test_\(counter.next())"
-        let admin = try PostgresConnection(url: cluster.url)
-        try admin.execute("CREATE DATABASE \(name)")
-        let url = cluster.url.replacingOccurrences(of: "dbname=hub", with: "dbname=\(name)")
-        if schema { try Schema.apply(on: PostgresConnection(url: url)) }
-        return url
-    }
-
-    final class Counter: @unchecked Sendable {
-        private var value = 0
-        private let lock = NSLock()
-        func next() -> Int { lock.withLock { value += 1; return value } }
-    }
-}
 
 /// Starts the throwaway cluster around the whole live suite.
 struct WithTestCluster: SuiteTrait, TestScoping {

@@ -3,6 +3,7 @@ import HubIngest
 import HubProtocol
 import HubStorage
 import Postgres
+import HubTestSupport
 import Testing
 
 extension IngestLiveTests {

@@ -3,6 +3,7 @@ import Hub
 import HubClient
 import HubProtocol
 import Postgres
+import HubTestSupport
 import Testing
 
 extension IngestLiveTests {

@@ -1,4 +1,5 @@
 import HubProtocol
+import HubTestSupport
 import Testing
 
 @Suite("Frame errors")

@@ -1,70 +1,7 @@
 import Foundation
 import HubProtocol
+import HubTestSupport
 import Testing
-
-/// The contract's golden vectors, from the copy committed beside the tests.
-struct GoldenVectors {
-    struct Valid { var hex: String; var frame: TelemetryFrame }
-    struct Invalid { var why: String; var hex: String }
-
-    var valid: [Valid] = []
-    var invalid: [Invalid] = []
-    var ackHex = ""
-    var ackSeq: UInt64 = 0
-
-    static let shared = try! GoldenVectors()
-
-    init() throws {
-        let url = URL(fileURLWithPath: #filePath)
-            .deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures/protocol-vectors.json")
-        let root = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
-        let ack = root["ack_example"] as! [String: Any]
-        ackHex = ack["hex"] as! String
-        ackSeq = (ack["ack_seq"] as! NSNumber).uint64Value
-        for entry in root["valid"] as! [[String: Any]] {
-            let frame = entry["frame"] as! [String: Any]
-            let readings = (frame["readings"] as! [[String: Any]]).map { reading -> Reading in
-                let raw = reading["value"]!
-                let value: Value =
-                    switch reading["type"] as! String {
-                    case "f64": .f64((raw as! NSNumber).doubleValue)
-                    case "i64": .i64((raw as! NSNumber).int64Value)
-                    case "bool": .bool((raw as! NSNumber).boolValue)
-                    default: .string(raw as! String)
-                    }
-                return Reading(
-                    name: reading["name"] as! String,
-                    offsetMicros: (reading["offset_us"] as! NSNumber).int32Value,
-                    value: value)
-            }
-            valid.append(Valid(
-                hex: entry["hex"] as! String,
-                frame: TelemetryFrame(
-                    seq: (frame["seq"] as! NSNumber).uint64Value,
-                    baseTime: (frame["base_time"] as! NSNumber).int64Value,
-                    readings: readings)))
-        }
-        for entry in root["invalid"] as! [[String: Any]] {
-            invalid.append(Invalid(why: entry["why"] as! String, hex: entry["hex"] as! String))
-        }
-    }
-}
-
-func bytes(hex: String) -> [UInt8] {
-    var out: [UInt8] = []
-    var index = hex.startIndex
-    while index < hex.endIndex {
-        let next = hex.index(index, offsetBy: 2)
-        out.append(UInt8(hex[index..<next], radix: 16)!)
-        index = next
-    }
-    return out
-}
-
-func hex(_ bytes: [UInt8]) -> String {
-    bytes.map { String(format: "%02x", $0) }.joined()
-}
 
 let now: Int64 = 1_763_769_600_000_000
 

@@ -4,6 +4,7 @@ import HubProtocol
 import Logging
 import NIOConcurrencyHelpers
 import ServiceLifecycle
+import HubTestSupport
 import Testing
 
 @testable import HubTransport
@@ -16,15 +17,6 @@ private final class Device: DeviceConnection {
     func replace(whenDrained drained: @escaping @Sendable () -> Void) {}
     func close(_ reason: CloseReason) {}
     func send(text: String) { texts.withLockedValue { $0.append(text) } }
-}
-
-/// Polls `condition` (real time) until it holds; fails after 5 s.
-private func until(_ what: String, _ condition: () async throws -> Bool) async throws {
-    for _ in 0..<5_000 {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(1))
-    }
-    Issue.record("timed out waiting until \(what)")
 }
 
 /// A command center on a `ManualClock`, running as a service for the body's length.

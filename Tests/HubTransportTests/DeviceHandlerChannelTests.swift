@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOEmbedded
 import NIOWebSocket
+import HubTestSupport
 import Testing
 
 @testable import HubTransport
@@ -47,6 +48,8 @@ private final class DeviceChannel {
     let loop = NIOAsyncTestingEventLoop()
     let channel: NIOAsyncTestingChannel
     let sink = MemorySink()
+    /// The handler's clock; the loop's own time drives its timers.
+    let clock = ManualClock()
     let writer: IngestWriter
     let core: HubCore
     private var written: [UInt8] = []
@@ -58,10 +61,12 @@ private final class DeviceChannel {
         writer = IngestWriter(
             queue: queue, sink: sink, registry: registry,
             configuration: .init(policy: FlushPolicy(maxRows: 1, maxDelayNanos: 1_000_000)), logger: Logger(label: "test"))
+        let (fanout, clock, logger) = (LiveFanout(), self.clock, Logger(label: "test"))
         core = HubCore(
             configuration: ServerConfiguration(), registry: registry, metricCatalog: MetricCatalog(limits: .init()), queue: queue,
             metrics: IngestMetrics(), tokens: APITokens(full: "test-token-for-channel-tests", readOnly: nil), history: sink,
-            commandStore: MemoryStore(), logger: Logger(label: "test"))
+            fanout: fanout, commands: CommandCenter(store: MemoryStore(), fanout: fanout, clock: clock, logger: logger),
+            runner: RequestRunner(), clock: clock, logger: logger)
         writer.start()
         channel = NIOAsyncTestingChannel(loop: loop)
         try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 4000))
@@ -93,6 +98,12 @@ private final class DeviceChannel {
             try await Task.sleep(for: .milliseconds(1))
         }
         return try await frames()
+    }
+
+    /// Moves the loop's timers and the handler's clock forward together.
+    func advance(by seconds: Int64) async {
+        clock.advance(by: .seconds(seconds))
+        await loop.advanceTime(by: .seconds(seconds))
     }
 
     func finish() async {
@@ -148,6 +159,28 @@ struct DeviceHandlerChannelTests {
         let frames = try await device.frames(count: 2)
         #expect(frames.last?.opcode == 0xA)
         #expect(frames.last?.payload == Array("hello".utf8))
+        await device.finish()
+    }
+
+    @Test("a silent device is pinged every heartbeat_s, and closed with 4002 once silent for two intervals; any frame counts")
+    func heartbeat() async throws {
+        let device = try await DeviceChannel()
+        _ = try await device.frames(count: 1)
+        let interval = Int64(ServerConfiguration().heartbeatSeconds)
+        await device.advance(by: interval)
+        await device.advance(by: interval)
+        #expect(try await device.frames().map(\.opcode) == [0x1, 0x9, 0x9])
+        // A pong a third of an interval later is heard: the next two ticks ping again.
+        await device.advance(by: interval / 3)
+        try await device.feed(maskedFrame(opcode: 0xA, []))
+        await device.advance(by: interval - interval / 3)
+        await device.advance(by: interval)
+        #expect(try await device.frames().map(\.opcode) == [0x1, 0x9, 0x9, 0x9, 0x9])
+        // Two intervals and a bit after the pong, the tick closes the socket.
+        await device.advance(by: interval)
+        let frames = try await device.frames()
+        #expect(frames.map(\.opcode) == [0x1, 0x9, 0x9, 0x9, 0x9, 0x8])
+        #expect(frames.last.map { UInt16($0.payload[0]) << 8 | UInt16($0.payload[1]) } == 4002)
         await device.finish()
     }
 }

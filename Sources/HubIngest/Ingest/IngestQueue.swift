@@ -59,12 +59,12 @@ public final class IngestQueue: @unchecked Sendable {
 
     /// The writer's wait: returns bursts once `policy` says flush, or when closed.
     /// An empty answer means the queue is closed and drained.
-    func take(policy: FlushPolicy, now: () -> UInt64) -> [IngestBurst] {
+    func take(policy: FlushPolicy, clock: any HubClock) -> [IngestBurst] {
         condition.lock()
         defer { condition.unlock() }
         while true {
             let decision = policy.decide(
-                queuedRows: queuedRows, queuedBursts: bursts.count, oldestNanos: oldestPushNanos, nowNanos: now(),
+                queuedRows: queuedRows, queuedBursts: bursts.count, oldestNanos: oldestPushNanos, nowNanos: clock.uptimeNanos(),
                 closing: closed)
             switch decision {
             case .flush:
@@ -76,12 +76,11 @@ public final class IngestQueue: @unchecked Sendable {
                     taken.append(burst)
                 }
                 queuedRows -= rows
-                oldestPushNanos = bursts.isEmpty ? nil : now()
+                oldestPushNanos = bursts.isEmpty ? nil : clock.uptimeNanos()
                 return taken
             case .wait(let untilNanos):
                 if let untilNanos {
-                    let seconds = Double(untilNanos &- min(untilNanos, now())) / 1e9
-                    _ = condition.wait(until: Date(timeIntervalSinceNow: seconds))
+                    clock.wait(on: condition, untilUptime: untilNanos)
                 } else {
                     condition.wait()
                 }

@@ -79,7 +79,7 @@ public final class IngestWriter: @unchecked Sendable {
 
     private func write() {
         while true {
-            let bursts = queue.take(policy: configuration.policy, now: { clock.uptimeNanos() })
+            let bursts = queue.take(policy: configuration.policy, clock: clock)
             if bursts.isEmpty { return }
             let committed = commit(bursts)
             if committed { acknowledge(bursts) }

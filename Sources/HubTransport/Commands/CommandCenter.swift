@@ -20,8 +20,8 @@ import ServiceLifecycle
 /// device causes (sent, delivered, a result) are pushed to dashboards at once and
 /// committed within a batch; after a crash in between, the command is still `sent` and is
 /// sent again (delivery is at least once).
-actor CommandCenter: Service {
-    struct Settings: Sendable {
+public actor CommandCenter: Service {
+    public struct Settings: Sendable {
         /// Time to live when the caller gives none.
         var defaultTTLSeconds = 300
         /// The longest time to live a caller may ask for.
@@ -37,6 +37,13 @@ actor CommandCenter: Service {
         var expiryInterval: Duration = .milliseconds(200)
         /// How long to wait before loading again while the database does not answer.
         var loadRetryInterval: Duration = .seconds(1)
+
+        /// The defaults, with the server's per-device bound and JSON size limit.
+        public init(configuration: ServerConfiguration) {
+            maxPendingPerDevice = configuration.maxPendingCommandsPerDevice
+            maxParamsBytes = configuration.maxJSONBytes
+        }
+
     }
 
     /// A command sent from `/live`: created like a REST one, then `done` with the failure, if any.
@@ -79,7 +86,7 @@ actor CommandCenter: Service {
         ($0, Counter(label: "hub_commands_total", dimensions: [("status", $0.rawValue)]))
     })
 
-    init(store: CommandStore, fanout: LiveFanout, settings: Settings = Settings(), clock: any HubClock, logger: Logger) {
+    public init(store: CommandStore, fanout: LiveFanout, settings: Settings = .init(configuration: ServerConfiguration()), clock: any HubClock, logger: Logger) {
         self.store = store
         self.fanout = fanout
         self.settings = settings
@@ -96,7 +103,7 @@ actor CommandCenter: Service {
 
     /// Loads, takes events until the graceful shutdown, and expires commands meanwhile.
     /// At the end every waiter wakes (with `nil`) and memory is cleared.
-    func run() async throws {
+    public func run() async throws {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.loadUntilDone() }
             group.addTask { await self.expireUntilCancelled() }

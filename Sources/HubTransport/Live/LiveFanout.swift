@@ -9,8 +9,10 @@ import NIOCore
 /// once per distinct metric filter. Deliveries collect in a batch of the publishing loop
 /// and go out when that loop finishes its current pass: one task per dashboard loop and
 /// one flush per dashboard for everything the pass read, however many devices sent.
-final class LiveFanout: Sendable {
+public final class LiveFanout: Sendable {
     let index = SubscriptionIndex<LiveSubscription>()
+
+    public init() {}
     private let batches = NIOLockedValueBox<[ObjectIdentifier: FanoutBatch]>([:])
 
     /// The batch of deliveries gathered on `loop`; use it only on that loop.

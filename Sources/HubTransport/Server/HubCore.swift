@@ -4,31 +4,28 @@ import NIOCore
 import NIOWebSocket
 import ServiceLifecycle
 
-/// What every connection shares, without sockets: the fan-out, the command center, and
-/// the device and dashboard environments. Its `services` must run (in the hub's service
-/// group) for commands, REST calls and replays to move. `HubServer` puts it behind its port; the
-/// stateful fuzzer (`Sources/HubFuzz`) drives it through in-memory channels with a fake
-/// sink and a test clock.
+/// What every connection shares, without sockets: the device and dashboard environments
+/// over the parts the hub builds (`Sources/Hub/Hub.swift`), which also runs the fan-out's
+/// command center and the request runner in its service group. `HubServer` puts the core
+/// behind its port; the stateful fuzzer (`Sources/HubFuzz`) and the channel tests drive it
+/// through in-memory channels with a fake sink and a test clock.
 public final class HubCore: Sendable {
     let devices: DeviceEnvironment
     let live: LiveEnvironment
     let commands: CommandCenter
-    let runner = RequestRunner()
+    let runner: RequestRunner
     let clock: any HubClock
     let configuration: ServerConfiguration
 
     public init(
         configuration: ServerConfiguration, registry: DeviceRegistry, metricCatalog: MetricCatalog, queue: IngestQueue,
-        metrics: IngestMetrics, tokens: APITokens, history: TelemetryHistory, commandStore: CommandStore,
-        clock: any HubClock = SystemClock(), logger: Logger
+        metrics: IngestMetrics, tokens: APITokens, history: TelemetryHistory, fanout: LiveFanout, commands: CommandCenter,
+        runner: RequestRunner, clock: any HubClock, logger: Logger
     ) {
         self.configuration = configuration
         self.clock = clock
-        let fanout = LiveFanout()
-        var commandSettings = CommandCenter.Settings()
-        commandSettings.maxPendingPerDevice = configuration.maxPendingCommandsPerDevice
-        commandSettings.maxParamsBytes = configuration.maxJSONBytes
-        commands = CommandCenter(store: commandStore, fanout: fanout, settings: commandSettings, clock: clock, logger: logger)
+        self.commands = commands
+        self.runner = runner
         live = LiveEnvironment(
             tokens: tokens, registry: registry, queue: queue, history: history, fanout: fanout, commands: commands,
             runner: runner, clock: clock, configuration: configuration, logger: logger)
@@ -36,10 +33,6 @@ public final class HubCore: Sendable {
             registry: registry, metricCatalog: metricCatalog, queue: queue, configuration: configuration, logger: logger,
             metrics: metrics, fanout: fanout, commands: commands, clock: clock)
     }
-
-    /// The core's services, in start order, to run in the service group before the
-    /// server: the request runner, then the command center.
-    public var services: [any Service] { [runner, commands] }
 
     /// Adds a dashboard's `/live` handlers to an upgraded (or in-memory) channel.
     public func addDashboard(to channel: Channel, access: APITokens.Access) throws {

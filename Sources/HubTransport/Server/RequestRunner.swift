@@ -7,13 +7,13 @@ import ServiceLifecycle
 /// Bound: each connection has at most `maxRequestsInFlight` of them at once (HTTP one).
 /// At the graceful shutdown the runner takes no more work and cancels what runs; it
 /// returns once every child has. Work submitted after that is refused.
-final class RequestRunner: Service {
+public final class RequestRunner: Service {
     typealias Work = @Sendable () async -> Void
 
     private let jobs: AsyncStream<Work>
     private let inbox: AsyncStream<Work>.Continuation
 
-    init() {
+    public init() {
         (jobs, inbox) = AsyncStream.makeStream(of: Work.self)
     }
 
@@ -24,7 +24,7 @@ final class RequestRunner: Service {
         return true
     }
 
-    func run() async throws {
+    public func run() async throws {
         await withDiscardingTaskGroup { group in
             await withGracefulShutdownHandler {
                 for await work in jobs { group.addTask { await work() } }

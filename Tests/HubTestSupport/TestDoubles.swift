@@ -1,0 +1,40 @@
+import Foundation
+import HubIngest
+import NIOConcurrencyHelpers
+
+/// A command store in memory: every save commits at once.
+public final class MemoryStore: CommandStore {
+    private let rows = NIOLockedValueBox<[String: Command]>([:])
+
+    public init() {}
+
+    public func save(_ command: Command, isNew: Bool, done: (@Sendable (Error?) -> Void)?) {
+        rows.withLockedValue { $0[command.id] = command }
+        done?(nil)
+    }
+
+    public func command(id: String) async throws -> Command? { rows.withLockedValue { $0[id] } }
+    public func commands(device: String, status: CommandStatus?, limit: Int) async throws -> [Command] {
+        rows.withLockedValue { Array($0.values.filter { $0.device == device && (status == nil || $0.status == status) }.prefix(limit)) }
+    }
+    public func unfinished() async throws -> [Command] { rows.withLockedValue { $0.values.filter { !$0.isFinal } } }
+}
+
+/// An ingest sink in memory: every write commits at once; it keeps the seqs it stored.
+public final class MemorySink: IngestSink, TelemetryHistory, @unchecked Sendable {
+    private let stored = NIOLockedValueBox<[UInt64]>([])
+
+    public init() {}
+
+    public var seqs: [UInt64] { stored.withLockedValue { $0 } }
+
+    public func write(_ bursts: [IngestBurst]) throws {
+        stored.withLockedValue { seqs in
+            for burst in bursts { seqs += burst.frames.map(\.frame.seq) }
+        }
+    }
+
+    public func committedMarks(deviceKeys: [Int32]) throws -> [Int32: UInt64] { [:] }
+
+    public func page(deviceKey: Int32, afterSeq: UInt64, sinceMicros: Int64?, metrics: Set<String>?) async throws -> [StoredReading] { [] }
+}
