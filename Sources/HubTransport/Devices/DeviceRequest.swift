@@ -65,16 +65,16 @@ struct DeviceRequest {
     let deviceID: String
     let token: String?
 
-    /// Parses `/devices/{id}[?token=…]` and the `Authorization: Bearer` header.
-    init(head: HTTPRequestHead) throws(Refusal) {
-        let (path, query) = RequestTarget.split(head.uri)
+    /// Reads `/devices/{id}[?token=…]` and the `Authorization: Bearer` header.
+    init(_ request: HubRequest) throws(Refusal) {
+        let path = request.path
         guard Self.isDevicePath(path) else { throw .badPath("not a device path") }
         let id = String(path.dropFirst(min(path.count, Self.pathPrefix.count)))
         guard DeviceID.isValid(id) else {
             throw .badPath("invalid device id: use 1-64 characters of A-Z a-z 0-9 . _ - (not only dots)")
         }
         deviceID = id
-        token = RequestTarget.bearerToken(head.headers) ?? RequestTarget.queryValue(query, name: "token")
+        token = request.token(queryToken: true)
     }
 
     /// The registry's verdict; unknown devices under auto-provisioning come back as `.provision`.

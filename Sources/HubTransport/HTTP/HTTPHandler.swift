@@ -5,8 +5,9 @@ import NIOHTTP1
 import NIOWebSocket
 
 /// Answers every request that was not upgraded to a WebSocket: the REST API, the
-/// operations endpoints, the page, and the HTTP status of a refused upgrade. The routing
-/// is the table in `route`.
+/// operations endpoints, the page, and the HTTP status of a refused upgrade. Each request
+/// is classified (`HubRequest`) and decided (`RequestGate`) once, on its head; a refused
+/// upgrade comes with the upgrader's decision (`RequestRefused`) instead.
 ///
 /// One request at a time: the next is not read until the answer to the previous one has
 /// been written to the socket (a pipelining peer that never reads holds at most one
@@ -26,7 +27,7 @@ final class HTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let environment: HTTPEnvironment
     private let timeouts: HTTPTimeouts?
-    private var head: HTTPRequestHead?
+    private var request: HubRequest?
     private var access: APITokens.Access?
     private var body = Body.reading([])
     /// Request parts that arrived while an answer was still being written; handled in
@@ -37,8 +38,8 @@ final class HTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var answering = false
     private var readPending = false
     private var closing = false
-    /// The upgrader's verdict on this request when it refused it.
-    var refusal: HTTPReply?
+    /// The upgrader's refusal of the request that comes next.
+    private var refused: HTTPReply?
 
     init(environment: HTTPEnvironment, timeouts: HTTPTimeouts?) {
         self.environment = environment
@@ -60,82 +61,61 @@ final class HTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch part {
         case .head(let head):
             timeouts?.headReceived()
-            self.head = head
+            let request = HubRequest(head)
+            self.request = request
             access = nil
             body = .reading([])
-            if let refusal = self.refusal ?? admit(head, context: context) {
-                self.refusal = nil
-                body = .ignored(refusal)
-                if refusal.close {
-                    // Answer now and read nothing more (the body of a refused request is never read).
-                    finish(head, context: context)
-                }
+            let decision = refused.map(RequestGate.Decision.refused)
+                ?? environment.gate.decide(request, address: HubServer.host(context.channel.remoteAddress))
+            refused = nil
+            switch decision {
+            case .refused(let reply):
+                body = .ignored(reply)
+                // Answer now and read nothing more (the body of a refused request is never read).
+                if reply.close { finish(request, context: context) }
+            case .device, .dashboard, .provision:
+                // Would have been let in, but is not an upgrade (or one the WebSocket layer could not take).
+                body = .ignored(.error(.upgradeRequired, code: "upgrade_required", "connect with a WebSocket upgrade"))
+            case .api(let access):
+                self.access = access
+            case .open:
+                break
             }
         case .body(let chunk):
             guard case .reading(var bytes) = body else { return }
             if bytes.count + chunk.readableBytes > environment.maxBodyBytes {
                 body = .ignored(.closing(.error(.payloadTooLarge, code: "too_large", "the body is over \(environment.maxBodyBytes) bytes")))
-                if let head { finish(head, context: context) }
+                if let request { finish(request, context: context) }
                 return
             }
             body = .reading([])  // keep one owner of the array while appending
             bytes += chunk.readableBytesView
             body = .reading(bytes)
         case .end:
-            if let head { finish(head, context: context) }
+            if let request { finish(request, context: context) }
         }
-    }
-
-    /// Checks a request on its head: the page's and the API's browser origin, and the API's
-    /// credential. - Returns: the answer when the request is refused.
-    private func admit(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> HTTPReply? {
-        let path = RequestTarget.split(head.uri).path
-        if path == "/" || path.hasPrefix("/api/"), let origin = environment.admission.refusedOrigin(head) { return origin }
-        // The credential before the size: a refused request learns nothing else.
-        if path.hasPrefix("/api/"), path != OpenAPIDocument.path, let refusal = authenticate(head, context: context) { return refusal }
-        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > environment.maxBodyBytes {
-            return .closing(.error(.payloadTooLarge, code: "too_large", "the body is over \(environment.maxBodyBytes) bytes"))
-        }
-        return nil
-    }
-
-    /// The API credential of `head`. - Returns: the refusal, or `nil` with `access` set.
-    private func authenticate(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> HTTPReply? {
-        let address = HubServer.host(context.channel.remoteAddress)
-        let now = environment.clock.uptimeNanos()
-        if environment.gate.failures.isBlocked(address, nowNanos: now) { return environment.gate.tooManyFailures(address, now) }
-        guard let access = environment.gate.tokens.access(for: RequestTarget.bearerToken(head.headers)) else {
-            environment.gate.failures.recordFailure(address, nowNanos: now)
-            return .closing(.error(.unauthorized, code: "unauthorized", "missing or invalid API token"))
-        }
-        if access == .readOnly && head.method != .GET {
-            environment.gate.failures.recordFailure(address, nowNanos: now)
-            return .closing(.error(.forbidden, code: "forbidden", "a read-only token cannot change anything"))
-        }
-        self.access = access
-        return nil
     }
 
     /// The request is complete (or refused): answer it.
-    private func finish(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        self.head = nil
+    private func finish(_ request: HubRequest, context: ChannelHandlerContext) {
+        self.request = nil
         answering = true
-        let keepAlive = head.isKeepAlive
+        let keepAlive = request.head.isKeepAlive
         switch body {
         case .ignored(let reply):
             respond(reply, keepAlive: keepAlive, context: context)
         case .reading(let bytes):
-            let path = RequestTarget.split(head.uri).path
-            if path.hasPrefix("/api/") && path != OpenAPIDocument.path {
-                handleREST(head, body: bytes, context: context)
-            } else if head.method == .GET, path == "/readyz" {
+            switch request.endpoint {
+            case .rest:
+                handleREST(request, body: bytes, context: context)
+            case .readiness:
                 let readiness = environment.readiness
                 respondLater(keepAlive: keepAlive, context: context) {
                     let state = await readiness()
                     return .text(state.ready ? .ok : .serviceUnavailable, state.detail + "\n")
                 }
-            } else {
-                respond(route(head, context: context), keepAlive: keepAlive, context: context)
+            default:
+                respond(answer(request), keepAlive: keepAlive, context: context)
             }
         }
         body = .reading([])
@@ -143,16 +123,15 @@ final class HTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// `/api/v1` (the credential was checked on the head): the route table, run off the
     /// event loop's critical path as a task.
-    private func handleREST(_ head: HTTPRequestHead, body: [UInt8], context: ChannelHandlerContext) {
-        let keepAlive = head.isKeepAlive
-        let (path, query) = RequestTarget.split(head.uri)
-        guard let items = RequestTarget.queryItems(query) else {
+    private func handleREST(_ request: HubRequest, body: [UInt8], context: ChannelHandlerContext) {
+        let keepAlive = request.head.isKeepAlive
+        guard let items = RequestTarget.queryItems(request.query) else {
             respond(.error(.badRequest, code: "bad_request", "the query string is malformed (bad escape, not UTF-8, or U+0000)"), keepAlive: keepAlive, context: context)
             return
         }
-        let request = RESTRequest(
-            method: head.method, path: path.split(separator: "/"), query: items, body: body, access: access ?? .readOnly)
-        switch environment.router.match(request) {
+        let rest = RESTRequest(
+            method: request.head.method, path: request.path.split(separator: "/"), query: items, body: body, access: access ?? .readOnly)
+        switch environment.router.match(rest) {
         case .failure(let error):
             respond(error.reply, keepAlive: keepAlive, context: context)
         case .success(let (handler, bound)):
@@ -181,31 +160,23 @@ final class HTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func route(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> HTTPReply {
-        let (path, _) = RequestTarget.split(head.uri)
-        switch (head.method, path) {
-        case (.GET, "/"):
+    /// The answer of an endpoint that needs no database.
+    private func answer(_ request: HubRequest) -> HTTPReply {
+        switch request.endpoint {
+        case .page:
             return HTTPReply(status: .ok, contentType: "text/html; charset=utf-8", body: DashboardPage.html)
-        case (.GET, "/healthz"):
+        case .health:
             return .text(.ok, "ok\n")
-        case (.GET, "/metrics"):
+        case .metrics:
             return HTTPReply(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: environment.metricsText())
-        case (.GET, OpenAPIDocument.path):
+        case .openAPI:
             return HTTPReply(status: .ok, body: OpenAPIDocument.json)
-        case (_, OpenAPIDocument.path):
-            var reply = HTTPReply.error(.methodNotAllowed, code: "method_not_allowed", "\(head.method) is not allowed here")
+        case .openAPIMethodNotAllowed:
+            var reply = HTTPReply.error(.methodNotAllowed, code: "method_not_allowed", "\(request.head.method) is not allowed here")
             reply.allow = "GET"
             return reply
-        case (_, let path) where UpgradeGate.isUpgradePath(path):
-            // Not an upgrade (or one the WebSocket layer could not take): the same checks,
-            // then 426 for a request that would have been let in.
-            switch environment.gate.verdict(head, address: HubServer.host(context.channel.remoteAddress)) {
-            case .refused(let reply): return reply
-            case .device, .dashboard, .provision:
-                return .error(.upgradeRequired, code: "upgrade_required", "connect with a WebSocket upgrade")
-            }
-        default:
-            return .error(.notFound, code: "not_found", "no such path: \(path)")
+        case .notFound, .device, .live, .rest, .readiness:
+            return .error(.notFound, code: "not_found", "no such path: \(request.path)")
         }
     }
 
@@ -260,13 +231,17 @@ final class HTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? RequestRefused {
+            refused = event.reply
+            return
+        }
         if event is WriteWatchdog.Expired { closing = true }
         context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        // A refused upgrade arrives here as an error before the request itself; the
-        // request then gets its status from `route`.
+        // An upgrade the WebSocket layer could not take (a bad key or version) arrives
+        // here as an error before the request itself, which then gets its status.
         if error is NIOWebSocketUpgradeError { return }
         context.close(promise: nil)
     }
@@ -274,14 +249,12 @@ final class HTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
 /// What the HTTP routes read.
 struct HTTPEnvironment: Sendable {
-    let gate: UpgradeGate
+    let gate: RequestGate
     let metricsText: @Sendable () -> String
     let router: RESTRouter
     /// The largest request body taken; larger gets 413.
-    let maxBodyBytes: Int
+    var maxBodyBytes: Int { gate.maxBodyBytes }
     let readiness: @Sendable () async -> Readiness
     /// Runs REST calls and readiness probes.
     let runner: RequestRunner
-    let clock: any HubClock
-    var admission: Admission { gate.admission }
 }

@@ -18,10 +18,9 @@ public final class HubServer: Service {
     private let configuration: ServerConfiguration
     private let core: HubCore
     private let http: HTTPEnvironment
-    private let gate: UpgradeGate
+    private let gate: RequestGate
     private let provision: @Sendable (String) async throws -> DeviceRecord
     private let logger: Logger
-    private let group: MultiThreadedEventLoopGroup
     private let listener = NIOLockedValueBoxChannel()
     private let drain: @Sendable () async -> Void
     private let bound: @Sendable (Int) -> Void
@@ -47,25 +46,26 @@ public final class HubServer: Service {
         self.drain = drain
         self.bound = bound
         let (devices, live, commands) = (core.devices, core.live, core.commands)
-        gate = UpgradeGate(
+        gate = RequestGate(
             registry: registry, tokens: tokens, admission: Admission(configuration: configuration, clock: core.clock),
             failures: AuthFailureLimiter(perSecond: configuration.authFailuresPerSecond),
-            openDevices: { devices.connections.count }, openDashboards: { live.dashboards.count }, clock: core.clock)
+            openDevices: { devices.connections.count }, openDashboards: { live.dashboards.count },
+            maxBodyBytes: configuration.maxRequestBodyBytes, clock: core.clock)
         http = HTTPEnvironment(
             gate: gate, metricsText: metricsText,
             router: RESTRouter(
                 routes: DeviceRoutes(admin: admin, registry: registry).routes
                     + TelemetryRoutes(queries: queries, registry: registry).routes
                     + CommandRoutes(commands: commands, registry: registry).routes),
-            maxBodyBytes: configuration.maxRequestBodyBytes, readiness: readiness, runner: core.runner, clock: core.clock)
-        group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+            readiness: readiness, runner: core.runner)
     }
 
     /// Serves until the graceful shutdown, then closes as the type's summary says.
     public func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let port: Int
         do {
-            port = try await start()
+            port = try await start(on: group)
         } catch {
             try? await group.shutdownGracefully()
             throw error
@@ -74,11 +74,11 @@ public final class HubServer: Service {
         try? await gracefulShutdown()
         await quiesce()
         await drain()
-        await closeAll(.shuttingDown)
+        await closeAll(.shuttingDown, group: group)
     }
 
     /// Binds and starts accepting. - Returns: the bound port.
-    private func start() async throws -> Int {
+    private func start(on group: MultiThreadedEventLoopGroup) async throws -> Int {
         let tls = try configuration.tls.map(Self.makeTLSContext)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: configuration.backlog)
@@ -118,9 +118,9 @@ public final class HubServer: Service {
     /// Closes every connection with `reason`, each once its close frame is written, then
     /// stops the event loops. A peer whose close frame cannot be written within
     /// `closeGrace` is closed with the loops.
-    private func closeAll(_ reason: CloseReason) async {
+    private func closeAll(_ reason: CloseReason, group: MultiThreadedEventLoopGroup) async {
         let closing = core.devices.connections.all.map { $0.closed(reason) } + core.live.dashboards.all.map { $0.closed(reason) }
-        let (group, grace) = (self.group, configuration.closeGrace)
+        let grace = configuration.closeGrace
         await withTaskGroup(of: Void.self) { waits in
             waits.addTask { for future in closing { try? await future.get() } }
             waits.addTask { try? await Task.sleep(for: grace) }
@@ -156,40 +156,46 @@ public final class HubServer: Service {
         let description: String
     }
 
-    private func configurePipeline(_ channel: Channel) throws {
+    /// Builds a connection's HTTP pipeline, with the WebSocket upgrade (after TLS, if any):
+    /// on accepted sockets, and in the channel tests.
+    func configurePipeline(_ channel: Channel) throws {
         let timeouts = HTTPTimeouts(
             headerTimeout: .seconds(Int64(configuration.headerTimeoutSeconds)), idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))
         let httpHandler = HTTPHandler(environment: http, timeouts: timeouts)
         let bound = NIOLoopBound((httpHandler, timeouts), eventLoop: channel.eventLoop)
-        // The gate's verdict on the request being upgraded, from `shouldUpgrade` to the
-        // pipeline it builds (the same connection, the same loop).
-        let verdict = NIOLoopBound(Box<UpgradeGate.Verdict?>(nil), eventLoop: channel.eventLoop)
+        // The gate's decision on the request being upgraded, from `shouldUpgrade` to the
+        // pipeline it builds (NIO's upgrader gives these two closures no other channel). A
+        // refusal goes down the pipeline ahead of the request, to the HTTP handler.
+        let admitted = NIOLoopBound(Box<RequestGate.Decision?>(nil), eventLoop: channel.eventLoop)
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: configuration.maxFrameBytes,
             automaticErrorHandling: true,
             shouldUpgrade: { [self] channel, head in
-                let decided = gate.verdict(head, address: Self.host(channel.remoteAddress))
-                verdict.value.value = decided
-                switch decided {
+                let request = HubRequest(head)
+                // Other endpoints ignore `Upgrade`: the HTTP handler serves them.
+                guard request.isWebSocket else { return channel.eventLoop.makeSucceededFuture(nil) }
+                let decision = gate.decide(request, address: Self.host(channel.remoteAddress))
+                switch decision {
                 case .refused(let reply):
-                    // The HTTP handler answers with it.
-                    bound.value.0.refusal = reply
+                    channel.pipeline.fireUserInboundEventTriggered(RequestRefused(reply: reply))
                     return channel.eventLoop.makeSucceededFuture(nil)
-                case .device, .dashboard:
-                    return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
                 case .provision(let id):
                     return provisioned(id, on: channel.eventLoop).map { record in
                         guard let record else {
-                            bound.value.0.refusal = .closing(.error(.serviceUnavailable, code: "unavailable", "could not register the device; try again"))
+                            channel.pipeline.fireUserInboundEventTriggered(RequestRefused(reply: .closing(
+                                .error(.serviceUnavailable, code: "unavailable", "could not register the device; try again"))))
                             return nil
                         }
-                        verdict.value.value = .device(record)
+                        admitted.value.value = .device(record)
                         return HTTPHeaders()
                     }
+                case .device, .dashboard, .api, .open:
+                    admitted.value.value = decision
+                    return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
                 }
             },
             upgradePipelineHandler: { [self] channel, _ in
-                channel.eventLoop.makeCompletedFuture { try addHandlers(channel: channel, verdict: verdict.value.value) }
+                channel.eventLoop.makeCompletedFuture { try addHandlers(channel: channel, decision: admitted.value.value) }
             })
         var headerLimits = NIOHTTPDecoderLimitConfiguration()
         headerLimits.maxHeaderListSize = configuration.maxHeaderBytes
@@ -224,8 +230,8 @@ public final class HubServer: Service {
         return promise.futureResult
     }
 
-    private func addHandlers(channel: Channel, verdict: UpgradeGate.Verdict?) throws {
-        switch verdict {
+    private func addHandlers(channel: Channel, decision: RequestGate.Decision?) throws {
+        switch decision {
         case .dashboard(let access)?:
             try core.addDashboard(to: channel, access: access)
         case .device(let record)?:
