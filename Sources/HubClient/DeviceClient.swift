@@ -11,14 +11,8 @@ import NIOWebSocket
 /// arrive as `events`, or through the `onEvent` callback on the connection's event loop
 /// (for load tools that react without an async hop).
 public final class DeviceClient: Sendable {
-    public struct Welcome: Sendable, Equatable {
-        public var device: String
-        public var connection: String
-        public var session: Int64
-        public var lastSeq: UInt64
-        public var maxFrameBytes: Int
-        public var heartbeatSeconds: Int
-    }
+    /// The hub's first message (the contract's type).
+    public typealias Welcome = HubProtocol.Welcome
 
     public enum Event: Sendable, Equatable {
         case ack(UInt64)
@@ -148,16 +142,8 @@ private final class ClientFrameHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
-    static func parseWelcome(_ text: String) -> DeviceClient.Welcome? {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-            object["type"] as? String == "welcome",
-            let device = object["device"] as? String, let connection = object["connection"] as? String,
-            let session = (object["session"] as? NSNumber)?.int64Value,
-            let lastSeq = (object["last_seq"] as? NSNumber)?.uint64Value
-        else { return nil }
-        return DeviceClient.Welcome(
-            device: device, connection: connection, session: session, lastSeq: lastSeq,
-            maxFrameBytes: (object["max_frame_bytes"] as? NSNumber)?.intValue ?? 0,
-            heartbeatSeconds: (object["heartbeat_s"] as? NSNumber)?.intValue ?? 0)
+    static func parseWelcome(_ text: String) -> Welcome? {
+        guard MessageEnvelope.read(text)?.type == .some(.some(Welcome.type)) else { return nil }
+        return try? Welcome.decode(text)
     }
 }

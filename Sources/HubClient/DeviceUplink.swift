@@ -48,13 +48,14 @@ public final class DeviceUplink: @unchecked Sendable {
         public let paramsJSON: String
         public let expiresAtMicros: Int64
 
-        public var params: [String: Any] {
-            (try? JSONSerialization.jsonObject(with: Data(paramsJSON.utf8)) as? [String: Any]) ?? [:]
+        /// The params object.
+        public var params: JSONValue {
+            RawJSON(paramsJSON).value
         }
     }
 
     public enum Outcome: Sendable {
-        /// Done; `resultJSON` is a JSON value's text.
+        /// Done; `resultJSON` is a JSON value's text (`null` if it is not JSON).
         case ok(resultJSON: String = "{}")
         case failed(String)
     }
@@ -251,14 +252,9 @@ public final class DeviceUplink: @unchecked Sendable {
             lock.withLock { dropAcked(upTo: seq) }
             wakeAll()
         case .text(let text):
-            guard let message = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-                message["type"] as? String == "command", let id = message["id"] as? String, let name = message["name"] as? String
+            guard MessageEnvelope.read(text)?.type == .some(.some(DeviceCommand.type)), let message = try? DeviceCommand.decode(text)
             else { return }
-            let params = message["params"].flatMap { try? JSONSerialization.data(withJSONObject: $0) }.map { String(decoding: $0, as: UTF8.self) }
-            let command = Command(
-                id: id, name: name, paramsJSON: params ?? "{}",
-                expiresAtMicros: (message["expires_at_us"] as? NSNumber)?.int64Value ?? 0)
-            received(command)
+            received(Command(id: message.id, name: message.name, paramsJSON: message.params.text, expiresAtMicros: message.expiresAtMicros))
         case .closed:
             break
         }
@@ -277,7 +273,7 @@ public final class DeviceUplink: @unchecked Sendable {
             return (self.client, handlers[command.name], nil)
         }
         guard let client else { return }
-        client.sendText(#"{"type":"command_ack","id":\#(JSON.quote(command.id))}"#)
+        client.sendText(CommandAck(id: command.id).json)
         if let earlier {
             client.sendText(earlier)
             return
@@ -285,8 +281,8 @@ public final class DeviceUplink: @unchecked Sendable {
         Task {
             let outcome = await handler?(command) ?? .failed("unsupported")
             let result = switch outcome {
-            case .ok(let json): #"{"type":"command_result","id":\#(JSON.quote(command.id)),"ok":true,"result":\#(json)}"#
-            case .failed(let error): #"{"type":"command_result","id":\#(JSON.quote(command.id)),"ok":false,"error":\#(JSON.quote(error))}"#
+            case .ok(let json): CommandResult(id: command.id, ok: true, result: RawJSON(json).value).json
+            case .failed(let error): CommandResult(id: command.id, ok: false, error: .string(error)).json
             }
             let current = lock.withLock {
                 running.remove(command.id)

@@ -237,6 +237,14 @@ private final class Session: @unchecked Sendable {
 
     /// Lets everything in flight land: the loop's tasks, the writer's commits, the command
     /// center's and the replays' tasks.
+    /// The messages a dashboard may get, by `type`.
+    static let readers: [String: @Sendable (String) throws -> any HubMessage] = [
+        Hello.type: { try Hello.decode($0) }, Subscribed.type: { try Subscribed.decode($0) },
+        LiveTelemetry.type: { try LiveTelemetry.decode($0) }, ReplayDone.type: { try ReplayDone.decode($0) },
+        Presence.type: { try Presence.decode($0) }, CommandStatusMessage.type: { try CommandStatusMessage.decode($0) },
+        Lagged.type: { try Lagged.decode($0) }, ErrorMessage.type: { try ErrorMessage.decode($0) }, Pong.type: { try Pong.decode($0) },
+    ]
+
     func settle() async {
         for _ in 0..<3 {
             await loop.run()
@@ -252,17 +260,19 @@ private final class Session: @unchecked Sendable {
             while let frame = try? await channel.readOutbound(as: WebSocketFrame.self) {
                 guard frame.opcode == .text else { continue }
                 var data = frame.data
-                guard let text = data.readString(length: data.readableBytes),
-                    let message = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
-                else { preconditionFailure("a /live message that is not a JSON object") }
+                guard let text = data.readString(length: data.readableBytes), let envelope = MessageEnvelope.read(text),
+                    case let type?? = envelope.type, let read = Self.readers[type]
+                else { preconditionFailure("a /live message that is not one of the contract's") }
                 if Self.verbose { FileHandle.standardError.write(Data("dashboard \(index) <- \(text)\n".utf8)) }
-                switch message["type"] as? String {
-                case "subscribed":
-                    delivered[index][message["id"] as! String] = []
-                case "telemetry":
-                    let key = "\(message["device"]!)/\(message["seq"]!)"
-                    let sub = message["sub"] as! String
-                    precondition(delivered[index][sub]?.insert(key).inserted ?? true, "subscription \(sub) got \(key) twice")
+                // Every message the hub writes reads back as its type.
+                guard let message = try? read(text) else { preconditionFailure("a \(type) message that does not read: \(text)") }
+                switch message {
+                case let subscribed as Subscribed:
+                    delivered[index][subscribed.id] = []
+                case let telemetry as LiveTelemetry:
+                    let key = "\(telemetry.device)/\(telemetry.seq)"
+                    precondition(
+                        delivered[index][telemetry.sub]?.insert(key).inserted ?? true, "subscription \(telemetry.sub) got \(key) twice")
                 default:
                     break
                 }
@@ -362,17 +372,6 @@ private final class MemoryCommandStore: CommandStore, @unchecked Sendable {
     /// U+0000 in the text, or in a JSON text's strings and keys once parsed.
     static func holdsNUL(_ text: String) -> Bool {
         if text.utf8.contains(0) { return true }
-        guard text.contains("\\u0000"), let value = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: .fragmentsAllowed) else {
-            return false
-        }
-        func scan(_ value: Any) -> Bool {
-            switch value {
-            case let string as String: return string.utf8.contains(0)
-            case let object as [String: Any]: return object.contains { $0.key.utf8.contains(0) || scan($0.value) }
-            case let array as [Any]: return array.contains(where: scan)
-            default: return false
-            }
-        }
-        return scan(value)
+        return text.contains("\\u0000") && JSONValue.parse(text)?.containsNUL == true
     }
 }

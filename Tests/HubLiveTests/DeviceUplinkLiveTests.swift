@@ -48,7 +48,7 @@ extension IngestLiveTests {
         let hub = try await TestHub.start()
         let device = try uplink(hub, "swift-cmd", token: try await hub.addDevice("swift-cmd"))
         device.onCommand("set_interval") { command in
-            let seconds = (command.params["seconds"] as? NSNumber)?.intValue ?? 0
+            let seconds = command.params["seconds"]?.exactInteger(in: 0...Int64.max) ?? 0
             return seconds > 0 ? .ok(resultJSON: #"{"interval_s":\#(seconds)}"#) : .failed("seconds must be positive")
         }
         device.start()

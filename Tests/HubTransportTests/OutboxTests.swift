@@ -34,7 +34,7 @@ struct OutboxTests {
         #expect(written[0] == text)
         #expect(written[1].contains(#""seq":5"#))
         #expect(written[1].contains(#""metric":"rpm""#) && written[1].contains(#""metric":"temp""#))
-        #expect(written[2] == LiveMessages.lagged(sub: "s", dropped: 6))
+        #expect(written[2] == Lagged(sub: "s", dropped: 6).json)
         #expect(dropped == 6)
         #expect(outbox.isIdle)
     }

@@ -176,7 +176,7 @@ public final class IngestWriter: @unchecked Sendable {
                 seq: frame.frame.seq, reason: reason, payload: frame.frame.encoded(), receivedAtMicros: frame.receivedAtMicros))
             try sink.write([quarantined])
             metrics.storageRefused.increment()
-            burst.connection.send(text: DeviceMessages.rejected(seq: frame.frame.seq, reason: reason))
+            burst.connection.send(text: Rejected(seq: frame.frame.seq, reason: reason).json)
         }
     }
 

@@ -289,8 +289,9 @@ public actor CommandCenter: Service {
         for action in actions {
             switch action {
             case .send(let command, let connection):
-                connection.send(text: DeviceMessages.command(
-                    id: command.id, name: command.name, paramsJSON: command.paramsJSON, expiresAtMicros: command.expiresMicros))
+                let message = DeviceCommand(
+                    id: command.id, name: command.name, params: RawJSON(command.paramsJSON), expiresAtMicros: command.expiresMicros)
+                connection.send(text: message.json)
             case .save(let command):
                 store.save(command, isNew: false, done: nil)
             case .commitFinal:

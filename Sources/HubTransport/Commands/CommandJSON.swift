@@ -15,11 +15,10 @@ enum CommandJSON {
 
     /// `{"type":"command_status",…}` for dashboards.
     static func status(_ command: Command, ref: String?) -> String {
-        var text = #"{"type":"command_status","id":\#(JSON.quote(command.id)),"device":\#(JSON.quote(command.device)),"status":"\#(command.status.rawValue)""#
-        if let ref { text += #","ref":\#(JSON.quote(ref))"# }
-        if let result = command.resultJSON { text += #","result":\#(result)"# }
-        if let error = command.error { text += #","error":\#(JSON.quote(error))"# }
-        return text + "}"
+        CommandStatusMessage(
+            id: command.id, device: command.device, status: command.status.rawValue, ref: ref, result: command.resultJSON.map(RawJSON.init),
+            error: command.error
+        ).json
     }
 
     static func parse(_ text: String) -> Any? {

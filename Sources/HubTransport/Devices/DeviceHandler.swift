@@ -87,10 +87,11 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         let stream = DeviceStream(
             mark: mark, limits: configuration.streamLimits, metrics: DeviceMetrics(device: session.device.key, catalog: environment.metricCatalog))
         guard let held = session.welcome(stream: stream) else { return }
-        writeText(DeviceMessages.welcome(
+        let welcome = Welcome(
             device: deviceID, connection: connectionID, session: session.session, lastSeq: mark,
             serverTimeMicros: environment.clock.wallMicros(), maxFrameBytes: configuration.maxFrameBytes,
-            heartbeatSeconds: configuration.heartbeatSeconds), context: context)
+            heartbeatSeconds: configuration.heartbeatSeconds)
+        writeText(welcome.json, context: context)
         context.flush()
         environment.fanout.publishPresence(
             device: deviceID, online: true, session: session.session, connection: connectionID, remote: remote,
@@ -146,7 +147,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
 
     private func receiveBinary(_ bytes: UnsafeRawBufferPointer, context: ChannelHandlerContext) {
         if case .rejected(let rejected) = session.receive(bytes, nowMicros: environment.clock.wallMicros()) {
-            writeText(DeviceMessages.rejected(seq: rejected.seq, reason: rejected.reason), context: context)
+            writeText(Rejected(seq: rejected.seq, reason: rejected.reason).json, context: context)
             environment.logRejection(device: deviceID, connection: connectionID, reason: rejected.reason)
         }
     }
@@ -154,7 +155,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     private func receiveText(_ bytes: Data, context: ChannelHandlerContext) {
         switch DeviceReply.parse(bytes, maxBytes: environment.configuration.maxJSONBytes) {
         case .failure(let refusal):
-            writeText(DeviceMessages.error(code: refusal.code, message: refusal.message), context: context)
+            writeText(ErrorMessage(code: refusal.code, message: refusal.message).json, context: context)
         case .success(let reply):
             // The command center applies replies in the order posted: an ack never overtakes its result.
             session.replyPosted()

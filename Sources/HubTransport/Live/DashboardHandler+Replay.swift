@@ -106,14 +106,14 @@ extension DashboardHandler {
             let buffer = replays.removeValue(forKey: subscription.id)
         else { return }
         func seen(_ device: String) -> UInt64 { max(replayed[device] ?? 0, buffer.resume[device] ?? 0) }
-        emit(control: LiveMessages.replayDone(sub: subscription.id), context: context)
+        emit(control: ReplayDone(sub: subscription.id).json, context: context)
         deliver(buffer.events.filter { event in
             guard case .telemetry(_, let device, let frame, _) = event else { return true }
             return frame.frame.seq > seen(device)
         })
         let overflow = buffer.overflow.filter { $0.value.seq > seen($0.key.device) }
         for message in Outbox.messages(overflow, isSubscribed: { _ in true }) { emit(control: message, context: context) }
-        if buffer.dropped > 0 { emit(control: LiveMessages.lagged(sub: subscription.id, dropped: buffer.dropped), context: context) }
+        if buffer.dropped > 0 { emit(control: Lagged(sub: subscription.id, dropped: buffer.dropped).json, context: context) }
         context.flush()
     }
 
@@ -139,11 +139,11 @@ extension DashboardHandler {
     static func messages(_ readings: [StoredReading], sub: String, device: String) -> [String] {
         var messages: [String] = []
         var start = readings.startIndex
-        let prefix = LiveMessages.telemetryPrefix(sub: sub)
+        let prefix = TelemetryJSON.prefix(sub: sub)
         while start < readings.endIndex {
             let seq = readings[start].seq
             let end = readings[start...].firstIndex { $0.seq != seq } ?? readings.endIndex
-            if let body = LiveMessages.telemetryBody(
+            if let body = TelemetryJSON.body(
                 device: device, seq: seq,
                 readings: readings[start..<end].map { (metric: $0.metric, tsMicros: $0.tsMicros, value: $0.value) })
             {

@@ -64,7 +64,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
         self.context = context
         environment.dashboards.insert(self)
         environment.metrics.connected.increment()
-        emit(control: LiveMessages.hello(connection: connectionID, serverTimeMicros: environment.clock.wallMicros()), context: context)
+        emit(control: Hello(connection: connectionID, serverTimeMicros: environment.clock.wallMicros()).json, context: context)
         context.flush()
         logger.info("dashboard connected")
     }
@@ -115,7 +115,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
         }
         switch message {
         case .ping:
-            emit(control: LiveMessages.pong, context: context)
+            emit(control: Pong().json, context: context)
         case .subscribe(let request):
             subscribe(request, context: context)
         case .unsubscribe(let id):
@@ -137,15 +137,17 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     /// `command`: stored and routed like a REST one; answered with `command_status` and `ref`.
-    private func command(_ message: [String: Any], context: ChannelHandlerContext) {
-        let ref = message["ref"] as? String
-        guard let device = message["device"] as? String, DeviceID.isValid(device), environment.registry.record(id: device) != nil else {
+    private func command(_ message: LiveCommand?, context: ChannelHandlerContext) {
+        let ref = message?.ref
+        guard let message, DeviceID.isValid(message.device), environment.registry.record(id: message.device) != nil else {
             sendError("not_found", "\"device\" must name a registered device", context: context)
             return
         }
+        let device = message.device
         let order: CommandOrder
         do {
-            order = try CommandOrder(message, settings: environment.commands.settings)
+            order = try CommandOrder(
+                name: message.name, params: message.params, ttl: message.ttlSeconds, settings: environment.commands.settings)
         } catch {
             sendError("bad_command", error.message, context: context)
             return
@@ -201,7 +203,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
         // Buffer live events before registering, so none slips between replay and live.
         if replaying { replays[id] = ReplayBuffer(resume: resume) }
         environment.fanout.index.add(subscription, patterns: patterns)
-        emit(control: LiveMessages.subscribed(id: id), context: context)
+        emit(control: Subscribed(id: id).json, context: context)
         if replaying { startReplay(subscription, since: since, resume: resume) }
     }
 
@@ -220,7 +222,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func sendError(_ code: String, _ message: String, context: ChannelHandlerContext) {
-        emit(control: LiveMessages.error(code: code, message: message), context: context)
+        emit(control: ErrorMessage(code: code, message: message).json, context: context)
     }
 
     // MARK: - Reading only while replies can be written

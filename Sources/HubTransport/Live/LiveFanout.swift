@@ -42,10 +42,10 @@ public final class LiveFanout: Sendable {
             }
             let filter = subscription.metrics
             let encoded = bodies[filter] ?? frames.map {
-                LiveMessages.telemetryBody(device: device, frame: $0.frame, baseMicros: $0.baseMicros, metrics: filter)
+                TelemetryJSON.body(device: device, frame: $0.frame, baseMicros: $0.baseMicros, metrics: filter)
             }
             bodies[filter] = encoded
-            let prefix = LiveMessages.telemetryPrefix(sub: subscription.id)
+            let prefix = TelemetryJSON.prefix(sub: subscription.id)
             for (frame, body) in zip(frames, encoded) {
                 guard let body else { continue }
                 batch.add(.telemetry(subscription: subscription, device: device, frame: frame, text: prefix + body), to: subscription.dashboard)
@@ -70,9 +70,9 @@ public final class LiveFanout: Sendable {
     ) {
         let subscriptions = index.matching(device)
         guard !subscriptions.isEmpty else { return }
-        let text = LiveMessages.presence(
-            device: device, online: online, session: session, connection: connection, remote: remote,
-            atMicros: atMicros)
+        let text = Presence(
+            device: device, online: online, session: session, connection: connection, remote: remote, atMicros: atMicros
+        ).json
         var seen: Set<ObjectIdentifier> = []
         // One presence event per dashboard, however many of its subscriptions match.
         for subscription in subscriptions where seen.insert(ObjectIdentifier(subscription.dashboard)).inserted {
@@ -92,8 +92,8 @@ enum LiveEvent: Sendable {
 
     /// A telemetry event's message, made now if the fan-out did not make it.
     static func text(_ subscription: LiveSubscription, device: String, frame: AcceptedFrame) -> String? {
-        LiveMessages.telemetryBody(device: device, frame: frame.frame, baseMicros: frame.baseMicros, metrics: subscription.metrics)
-            .map { LiveMessages.telemetryPrefix(sub: subscription.id) + $0 }
+        TelemetryJSON.body(device: device, frame: frame.frame, baseMicros: frame.baseMicros, metrics: subscription.metrics)
+            .map { TelemetryJSON.prefix(sub: subscription.id) + $0 }
     }
 }
 

@@ -100,7 +100,7 @@ struct Outbox {
         conflated = [:]
         var reported = 0
         for (sub, count) in dropped.sorted(by: { $0.key < $1.key }) where isSubscribed(sub) {
-            _ = write(LiveMessages.lagged(sub: sub, dropped: count))
+            _ = write(Lagged(sub: sub, dropped: count).json)
             reported += count
         }
         dropped = [:]
@@ -130,10 +130,10 @@ struct Outbox {
             }
         }
         return frames.sorted { ($0.key.seq, $0.key.device, $0.key.sub) < ($1.key.seq, $1.key.device, $1.key.sub) }.compactMap { key, readings in
-            LiveMessages.telemetryBody(
+            TelemetryJSON.body(
                 device: key.device, seq: key.seq,
                 readings: readings.sorted { $0.metric < $1.metric }.map { (metric: $0.metric, tsMicros: $0.tsMicros, value: $0.value) }
-            ).map { LiveMessages.telemetryPrefix(sub: key.sub) + $0 }
+            ).map { TelemetryJSON.prefix(sub: key.sub) + $0 }
         }
     }
 

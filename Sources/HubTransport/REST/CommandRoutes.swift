@@ -24,8 +24,9 @@ struct CommandRoutes: Sendable {
         let device = try DeviceRoutes.id(request)
         guard registry.record(id: device) != nil else { throw RESTError.notFound("no device \(device)") }
         let body = try request.jsonObject()
-        let order = try CommandOrder(body, settings: commands.settings)
-        let waitSeconds = try CommandOrder.seconds(body["wait_s"], name: "wait_s", range: 0...commands.settings.maxWaitSeconds) ?? 0
+        let field = { (name: String) in body[name].map(JSONValue.init(foundation:)) }
+        let order = try CommandOrder(name: field("name"), params: field("params"), ttl: field("ttl_s"), settings: commands.settings)
+        let waitSeconds = try CommandOrder.seconds(field("wait_s"), name: "wait_s", range: 0...commands.settings.maxWaitSeconds) ?? 0
         var command: Command
         do {
             command = try await commands.create(device: device, name: order.name, paramsJSON: order.paramsJSON, ttlSeconds: order.ttlSeconds)
@@ -70,27 +71,27 @@ struct CommandOrder {
     let paramsJSON: String
     let ttlSeconds: Int?
 
-    init(_ body: [String: Any], settings: CommandCenter.Settings) throws(RESTError) {
-        guard let name = body["name"] as? String, (1...64).contains(name.utf8.count), StorableJSON.refusal(text: name) == nil else {
+    /// Checks a command's fields, from a REST body or a `/live` message, as given.
+    init(name: JSONValue?, params: JSONValue?, ttl: JSONValue?, settings: CommandCenter.Settings) throws(RESTError) {
+        guard case .string(let name)? = name, (1...64).contains(name.utf8.count), StorableJSON.refusal(text: name) == nil else {
             throw RESTError(.badRequest, "bad_request", "\"name\" must be a string of 1 to 64 bytes without U+0000")
         }
-        let params = body["params"] ?? [String: Any]()
-        guard params is [String: Any], let text = CommandJSON.text(params) else {
-            throw RESTError(.badRequest, "bad_request", "\"params\" must be a JSON object")
-        }
+        let params = params ?? .object([:])
+        guard case .object = params else { throw RESTError(.badRequest, "bad_request", "\"params\" must be a JSON object") }
         if let why = StorableJSON.refusal(params) { throw RESTError(.badRequest, "bad_request", "\"params\": \(why)") }
+        let text = params.json
         guard text.utf8.count <= settings.maxParamsBytes else {
             throw RESTError(.badRequest, "bad_request", "\"params\" may take at most \(settings.maxParamsBytes) bytes as JSON")
         }
         self.name = name
         paramsJSON = text
-        ttlSeconds = try Self.seconds(body["ttl_s"], name: "ttl_s", range: 1...settings.maxTTLSeconds)
+        ttlSeconds = try Self.seconds(ttl, name: "ttl_s", range: 1...settings.maxTTLSeconds)
     }
 
     /// An optional whole number of seconds within `range`; 400 naming it otherwise.
-    static func seconds(_ value: Any?, name: String, range: ClosedRange<Int>) throws(RESTError) -> Int? {
+    static func seconds(_ value: JSONValue?, name: String, range: ClosedRange<Int>) throws(RESTError) -> Int? {
         guard let value else { return nil }
-        guard let seconds = JSONNumber.integer(value, in: Int64(range.lowerBound)...Int64(range.upperBound)) else {
+        guard let seconds = value.exactInteger(in: Int64(range.lowerBound)...Int64(range.upperBound)) else {
             throw RESTError(.badRequest, "bad_request", "\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
         }
         return Int(seconds)

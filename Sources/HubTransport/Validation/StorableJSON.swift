@@ -1,4 +1,5 @@
 import Foundation
+import HubProtocol
 
 /// JSON a client sends for the hub to store (command params and results, device labels),
 /// checked at the door: PostgreSQL's `jsonb` and `text` cannot hold U+0000, and deep
@@ -11,6 +12,12 @@ enum StorableJSON {
     /// Why `value` (from `JSONSerialization`) cannot be stored, or `nil` if it can.
     static func refusal(_ value: Any) -> String? {
         refusal(value, depth: 1)
+    }
+
+    /// Why `value` cannot be stored, or `nil` if it can.
+    static func refusal(_ value: JSONValue) -> String? {
+        if value.containsNUL { return "text may not contain U+0000" }
+        return value.depth > maxDepth ? tooDeep : nil
     }
 
     /// Why `text` cannot be stored as a `text` column, or `nil` if it can.

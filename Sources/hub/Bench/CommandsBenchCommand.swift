@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Histogram
 import HubClient
+import HubProtocol
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -34,9 +35,9 @@ struct CommandsBenchCommand: AsyncParsableCommand {
                     guard case .text(let text) = event, text.hasPrefix(#"{"type":"command","id":""#),
                         let client = answerer.withLockedValue({ $0 })
                     else { return }
-                    let id = text.dropFirst(24).prefix(36)
-                    client.sendText(#"{"type":"command_ack","id":"\#(id)"}"#)
-                    client.sendText(#"{"type":"command_result","id":"\#(id)","ok":true,"result":{}}"#)
+                    let id = String(text.dropFirst(24).prefix(36))
+                    client.sendText(CommandAck(id: id).json)
+                    client.sendText(CommandResult(id: id, ok: true, result: .object([:])).json)
                 })
             answerer.withLockedValue { $0 = client }
             clients.append(client)

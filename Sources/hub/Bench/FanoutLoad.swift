@@ -51,7 +51,7 @@ final class FanoutLoad: @unchecked Sendable {
                     let count = counter.withLockedValue { $0 += 1; return $0 }
                     stats.delivered(sampleLatencyOf: count & sampleMask == 0 ? buffer : nil)
                 })
-            dashboard.send(#"{"type":"subscribe","id":"b\#(index)","devices":["fan-\#(run)-*"]}"#)
+            dashboard.send(Subscribe(id: "b\(index)", devices: ["fan-\(run)-*"]).json)
             dashboards.append(dashboard)
         }
         try await Task.sleep(for: .milliseconds(200))

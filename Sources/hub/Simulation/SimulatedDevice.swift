@@ -35,7 +35,7 @@ final class SimulatedDevice: Sendable {
         state = NIOLockedValueBox((settings.interval, Counts(), false))
         guard settings.answersCommands else { return }
         uplink.onCommand("set_interval") { [state] command in
-            guard let seconds = (command.params["seconds"] as? NSNumber)?.doubleValue, (0.1...3600).contains(seconds) else {
+            guard let seconds = command.params["seconds"]?.number, (0.1...3600).contains(seconds) else {
                 return .failed("seconds must be a number from 0.1 to 3600")
             }
             state.withLockedValue {
