@@ -49,7 +49,8 @@ private struct RandomJSON {
             // As JSON has one kind of number, a whole double that fits 64 bits reads back as
             // an integer, and NaN and the infinities as null: generate what reads back.
             switch double() {
-            case let whole where whole.isFinite && Int64(exactly: whole) != nil: .integer(Int64(exactly: whole)!)
+            case let whole where Int64(exactly: whole) != nil: .integer(Int64(exactly: whole)!)
+            case let whole where UInt64(exactly: whole) != nil: .unsigned(UInt64(exactly: whole)!)
             case let double where double.isFinite: .double(double)
             default: .null
             }

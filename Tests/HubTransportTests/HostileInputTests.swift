@@ -69,8 +69,17 @@ struct HostileInputTests {
         #expect(JSONNumber.integer(try parse("1e300"), in: 0...Int64.max) == nil)
         #expect(JSONNumber.integer(try parse("18446744073709551615"), in: 0...Int64.max) == nil)
         #expect(JSONNumber.integer(try parse("123456789012345678901234"), in: 0...Int64.max) == nil)
-        #expect(JSONNumber.double(try parse("false")) == nil)
-        #expect(JSONNumber.double(try parse("1e-12")) == 1e-12)
+        // The same rules where the hub reads the contract's messages (JSONValue).
+        func value(_ text: String) -> JSONValue? { JSONValue.parse(text) }
+        #expect(value("5")?.exactInteger(in: 1...10) == 5)
+        #expect(value("5.0")?.exactInteger(in: 1...10) == 5)
+        #expect(value("5.5")?.exactInteger(in: 1...10) == nil)
+        #expect(value("true")?.exactInteger(in: 0...10) == nil)
+        #expect(value("1e300")?.exactInteger(in: 0...Int64.max) == nil)
+        #expect(value("18446744073709551615")?.exactInteger(in: 0...Int64.max) == nil)
+        #expect(value("123456789012345678901234")?.exactInteger(in: 0...Int64.max) == nil)
+        #expect(value("false")?.number == nil)
+        #expect(value("1e-12")?.number == 1e-12)
     }
 
     @Test("an address past its failed authentications is blocked until its budget refills; others are not")

@@ -20,13 +20,4 @@ enum CommandJSON {
             error: command.error
         ).json
     }
-
-    static func parse(_ text: String) -> Any? {
-        try? JSONSerialization.jsonObject(with: Data(text.utf8), options: .fragmentsAllowed)
-    }
-
-    /// Serialises a JSON value (params or a result) to text.
-    static func text(_ value: Any) -> String? {
-        (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed])).map { String(decoding: $0, as: UTF8.self) }
-    }
 }

@@ -5,13 +5,6 @@ import HubProtocol
 /// not an integer, and a value outside the range asked for is refused rather than
 /// converted (a conversion would trap, wrap or round).
 enum JSONNumber {
-    /// A JSON number (not a boolean) as a finite `Double`.
-    static func double(_ value: Any?) -> Double? {
-        guard let number = value as? NSNumber, !isBoolean(number) else { return nil }
-        let double = number.doubleValue
-        return double.isFinite ? double : nil
-    }
-
     /// A JSON integer (no fraction, not a boolean) within `range`.
     static func integer(_ value: Any?, in range: ClosedRange<Int64>) -> Int64? {
         // Integers beyond 64 bits come as decimals: outside any range asked for.
