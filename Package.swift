@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "HubProtocol", targets: ["HubProtocol"]),
         .library(name: "HubClient", targets: ["HubClient"]),
         .executable(name: "hub-fuzz", targets: ["HubFuzz"]),
+        .executable(name: "hub-session-fuzz", targets: ["HubSessionFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
@@ -126,12 +127,15 @@ let package = Package(
             ]
         ),
 
-        // libFuzzer targets: the frame decoder and the /live parser, and (HUB_FUZZ_TARGET=session)
-        // whole sessions against an in-process hub core; see README.
+        // libFuzzer targets (see README). `hub-fuzz` reads inputs as frames and messages,
+        // with only the codec and the domain; `hub-session-fuzz` runs them as whole sessions
+        // against an in-process hub core.
+        .target(name: "FuzzDriver"),
+        .executableTarget(name: "HubFuzz", dependencies: ["FuzzDriver", "HubProtocol", "HubIngest"]),
         .executableTarget(
-            name: "HubFuzz",
+            name: "HubSessionFuzz",
             dependencies: [
-                "HubProtocol", "HubIngest", "HubTransport",
+                "FuzzDriver", "HubProtocol", "HubIngest", "HubTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),

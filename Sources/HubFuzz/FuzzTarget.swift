@@ -1,64 +1,45 @@
-import Foundation
+import HubIngest
 import HubProtocol
-import HubTransport
 
-/// Which target the inputs go to: `HUB_FUZZ_TARGET=session` runs each input as a session
-/// program (`SessionFuzz`); otherwise each is parsed (below).
-let sessionTarget = ProcessInfo.processInfo.environment["HUB_FUZZ_TARGET"] == "session"
-
-/// One input, read two ways: as a device's binary frame, and as a `/live` text message.
-/// A frame that decodes must encode back to exactly its bytes; nothing may crash.
-@_cdecl("LLVMFuzzerTestOneInput")
+/// The parser fuzz target: one input, read as a device's binary frame, as a `/live` text
+/// message, and as each of the contract's text messages. It links only the wire codec and
+/// the domain. Nothing may crash; a frame that decodes must encode back to exactly its
+/// bytes, and a message that reads must read back the same after the hub writes it.
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = UnsafeRawBufferPointer(start: data, count: size)
-    if sessionTarget {
-        SessionFuzz.run(bytes)
-        return 0
-    }
     if let frame = try? TelemetryFrame(decoding: bytes, receivedAtMicros: 1_763_769_600_000_000) {
         precondition(frame.encoded() == Array(bytes), "a decoded frame does not encode back to its bytes")
     }
-    _ = try? LiveClientMessage(text: String(decoding: bytes, as: UTF8.self), limits: .init(maxBytes: 65_536))
+    let text = String(decoding: bytes, as: UTF8.self)
+    _ = try? LiveClientMessage(text: text, limits: .init(maxBytes: 65_536))
+    // As readers do: the envelope's type picks the message type.
+    if case let type?? = MessageEnvelope.read(text)?.type {
+        for check in MessageChecks.byType[type] ?? [] { check(text) }
+    }
     return 0
 }
 
-#if FUZZING
-// SwiftPM links an executable's entry point as `<module>_main`; under libFuzzer that is
-// the fuzzer's driver.
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(
-    _ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt
-) -> CInt
-
-@_cdecl("HubFuzz_main")
-public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    var count = argc
-    var arguments = argv
-    return LLVMFuzzerRunDriver(&count, &arguments, fuzzOneInput)
-}
-#else
-/// Without libFuzzer (a plain `swift build`): runs every file of the given folders or
-/// files through the same entry, as a regression check of a corpus.
-@main
-struct CorpusRunner {
-    static func main() throws {
-        var count = 0
-        for argument in CommandLine.arguments.dropFirst() {
-            var isFolder: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: argument, isDirectory: &isFolder) else {
-                throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: argument])
-            }
-            let files = isFolder.boolValue
-                ? try FileManager.default.contentsOfDirectory(atPath: argument).sorted().map { "\(argument)/\($0)" }
-                : [argument]
-            for file in files {
-                let input = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
-                _ = input.withUnsafeBufferPointer { fuzzOneInput($0.baseAddress ?? UnsafePointer(bitPattern: 1)!, $0.count) }
-                count += 1
-            }
-        }
-        print("hub-fuzz: \(count) inputs, no failure")
+/// Reads `text` as one message type; what reads must be written and read back unchanged.
+private func roundTrip<M: HubMessage>(_: M.Type) -> @Sendable (String) -> Void {
+    { text in
+        guard let message = try? M.decode(text) else { return }
+        let written = message.json
+        precondition((try? M.decode(written)) == message, "a \(M.type) message does not read back as written: \(written)")
     }
 }
-#endif
+
+private enum MessageChecks {
+    /// The checks of each `type` (`command` goes both ways: to a device, and from a dashboard).
+    static let byType: [String: [@Sendable (String) -> Void]] = Dictionary(
+        grouping: [
+            check(Welcome.self), check(Rejected.self), check(DeviceCommand.self), check(CommandAck.self), check(CommandResult.self),
+            check(ErrorMessage.self), check(Hello.self), check(Subscribed.self), check(Lagged.self), check(Presence.self),
+            check(ReplayDone.self), check(CommandStatusMessage.self), check(LiveTelemetry.self), check(Subscribe.self),
+            check(Unsubscribe.self), check(LiveCommand.self),
+        ], by: \.type
+    ).mapValues { $0.map(\.run) }
+
+    private static func check<M: HubMessage>(_ type: M.Type) -> (type: String, run: @Sendable (String) -> Void) {
+        (M.type, roundTrip(type))
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import HubIngest
 import HubProtocol
 import Testing
 

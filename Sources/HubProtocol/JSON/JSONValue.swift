@@ -79,6 +79,30 @@ public enum JSONValue: Codable, Equatable, Sendable {
     }
 }
 
+extension JSONValue {
+    /// A JSON number (not a boolean) as a finite `Double`.
+    public var number: Double? {
+        switch self {
+        case .integer(let integer): Double(integer)
+        case .unsigned(let unsigned): Double(unsigned)
+        case .double(let double): double.isFinite ? double : nil
+        default: nil
+        }
+    }
+
+    /// A whole JSON number within `range` (`1.0` is one, `1.5` and `true` are not).
+    public func exactInteger(in range: ClosedRange<Int64>) -> Int64? {
+        let exact: Int64? =
+            switch self {
+            case .integer(let integer): integer
+            case .double(let double): Int64(exactly: double)
+            default: nil  // beyond 64 bits: outside any range asked for
+            }
+        guard let exact, range.contains(exact) else { return nil }
+        return exact
+    }
+}
+
 extension JSONWriter {
     /// Writes `value`, objects with their keys sorted.
     public mutating func value(_ value: JSONValue) {

@@ -98,6 +98,23 @@ public struct JSONWriter {
     }
 }
 
+extension JSONWriter {
+    /// A list of strings.
+    public mutating func strings(_ list: [String]) {
+        raw("[")
+        for (index, item) in list.enumerated() {
+            if index > 0 { raw(",") }
+            string(item)
+        }
+        raw("]")
+    }
+
+    /// Drops what was written after `count` bytes.
+    mutating func truncate(to count: Int) {
+        bytes.removeSubrange(count...)
+    }
+}
+
 /// JSON text helpers built on the writer.
 public enum JSON {
     /// A JSON number for `double`; `null` for NaN and the infinities.

@@ -3,7 +3,7 @@ import NIOConcurrencyHelpers
 import NIOHTTP1
 
 /// Who may open a WebSocket now: the connect rate, the connection counts, and the browser
-/// origin. Checked before an upgrade (`UpgradeGate`); a refusal is the HTTP answer instead.
+/// origin. Checked before an upgrade (`RequestGate`); a refusal is the HTTP answer instead.
 final class Admission: Sendable {
     enum Kind { case device, dashboard }
 

@@ -7,7 +7,7 @@ import ServiceLifecycle
 /// What every connection shares, without sockets: the device and dashboard environments
 /// over the parts the hub builds (`Sources/Hub/Hub.swift`), which also runs the fan-out's
 /// command center and the request runner in its service group. `HubServer` puts the core
-/// behind its port; the stateful fuzzer (`Sources/HubFuzz`) and the channel tests drive it
+/// behind its port; the stateful fuzzer (`Sources/HubSessionFuzz`) and the channel tests drive it
 /// through in-memory channels with a fake sink and a test clock.
 public final class HubCore: Sendable {
     let devices: DeviceEnvironment

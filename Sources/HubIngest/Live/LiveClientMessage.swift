@@ -1,9 +1,7 @@
-import Foundation
-import HubIngest
 import HubProtocol
 
 /// A `/live` message as the hub reads it: JSON text to a checked request, with no I/O, so
-/// it can be tested and fuzzed alone (`Sources/HubFuzz`). The messages are the
+/// it can be tested and fuzzed alone (`Sources/HubFuzz`, which links no NIO). The messages are the
 /// contract's types (`HubProtocol/Messages`).
 public enum LiveClientMessage {
     case ping

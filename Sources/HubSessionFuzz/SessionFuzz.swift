@@ -41,6 +41,7 @@ private final class Session: @unchecked Sendable {
     static let verbose = ProcessInfo.processInfo.environment["HUB_FUZZ_VERBOSE"] != nil
 
     let loop = NIOAsyncTestingEventLoop()
+    let clock = ManualClock()
     let registry = DeviceRegistry()
     let queue = IngestQueue(capacityRows: 10_000)
     let sink = MemorySink()
@@ -71,7 +72,7 @@ private final class Session: @unchecked Sendable {
         writer = IngestWriter(
             queue: queue, sink: sink, registry: registry,
             configuration: .init(policy: FlushPolicy(maxRows: 50, maxDelayNanos: 100_000)), logger: logger)
-        let (fanout, clock, runner) = (LiveFanout(), SystemClock(), RequestRunner())
+        let (fanout, runner) = (LiveFanout(), RequestRunner())
         let commands = CommandCenter(
             store: store, fanout: fanout, settings: .init(configuration: configuration), clock: clock, logger: logger)
         core = HubCore(
@@ -118,7 +119,11 @@ private final class Session: @unchecked Sendable {
             case 3: await deviceText(Int(reader.byte() ?? 0) % 3, reader.text())
             case 4: await reply(&reader)
             case 5: await command(&reader)
-            case 6: await loop.advanceTime(by: .milliseconds(Int64(reader.byte() ?? 0) * 20))
+            case 6:
+                // Time passes for the loop's timers and for the clock of the rate limits and command expiry alike.
+                let milliseconds = Int64(reader.byte() ?? 0) * 20
+                clock.advance(by: .milliseconds(milliseconds))
+                await loop.advanceTime(by: .milliseconds(milliseconds))
             case 7: await setWritable(Int(reader.byte() ?? 0) % 2, (reader.byte() ?? 0) % 2 == 0)
             case 8:
                 // A device reconnects: the takeover path.
