@@ -32,9 +32,17 @@ extension HubMessage {
     /// Reads a message of this type from JSON text.
     /// - Throws: `DecodingError`, whose `codingPath` names the field at fault.
     public static func decode(_ text: String) throws -> Self {
-        try JSONDecoder().decode(Self.self, from: Data(text.utf8))
+        try decode(Data(text.utf8))
+    }
+
+    /// Reads a message of this type from JSON bytes.
+    public static func decode(_ data: Data) throws -> Self {
+        try messageDecoder.decode(Self.self, from: data)
     }
 }
+
+/// One decoder for every message (decoding does not change it).
+let messageDecoder = JSONDecoder()
 
 /// Any message's `type`, read alone.
 public struct MessageEnvelope: Decodable, Sendable {
@@ -54,14 +62,14 @@ public struct MessageEnvelope: Decodable, Sendable {
 
     /// The envelope of `text`; `nil` when it is not a JSON object.
     public static func read(_ text: String) -> MessageEnvelope? {
-        try? JSONDecoder().decode(MessageEnvelope.self, from: Data(text.utf8))
+        try? messageDecoder.decode(MessageEnvelope.self, from: Data(text.utf8))
     }
 }
 
 extension JSONValue {
     /// Reads JSON text (any value, also a scalar); `nil` when it is not JSON.
     public static func parse(_ text: String) -> JSONValue? {
-        try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+        try? messageDecoder.decode(JSONValue.self, from: Data(text.utf8))
     }
 }
 
