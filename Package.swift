@@ -27,6 +27,9 @@ let package = Package(
         // The wire codec: pure value types, no I/O. Shared by the server, clients and fuzzers.
         .target(name: "HubProtocol"),
 
+        // The NATS core-protocol codec: pure value types, no I/O. A NATS client builds on it.
+        .target(name: "NATS"),
+
         // libpq, wrapped as a system library, and a small Swift layer over it.
         .systemLibrary(
             name: "CLibPQ",
@@ -131,7 +134,7 @@ let package = Package(
         // with only the codec and the domain; `hub-session-fuzz` runs them as whole sessions
         // against an in-process hub core.
         .target(name: "FuzzDriver"),
-        .executableTarget(name: "HubFuzz", dependencies: ["FuzzDriver", "HubProtocol", "HubIngest"]),
+        .executableTarget(name: "HubFuzz", dependencies: ["FuzzDriver", "HubProtocol", "HubIngest", "NATS"]),
         .executableTarget(
             name: "HubSessionFuzz",
             dependencies: [
@@ -156,6 +159,7 @@ let package = Package(
             path: "Tests/HubTestSupport"),
 
         .testTarget(name: "HubProtocolTests", dependencies: ["HubProtocol", "HubTestSupport"]),
+        .testTarget(name: "NATSTests", dependencies: ["NATS"]),
         .testTarget(
             name: "HubIngestTests",
             dependencies: [

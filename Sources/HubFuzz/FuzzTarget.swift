@@ -1,9 +1,10 @@
 import HubIngest
 import HubProtocol
+import NATS
 
 /// The parser fuzz target: one input, read as a device's binary frame, as a `/live` text
-/// message, and as each of the contract's text messages. It links only the wire codec and
-/// the domain. Nothing may crash; a frame that decodes must encode back to exactly its
+/// message, as the contract's text message its `type` names, and as a NATS server's
+/// stream. It links only the codecs and the domain. Nothing may crash; a frame that decodes must encode back to exactly its
 /// bytes, and a message that reads must read back the same after the hub writes it.
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = UnsafeRawBufferPointer(start: data, count: size)
@@ -16,7 +17,30 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     if case let type?? = MessageEnvelope.read(text)?.type {
         for check in MessageChecks.byType[type] ?? [] { check(text) }
     }
+    checkNATS(Array(bytes))
     return 0
+}
+
+/// Read as what a NATS server sends: all at once, and cut in two where the first byte
+/// says, the parser must give the same operations (or fail the same way).
+private func checkNATS(_ bytes: [UInt8]) {
+    func parse(_ chunks: [ArraySlice<UInt8>]) -> (ops: [ServerOp], error: NATSProtocolError?) {
+        var parser = NATSParser(maxPayloadLength: 4_096)
+        var ops: [ServerOp] = []
+        for chunk in chunks {
+            parser.append(chunk)
+            do {
+                while let op = try parser.next() { ops.append(op) }
+            } catch {
+                return (ops, error)
+            }
+        }
+        return (ops, nil)
+    }
+    let cut = bytes.isEmpty ? 0 : Int(bytes[0]) % (bytes.count + 1)
+    let whole = parse([bytes[...]])
+    let split = parse([bytes[..<cut], bytes[cut...]])
+    precondition(whole.ops == split.ops && whole.error == split.error, "the NATS parser depends on how the bytes were cut")
 }
 
 /// Reads `text` as one message type; what reads must be written and read back unchanged.

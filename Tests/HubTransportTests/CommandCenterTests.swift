@@ -93,7 +93,7 @@ struct CommandCenterTests {
     @Test("wait_s ends on the clock: with the final state once it is committed, else with the state at the deadline")
     func waitEndsOnTheClock() async throws {
         try await withCenter { center, _, clock in
-            let device = try await connect("d1", to: center)
+            _ = try await connect("d1", to: center)  // the route holds it
             let unanswered = try await center.create(device: "d1", name: "a", paramsJSON: "{}", ttlSeconds: 60)
             async let waited = center.wait(id: unanswered.id, seconds: 5)
             try await until("the waiter sleeps") { clock.sleepers == 2 }
