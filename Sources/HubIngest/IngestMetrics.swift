@@ -14,6 +14,8 @@ public struct IngestMetrics: Sendable {
     public let databaseErrors = Counter(label: "hub_database_errors_total")
     /// Frames the database refused on their own, stored as rejected frames instead.
     public let storageRefused = Counter(label: "hub_frames_storage_refused_total")
+    /// Frames left out of a commit because another node claimed their device (cluster mode).
+    public let framesFenced = Counter(label: "hub_frames_fenced_total")
     public let devicesConnected = Meter(label: "hub_devices_connected")
 
     public init() {}

@@ -317,7 +317,7 @@ private final class MemorySink: IngestSink, TelemetryHistory, @unchecked Sendabl
 
     var stored: Int { lock.withLock { readings.values.map(\.count).reduce(0, +) } }
 
-    func write(_ bursts: [IngestBurst]) throws {
+    func write(_ bursts: [IngestBurst]) throws -> Set<DeviceFence> {
         lock.withLock {
             for burst in bursts {
                 for accepted in burst.frames {
@@ -330,6 +330,7 @@ private final class MemorySink: IngestSink, TelemetryHistory, @unchecked Sendabl
                 if let seq = burst.highestSeq { marks[burst.device.key] = max(marks[burst.device.key] ?? 0, seq) }
             }
         }
+        return []
     }
 
     func committedMarks(deviceKeys: [Int32]) throws -> [Int32: UInt64] {

@@ -14,77 +14,131 @@ public final class PostgresIngestSink: IngestSink {
     /// (device key, metric key) pairs known to be in `device_metric`.
     private var storedPairs: Set<Int64> = []
 
-    public init(url: String) {
+    /// Whether writes are fenced by session (cluster mode): a burst commits only while its
+    /// connection's session owns the device (see `DeviceFence`).
+    private let fencing: Bool
+
+    public init(url: String, fencing: Bool = false) {
         self.url = url
+        self.fencing = fencing
     }
 
-    public func write(_ bursts: [IngestBurst]) throws {
+    /// What one transaction writes, encoded before it begins so the transaction stays short.
+    private struct Encoded {
+        var readings: [UInt8] = [], readingRows = 0
+        var rollups: [UInt8] = [], rollupRows = 0
+        var rejections: [UInt8] = [], rejectionRows = 0
+        var newPairs: Set<Int64> = []
+        var markKeys: [String] = [], markSeqs: [String] = []
+        var sessionKeys: [String] = [], sessions: [String] = [], remotes: [String] = [], times: [String] = []
+    }
+
+    public func write(_ bursts: [IngestBurst]) throws -> Set<DeviceFence> {
         let connection = try liveConnection()
         do {
             try ensureMetricKeys(for: bursts, on: connection)
-            let (readings, readingRows, deltas) = encodeReadings(bursts)
-            var newPairs: Set<Int64> = []
-            for key in deltas.entries.keys where !storedPairs.contains(Self.pair(key.device, key.metric)) {
-                newPairs.insert(Self.pair(key.device, key.metric))
-            }
-            let (rollups, rollupRows) = deltas.encoded()
-            let (rejections, rejectionRows) = encodeRejections(bursts)
-            var markKeys: [String] = [], markSeqs: [String] = []
-            var sessionKeys: [String] = [], sessions: [String] = [], remotes: [String] = [], times: [String] = []
-            for burst in bursts {
-                if let seq = burst.highestSeq {
-                    markKeys.append(String(burst.device.key))
-                    markSeqs.append(String(seq))
+            var encoded = encode(bursts)
+            let fenced = try connection.transaction { () throws(PostgresError) -> Set<DeviceFence> in
+                var fenced: Set<DeviceFence> = []
+                if fencing {
+                    // First, so the devices' rows are locked for the rest of the transaction:
+                    // a claim by another node waits for this commit, or fences it.
+                    fenced = try fence(bursts, on: connection)
+                    if !fenced.isEmpty { encoded = encode(bursts.filter { !fenced.contains($0.fence) }) }
                 }
-                if let start = burst.session {
-                    sessionKeys.append(String(burst.device.key))
-                    sessions.append(String(start.session))
-                    remotes.append(arrayElement(start.remote))
-                    times.append(String(start.atMicros))
-                }
-            }
-            try connection.transaction { () throws(PostgresError) in
-                if readingRows > 0 {
+                if encoded.readingRows > 0 {
                     try connection.copyIn(
                         "COPY reading (device_key, metric_key, seq, ts, value_type, value, text_value) FROM STDIN (FORMAT binary)",
-                        data: readings)
+                        data: encoded.readings)
                 }
-                if rollupRows > 0 { try connection.copyIn(RollupDeltas.copyStatement, data: rollups) }
-                if !newPairs.isEmpty {
+                if encoded.rollupRows > 0 { try connection.copyIn(RollupDeltas.copyStatement, data: encoded.rollups) }
+                if !encoded.newPairs.isEmpty {
                     try connection.query(
                         "INSERT INTO device_metric SELECT * FROM unnest($1::int[], $2::int[]) ON CONFLICT DO NOTHING",
-                        [arrayLiteral(newPairs.map { String($0 >> 32) }), arrayLiteral(newPairs.map { String(Int32(truncatingIfNeeded: $0)) })])
+                        [arrayLiteral(encoded.newPairs.map { String($0 >> 32) }),
+                         arrayLiteral(encoded.newPairs.map { String(Int32(truncatingIfNeeded: $0)) })])
                 }
-                if rejectionRows > 0 {
+                if encoded.rejectionRows > 0 {
                     try connection.copyIn(
                         "COPY rejected_frames (device_id, seq, reason, payload, received_at) FROM STDIN (FORMAT binary)",
-                        data: rejections)
+                        data: encoded.rejections)
                 }
-                if !markKeys.isEmpty {
+                if !fencing, !encoded.markKeys.isEmpty {
                     try connection.query(
                         """
                         UPDATE device_registry d SET last_seq = v.seq, last_seen = now()
                         FROM (SELECT key, max(seq) AS seq FROM unnest($1::int[], $2::bigint[]) AS u(key, seq) GROUP BY key) v
                         WHERE d.key = v.key AND d.last_seq < v.seq
-                        """, [arrayLiteral(markKeys), arrayLiteral(markSeqs)])
+                        """, [arrayLiteral(encoded.markKeys), arrayLiteral(encoded.markSeqs)])
                 }
-                if !sessionKeys.isEmpty {
+                if !encoded.sessionKeys.isEmpty {
                     try connection.query(
                         """
                         UPDATE device_registry d SET session = GREATEST(d.session, v.session), remote = v.remote,
                             last_seen = GREATEST(d.last_seen, 'epoch'::timestamptz + v.at * interval '1 microsecond')
                         FROM unnest($1::int[], $2::bigint[], $3::text[], $4::bigint[]) AS v(key, session, remote, at)
                         WHERE d.key = v.key
-                        """, [arrayLiteral(sessionKeys), arrayLiteral(sessions), arrayLiteral(remotes), arrayLiteral(times)])
+                        """, [arrayLiteral(encoded.sessionKeys), arrayLiteral(encoded.sessions), arrayLiteral(encoded.remotes),
+                              arrayLiteral(encoded.times)])
                 }
+                return fenced
             }
-            storedPairs.formUnion(newPairs)
+            storedPairs.formUnion(encoded.newPairs)
+            return fenced
         } catch {
             if !connection.isConnected { self.connection = nil }
             // A refusal of the batch's content is told apart, so the writer can isolate it.
             if case .refused = StorageFailure(error) { throw StorageFailure(error) }
             throw error
         }
+    }
+
+    /// Raises the marks of the bursts whose session still owns the device, and locks those
+    /// rows. - Returns: the fences of the others (claimed since by a newer session).
+    private func fence(_ bursts: [IngestBurst], on connection: PostgresConnection) throws(PostgresError) -> Set<DeviceFence> {
+        var wanted: Set<DeviceFence> = []
+        var keys: [String] = [], sessions: [String] = [], seqs: [String] = []
+        for burst in bursts where burst.stores {
+            wanted.insert(burst.fence)
+            keys.append(String(burst.device.key))
+            sessions.append(String(burst.session))
+            seqs.append(burst.highestSeq.map { String($0) } ?? "NULL")
+        }
+        guard !wanted.isEmpty else { return [] }
+        let owned = try connection.query(
+            """
+            UPDATE device_registry d SET last_seq = GREATEST(d.last_seq, v.seq), last_seen = now()
+            FROM (SELECT key, session, max(seq) AS seq FROM unnest($1::int[], $2::bigint[], $3::bigint[]) AS u(key, session, seq)
+                  GROUP BY key, session) v
+            WHERE d.key = v.key AND d.session = v.session
+            RETURNING d.key, v.session
+            """, [arrayLiteral(keys), arrayLiteral(sessions), arrayLiteral(seqs)]
+        ) { row in DeviceFence(key: Int32(row.int64(0) ?? 0), session: row.int64(1) ?? 0) }
+        return wanted.subtracting(owned)
+    }
+
+    private func encode(_ bursts: [IngestBurst]) -> Encoded {
+        var encoded = Encoded()
+        let deltas: RollupDeltas
+        (encoded.readings, encoded.readingRows, deltas) = encodeReadings(bursts)
+        for key in deltas.entries.keys where !storedPairs.contains(Self.pair(key.device, key.metric)) {
+            encoded.newPairs.insert(Self.pair(key.device, key.metric))
+        }
+        (encoded.rollups, encoded.rollupRows) = deltas.encoded()
+        (encoded.rejections, encoded.rejectionRows) = encodeRejections(bursts)
+        for burst in bursts {
+            if let seq = burst.highestSeq {
+                encoded.markKeys.append(String(burst.device.key))
+                encoded.markSeqs.append(String(seq))
+            }
+            if let start = burst.start {
+                encoded.sessionKeys.append(String(burst.device.key))
+                encoded.sessions.append(String(start.session))
+                encoded.remotes.append(arrayElement(start.remote))
+                encoded.times.append(String(start.atMicros))
+            }
+        }
+        return encoded
     }
 
     private static func pair(_ device: Int32, _ metric: Int32) -> Int64 {

@@ -19,6 +19,10 @@ CREATE TABLE IF NOT EXISTS device_registry (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- In a cluster (`hub serve --cluster`), the node that claimed the device's current session
+-- (docs/cluster.md); NULL when no node holds it. Single-node hubs leave it NULL.
+ALTER TABLE device_registry ADD COLUMN IF NOT EXISTS owner text;
+
 CREATE OR REPLACE VIEW devices AS
     SELECT id, labels, enabled, last_seq, session, last_seen, remote, created_at
     FROM device_registry WHERE NOT deleted;

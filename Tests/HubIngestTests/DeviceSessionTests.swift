@@ -48,7 +48,7 @@ struct DeviceSessionTests {
         session.attached(session: 3, remote: "r", nowMicros: now)
         let burst = session.takeBurst(for: shell)
         let start = try #require(burst)
-        #expect(start.session?.session == 3)
+        #expect(start.start?.session == 3)
         #expect(start.frames.isEmpty)
         #expect(session.gate(.binary([1])) == .kept)
         #expect(session.gate(.text([2])) == .kept)

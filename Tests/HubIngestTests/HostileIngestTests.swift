@@ -13,7 +13,7 @@ final class RefusingSink: IngestSink, @unchecked Sendable {
     private(set) var rejected: [(seq: UInt64?, reason: String)] = []
     private(set) var attempts = 0
 
-    func write(_ bursts: [IngestBurst]) throws {
+    func write(_ bursts: [IngestBurst]) throws -> Set<DeviceFence> {
         try lock.withLock {
             attempts += 1
             if bursts.contains(where: { $0.frames.contains { $0.frame.readings.contains { $0.name == "poison" } } }) {
@@ -23,6 +23,7 @@ final class RefusingSink: IngestSink, @unchecked Sendable {
                 stored += burst.frames.map(\.frame.seq)
                 rejected += burst.rejections.map { ($0.seq, $0.reason) }
             }
+            return []
         }
     }
 

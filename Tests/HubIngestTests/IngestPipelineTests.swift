@@ -13,6 +13,10 @@ final class FakeSink: IngestSink, @unchecked Sendable {
     private var commitThenFail = false
     private(set) var written: [UInt64] = []
     private var marks: [Int32: UInt64] = [:]
+    /// When set, the session that owns each device: other sessions' bursts are fenced.
+    private var owners: [Int32: Int64]?
+
+    func own(_ owners: [Int32: Int64]) { lock.withLock { self.owners = owners } }
 
     func failNext(_ count: Int, afterCommitting: Bool = false) {
         lock.withLock {
@@ -23,14 +27,16 @@ final class FakeSink: IngestSink, @unchecked Sendable {
 
     var seqs: [UInt64] { lock.withLock { written } }
 
-    func write(_ bursts: [IngestBurst]) throws {
+    func write(_ bursts: [IngestBurst]) throws -> Set<DeviceFence> {
         try lock.withLock {
             if failuresLeft > 0 {
                 failuresLeft -= 1
                 if commitThenFail { commit(bursts) }
                 throw FakeError()
             }
-            commit(bursts)
+            let fenced = Set(bursts.filter { burst in owners.map { $0[burst.device.key] != burst.session } ?? false }.map(\.fence))
+            commit(bursts.filter { !fenced.contains($0.fence) })
+            return fenced
         }
     }
 
@@ -55,6 +61,7 @@ final class RecordingConnection: DeviceConnection, @unchecked Sendable {
     private(set) var acks: [UInt64] = []
     private(set) var items = 0
     private(set) var texts: [String] = []
+    private(set) var closes: [CloseReason] = []
 
     func committed(upTo seq: UInt64?, items: Int) {
         lock.withLock {
@@ -64,18 +71,21 @@ final class RecordingConnection: DeviceConnection, @unchecked Sendable {
     }
 
     func replace(whenDrained drained: @escaping @Sendable () -> Void) { drained() }
-    func close(_ reason: CloseReason) {}
+    func close(_ reason: CloseReason) { lock.withLock { closes.append(reason) } }
     func send(text: String) { lock.withLock { texts.append(text) } }
 
     var snapshot: (acks: [UInt64], items: Int, texts: [String]) { lock.withLock { (acks, items, texts) } }
+    var closeReasons: [CloseReason] { lock.withLock { closes } }
 }
 
 @Suite("Ingest pipeline with a fake sink")
 struct IngestPipelineTests {
     let device = DeviceRecordRef(key: 1, id: "d1")
 
-    func burst(_ seqs: ClosedRange<UInt64>, connection: RecordingConnection) -> IngestBurst {
-        var burst = IngestBurst(device: device, connection: connection)
+    func burst(
+        _ seqs: ClosedRange<UInt64>, connection: RecordingConnection, device: DeviceRecordRef? = nil, session: Int64 = 0
+    ) -> IngestBurst {
+        var burst = IngestBurst(device: device ?? self.device, connection: connection, session: session)
         burst.frames = seqs.map { seq in
             AcceptedFrame(
                 frame: TelemetryFrame(seq: seq, baseTime: 1, readings: [Reading(name: "t", value: .i64(Int64(seq)))]),
@@ -105,6 +115,29 @@ struct IngestPipelineTests {
         #expect(connection.snapshot.acks == [10])
         #expect(registry.record(id: "d1")?.mark == 10)
         #expect(queue.depth == 0)
+    }
+
+    @Test("a fenced burst is not acked and its connection closes with 4001; the other devices in the batch commit")
+    func fencedBurst() async throws {
+        let sink = FakeSink()
+        sink.own([1: 7, 2: 3])
+        let queue = IngestQueue(capacityRows: 1000)
+        let registry = DeviceRegistry()
+        registry.load([DeviceRecord(key: 1, id: "d1", tokenHash: nil), DeviceRecord(key: 2, id: "d2", tokenHash: nil)])
+        let (stale, owner) = (RecordingConnection(), RecordingConnection())
+        let writer = makeWriter(sink, queue: queue, registry: registry)
+        queue.push(burst(1...5, connection: stale, session: 6), nowNanos: 0)
+        queue.push(burst(11...12, connection: owner, device: DeviceRecordRef(key: 2, id: "d2"), session: 3), nowNanos: 0)
+        writer.start()
+        await writer.shutdown()
+        #expect(sink.seqs == [11, 12])
+        #expect(stale.snapshot.acks.isEmpty)
+        #expect(stale.snapshot.items == 1)
+        #expect(stale.closeReasons == [.replaced])
+        #expect(owner.snapshot.acks == [12])
+        #expect(owner.closeReasons.isEmpty)
+        #expect(registry.record(id: "d1")?.mark == 0)
+        #expect(registry.record(id: "d2")?.mark == 12)
     }
 
     @Test("on a test clock, a batch below the size bound is written when its delay has passed, not before")

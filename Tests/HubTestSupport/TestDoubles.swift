@@ -28,10 +28,11 @@ public final class MemorySink: IngestSink, TelemetryHistory, @unchecked Sendable
 
     public var seqs: [UInt64] { stored.withLockedValue { $0 } }
 
-    public func write(_ bursts: [IngestBurst]) throws {
+    public func write(_ bursts: [IngestBurst]) throws -> Set<DeviceFence> {
         stored.withLockedValue { seqs in
             for burst in bursts { seqs += burst.frames.map(\.frame.seq) }
         }
+        return []
     }
 
     public func committedMarks(deviceKeys: [Int32]) throws -> [Int32: UInt64] { [:] }

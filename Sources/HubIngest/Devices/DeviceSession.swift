@@ -129,10 +129,12 @@ public struct DeviceSession {
 
     // MARK: - Lifecycle
 
-    /// The registry gave this connection `session`: its start goes with the next burst.
-    public mutating func attached(session: Int64, remote: String, nowMicros: Int64) {
+    /// The registry (or, in a cluster, the claim) gave this connection `session`. Unless
+    /// it is already stored (`persist` false: a claim wrote it), its start goes with the
+    /// next burst.
+    public mutating func attached(session: Int64, remote: String, nowMicros: Int64, persist: Bool = true) {
         self.session = session
-        pending.start = SessionStart(session: session, remote: remote, atMicros: nowMicros)
+        if persist { pending.start = SessionStart(session: session, remote: remote, atMicros: nowMicros) }
     }
 
     /// The welcome goes out (at once, or once the connection taken over is drained).
@@ -259,10 +261,10 @@ public struct DeviceSession {
     /// `connection` (the shell) so the writer can ack it. In flight until `committed`.
     public mutating func takeBurst(for connection: any DeviceConnection) -> IngestBurst? {
         guard !pending.isEmpty else { return nil }
-        var burst = IngestBurst(device: device, connection: connection)
+        var burst = IngestBurst(device: device, connection: connection, session: session)
         swap(&burst.frames, &pending.frames)
         swap(&burst.rejections, &pending.rejections)
-        burst.session = pending.start
+        burst.start = pending.start
         pending.start = nil
         inFlight += 1
         return burst

@@ -11,17 +11,28 @@ public struct IngestBurst: Sendable {
     public let connection: any DeviceConnection
     public var frames: [AcceptedFrame] = []
     public var rejections: [RejectedFrame] = []
-    public var session: SessionStart?
+    /// The connection's session. In a cluster the commit is fenced by it: the burst commits
+    /// only while this session still owns the device in PostgreSQL.
+    public let session: Int64
+    /// The connect, persisted with the burst (single-node mode; a cluster claims instead).
+    public var start: SessionStart?
 
-    public init(device: DeviceRecordRef, connection: any DeviceConnection) {
+    public init(device: DeviceRecordRef, connection: any DeviceConnection, session: Int64 = 0) {
         self.device = device
         self.connection = connection
+        self.session = session
     }
+
+    /// The device's fence: whose ownership this burst's commit needs.
+    public var fence: DeviceFence { DeviceFence(key: device.key, session: session) }
 
     /// The number of readings: the unit the queue bound is written in.
     public var rowCount: Int { frames.reduce(0) { $0 + $1.frame.readings.count } + rejections.count }
 
-    public var isEmpty: Bool { frames.isEmpty && rejections.isEmpty && session == nil }
+    public var isEmpty: Bool { frames.isEmpty && rejections.isEmpty && start == nil }
+
+    /// Whether the burst stores anything (frames or rejections), and so needs its fence.
+    public var stores: Bool { !frames.isEmpty || !rejections.isEmpty }
 
     /// The highest sequence number this burst commits: the ack it earns.
     public var highestSeq: UInt64? {
@@ -85,5 +96,18 @@ public struct SessionStart: Sendable {
         self.session = session
         self.remote = remote
         self.atMicros = atMicros
+    }
+}
+
+/// A device and the session that must own it for a write to commit. A batch whose session
+/// no longer owns its device (another node claimed it) is fenced: rolled back for that
+/// device, never acked, and its connection closed; the device resends.
+public struct DeviceFence: Hashable, Sendable {
+    public let key: Int32
+    public let session: Int64
+
+    public init(key: Int32, session: Int64) {
+        self.key = key
+        self.session = session
     }
 }

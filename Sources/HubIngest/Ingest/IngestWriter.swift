@@ -81,14 +81,14 @@ public final class IngestWriter: @unchecked Sendable {
         while true {
             let bursts = queue.take(policy: configuration.policy, clock: clock)
             if bursts.isEmpty { return }
-            let committed = commit(bursts)
-            if committed { acknowledge(bursts) }
+            if let fenced = commit(bursts) { acknowledge(bursts, fenced: fenced) }
             queue.release(rows: bursts.reduce(0) { $0 + $1.rowCount }, bursts: bursts.count)
         }
     }
 
-    /// Writes until it commits. - Returns: `false` only if shutdown gave up on it.
-    private func commit(_ bursts: [IngestBurst]) -> Bool {
+    /// Writes until it commits. - Returns: the fences that failed (bursts left out because
+    /// another node owns their device now); `nil` only if shutdown gave up on the batch.
+    private func commit(_ bursts: [IngestBurst]) -> Set<DeviceFence>? {
         var pending = bursts
         var mustRecheck = false
         var attempt = 0
@@ -101,13 +101,14 @@ public final class IngestWriter: @unchecked Sendable {
                     mustRecheck = false
                 }
                 let started = now()
+                let fenced: Set<DeviceFence>
                 do {
-                    try sink.write(pending)
+                    fenced = try sink.write(pending)
                 } catch StorageFailure.refused(let why) {
                     // The database refused the batch for what it holds, not for being away:
                     // find the frames it refuses on their own, and quarantine just those.
                     logger.error("the database refused an ingest batch; isolating the frames it refuses", metadata: ["error": "\(why)"])
-                    try writeIsolating(pending)
+                    fenced = try writeIsolating(pending)
                 }
                 metrics.commitSeconds.recordNanoseconds(Int64(now() &- started))
                 metrics.batchRows.record(pending.reduce(0) { $0 + $1.rowCount })
@@ -116,7 +117,7 @@ public final class IngestWriter: @unchecked Sendable {
                 }
                 let committedAt = now()
                 stateLock.withLock { lastError = nil; lastCommitNanos = committedAt }
-                return true
+                return fenced
             } catch {
                 mustRecheck = true
                 attempt += 1
@@ -132,7 +133,7 @@ public final class IngestWriter: @unchecked Sendable {
                 if let deadline = stateLock.withLock({ stopDeadline }), time >= deadline {
                     logger.error("shutting down with an unwritten batch; devices will resend it",
                                  metadata: ["rows": "\(pending.reduce(0) { $0 + $1.rowCount })"])
-                    return false
+                    return nil
                 }
                 let backoff = min(configuration.maxBackoffNanos, configuration.minBackoffNanos << min(attempt - 1, 16))
                 Thread.sleep(forTimeInterval: Double(backoff) / 1e9)
@@ -144,16 +145,13 @@ public final class IngestWriter: @unchecked Sendable {
     /// burst's frames one at a time; a frame refused on its own is stored as a rejected
     /// frame instead (reason `storage_refused`), which advances the mark like any rejection,
     /// and its device is told. Every other frame is stored as it came.
-    private func writeIsolating(_ bursts: [IngestBurst]) throws {
+    private func writeIsolating(_ bursts: [IngestBurst]) throws -> Set<DeviceFence> {
         do {
-            try sink.write(bursts)
-            return
+            return try sink.write(bursts)
         } catch StorageFailure.refused(let why) {
             if bursts.count > 1 {
                 let middle = bursts.count / 2
-                try writeIsolating(Array(bursts[..<middle]))
-                try writeIsolating(Array(bursts[middle...]))
-                return
+                return try writeIsolating(Array(bursts[..<middle])).union(writeIsolating(Array(bursts[middle...])))
             }
             guard let burst = bursts.first, !burst.frames.isEmpty else { throw StorageFailure.refused(why) }
             if burst.frames.count > 1 {
@@ -161,12 +159,13 @@ public final class IngestWriter: @unchecked Sendable {
                 first.frames = [burst.frames[0]]
                 var parts = [first]
                 for frame in burst.frames.dropFirst() {
-                    var part = IngestBurst(device: burst.device, connection: burst.connection)
+                    var part = IngestBurst(device: burst.device, connection: burst.connection, session: burst.session)
                     part.frames = [frame]
                     parts.append(part)
                 }
-                for part in parts { try writeIsolating([part]) }
-                return
+                var fenced: Set<DeviceFence> = []
+                for part in parts { fenced.formUnion(try writeIsolating([part])) }
+                return fenced
             }
             let frame = burst.frames[0]
             var quarantined = burst
@@ -174,9 +173,11 @@ public final class IngestWriter: @unchecked Sendable {
             let reason = "storage_refused: \(why)"
             quarantined.rejections.append(RejectedFrame(
                 seq: frame.frame.seq, reason: reason, payload: frame.frame.encoded(), receivedAtMicros: frame.receivedAtMicros))
-            try sink.write([quarantined])
+            let fenced = try sink.write([quarantined])
+            guard fenced.isEmpty else { return fenced }
             metrics.storageRefused.increment()
             burst.connection.send(text: Rejected(seq: frame.frame.seq, reason: reason).json)
+            return []
         }
     }
 
@@ -191,11 +192,19 @@ public final class IngestWriter: @unchecked Sendable {
         }
     }
 
-    private func acknowledge(_ bursts: [IngestBurst]) {
+    /// Acks every connection once; a fenced connection gets no ack and is closed (the
+    /// device resends to its new owner).
+    private func acknowledge(_ bursts: [IngestBurst], fenced: Set<DeviceFence>) {
         var marks: [String: UInt64] = [:]
         var perConnection: [ObjectIdentifier: (connection: any DeviceConnection, seq: UInt64?, items: Int)] = [:]
+        var closing: [ObjectIdentifier: any DeviceConnection] = [:]
         for burst in bursts {
-            let seq = burst.highestSeq
+            let isFenced = !fenced.isEmpty && fenced.contains(burst.fence)
+            if isFenced {
+                closing[ObjectIdentifier(burst.connection)] = burst.connection
+                metrics.framesFenced.increment(by: Int64(burst.frames.count))
+            }
+            let seq = isFenced ? nil : burst.highestSeq
             if let seq { marks[burst.device.id] = max(marks[burst.device.id] ?? 0, seq) }
             let id = ObjectIdentifier(burst.connection)
             var entry = perConnection[id] ?? (burst.connection, nil, 0)
@@ -207,6 +216,11 @@ public final class IngestWriter: @unchecked Sendable {
         for entry in perConnection.values {
             entry.connection.committed(upTo: entry.seq, items: entry.items)
         }
+        if !closing.isEmpty {
+            logger.warning("fenced: another node owns these devices now; their connections close unacked",
+                           metadata: ["connections": "\(closing.count)"])
+        }
+        for connection in closing.values { connection.close(.replaced) }
     }
 }
 
