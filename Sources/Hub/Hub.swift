@@ -40,6 +40,12 @@ public final class Hub: Sendable {
     public static func start(_ configuration: HubConfiguration, logger: Logger, clock: any HubClock = SystemClock()) async throws -> Hub {
         try APIToken.check(configuration.apiToken, flag: "--api-token")
         try APIToken.check(configuration.readToken, flag: "--read-token")
+        if let cluster = configuration.cluster {
+            guard configuration.databaseURL != nil else { throw ClusterConfigurationError(description: "--cluster needs --database-url: the nodes share one PostgreSQL") }
+            guard ClusterConfiguration.isValidNodeID(cluster.nodeID) else {
+                throw ClusterConfigurationError(description: "--node-id must be 1 to 64 of A-Z, a-z, 0-9, - and _")
+            }
+        }
         try DataFolder.prepare(
             configuration.dataDirectory, owner: configuration.databaseURL == nil ? EmbeddedPostgres.serviceUserIfRoot() : nil)
         let database = try await Task.detached {
@@ -96,10 +102,17 @@ public final class Hub: Sendable {
         self.partitions = partitions
         let rollups = RollupFolder(url: database.url, clock: clock, logger: logger)
 
+        let cluster = try configuration.cluster.map { try ClusterNode(configuration: $0, registry: registry, logger: logger) }
+        let claims = cluster.map { cluster in
+            var settings = PostgresDeviceClaims.Settings(node: cluster.configuration.nodeID)
+            settings.drainTimeout = cluster.configuration.drainTimeout
+            return PostgresDeviceClaims(url: database.url, settings: settings, drain: cluster, clock: clock, logger: logger)
+        }
+
         let queue = IngestQueue(capacityRows: configuration.queueCapacityRows)
         let metrics = IngestMetrics()
         let writer = IngestWriter(
-            queue: queue, sink: PostgresIngestSink(url: database.url), registry: registry,
+            queue: queue, sink: PostgresIngestSink(url: database.url, fencing: cluster != nil), registry: registry,
             configuration: .init(policy: FlushPolicy(
                 maxRows: configuration.batchRows,
                 maxDelayNanos: UInt64(configuration.flushInterval.components.attoseconds / 1_000_000_000)
@@ -119,7 +132,8 @@ public final class Hub: Sendable {
         let probe = DatabaseExecutor(url: database.url, name: "hub-readiness", threads: 1, statementTimeout: .seconds(2))
         let commandStore = PostgresCommandStore(url: database.url, executor: executor, logger: logger)
         let tokens = APITokens(full: apiToken, readOnly: configuration.readToken)
-        let fanout = LiveFanout()
+        let fanout = LiveFanout(link: cluster)
+        cluster?.attach(fanout)
         let commands = CommandCenter(
             store: commandStore, fanout: fanout, settings: .init(configuration: configuration.server), clock: clock, logger: logger)
         let runner = RequestRunner()
@@ -129,7 +143,7 @@ public final class Hub: Sendable {
             history: PostgresTelemetryHistory(
                 executor: executor, rollupRetentionDays: configuration.storage.rollupRetentionDays,
                 pageRows: PostgresTelemetryHistory.pageRows(maxFrameBytes: configuration.server.maxFrameBytes)),
-            fanout: fanout, commands: commands, runner: runner, clock: clock, logger: logger)
+            fanout: fanout, commands: commands, runner: runner, clock: clock, logger: logger, claims: claims)
         let server = HubServer(
             core: core, tokens: tokens, admin: PostgresDeviceAdmin(executor: executor),
             queries: PostgresTelemetryQueries(executor: executor), logger: logger,
@@ -138,12 +152,12 @@ public final class Hub: Sendable {
                 HubMetrics.queueDepth.record(queue.depth)
                 return HubMetrics.text()
             },
-            readiness: { [registry] in await Hub.readiness(writer: writer, probe: probe, registry: registry) },
+            readiness: { [registry] in await Hub.readiness(writer: writer, probe: probe, registry: registry, cluster: cluster) },
             drain: { await writer.shutdown() },
             bound: bound)
-        let services: [any Service] = [
-            partitions, rollups, listener, executor, probe, commandStore, writer, runner, commands, server,
-        ]
+        let clusterServices: [any Service] = [cluster as (any Service)?, claims].compactMap { $0 }
+        let services: [any Service] = [partitions, rollups, listener, executor, probe, commandStore] + clusterServices
+            + [writer, runner, commands, server]
         group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) }, gracefulShutdownSignals: [], logger: logger))
     }
@@ -170,8 +184,9 @@ public final class Hub: Sendable {
 
     /// `/readyz`: the devices are loaded, the database answers within 2 s, writes succeed, and ingest is not stalled
     /// (readings waiting with no commit for 10 s).
-    static func readiness(writer: IngestWriter, probe: DatabaseExecutor, registry: DeviceRegistry) async -> Readiness {
+    static func readiness(writer: IngestWriter, probe: DatabaseExecutor, registry: DeviceRegistry, cluster: ClusterNode?) async -> Readiness {
         guard registry.isLoaded else { return Readiness(ready: false, detail: "devices not loaded: the database has not answered since start") }
+        if let cluster, !cluster.isConnected { return Readiness(ready: false, detail: "cluster: not connected to NATS") }
         if let failure = writer.failure { return Readiness(ready: false, detail: "database writes failing: \(failure)") }
         if writer.isStalled(limitNanos: 10_000_000_000) { return Readiness(ready: false, detail: "ingest stalled: no commit for 10 s") }
         let reachable = await withTaskGroup(of: Bool.self) { group in

@@ -29,6 +29,8 @@ public struct HubConfiguration: Sendable {
     public var statementTimeout: Duration = .seconds(10)
     /// How long startup waits for the database before giving up.
     public var databaseStartupTimeout: Duration = .seconds(30)
+    /// Cluster mode (`--cluster`); `nil` runs one node on its own, with no NATS.
+    public var cluster: ClusterConfiguration?
 
     /// Commands per device that are not final; more get 429.
     public var maxPendingCommands: Int {

@@ -30,6 +30,9 @@ public enum CloseReason: String, Sendable, CaseIterable {
     case slowConsumer = "slow_consumer"
     /// A device that took no byte of what the hub wrote for `--write-timeout`.
     case notReading = "not_reading"
+    /// In a cluster, the device could not be claimed (the database did not answer): try
+    /// again later, perhaps through another node.
+    case unavailable
 
     public var code: UInt16 {
         switch self {
@@ -41,6 +44,7 @@ public enum CloseReason: String, Sendable, CaseIterable {
         case .heartbeatTimeout: 4002
         case .revoked: 4003
         case .slowConsumer: 4008
+        case .unavailable: 1013
         }
     }
 }

@@ -113,6 +113,24 @@ public final class DeviceRegistry: Sendable {
         }
     }
 
+    /// A claim in the shared database gave the device `session` and `mark` (cluster mode).
+    /// Neither goes back.
+    public func claimed(id: String, session: Int64, mark: UInt64) {
+        entries.withLockedValue { entries in
+            guard entries[id] != nil else { return }
+            entries[id]!.record.session = max(entries[id]!.record.session, session)
+            entries[id]!.record.mark = max(entries[id]!.record.mark, mark)
+        }
+    }
+
+    /// The device's live connection on this node, with the session the registry gave last.
+    public func connection(id: String) -> (connection: any DeviceConnection, session: Int64)? {
+        entries.withLockedValue { entries in
+            guard let entry = entries[id], let connection = entry.connection else { return nil }
+            return (connection, entry.record.session)
+        }
+    }
+
     /// Clears the live connection if it is still `connection`. - Returns: whether it was.
     @discardableResult
     public func detach(_ connection: any DeviceConnection, deviceID: String) -> Bool {

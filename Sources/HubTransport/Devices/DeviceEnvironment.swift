@@ -15,11 +15,14 @@ final class DeviceEnvironment: Sendable {
     let fanout: LiveFanout
     let commands: CommandCenter
     let clock: any HubClock
+    /// In a cluster, where connections claim their device before the welcome; `nil` on a single node.
+    let claims: (any DeviceClaims)?
     /// Times a device's socket stopped being read for exceeding its frame rate.
     let ratePauses = Counter(label: "hub_device_rate_pauses_total")
     private let rejectionLog = NIOLockedValueBox<(count: Int, since: Int64)>((0, 0))
 
-    init(registry: DeviceRegistry, metricCatalog: MetricCatalog, queue: IngestQueue, configuration: ServerConfiguration, logger: Logger, metrics: IngestMetrics, fanout: LiveFanout, commands: CommandCenter, clock: any HubClock) {
+    init(registry: DeviceRegistry, metricCatalog: MetricCatalog, queue: IngestQueue, configuration: ServerConfiguration, logger: Logger, metrics: IngestMetrics, fanout: LiveFanout, commands: CommandCenter, clock: any HubClock, claims: (any DeviceClaims)?) {
+        self.claims = claims
         self.fanout = fanout
         self.clock = clock
         self.commands = commands

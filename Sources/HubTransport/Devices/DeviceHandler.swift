@@ -52,14 +52,39 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             closeSocket(.revoked)
             return
         }
+        let loop = eventLoop
+        if let claims = environment.claims {
+            // A cluster: the session and mark come from PostgreSQL, once a connection of
+            // this node taken over is drained.
+            let (device, remote) = (session.device, remote)
+            let claim: @Sendable () -> Void = {
+                claims.claim(device, remote: remote) { result in loop.execute { self.claimed(result) } }
+            }
+            if let previous { previous.replace(whenDrained: claim) } else { claim() }
+            return
+        }
         logger.info("device connected", metadata: ["session": "\(number)", "remote": "\(remote)"])
         session.attached(session: number, remote: remote, nowMicros: environment.clock.wallMicros())
         pushBurst()
-        let loop = eventLoop
         if let previous {
             previous.replace(whenDrained: { loop.execute { self.sendWelcome() } })
         } else {
             sendWelcome()
+        }
+    }
+
+    /// The claim (cluster mode) answered: welcome with what it read back, or close.
+    private func claimed(_ result: Result<DeviceClaim, ClaimFailure>) {
+        guard context != nil else { return }
+        switch result {
+        case .success(let claim):
+            logger.info("device connected", metadata: ["session": "\(claim.session)", "remote": "\(remote)"])
+            environment.registry.claimed(id: deviceID, session: claim.session, mark: claim.mark)
+            session.attached(session: claim.session, remote: remote, nowMicros: environment.clock.wallMicros(), persist: false)
+            sendWelcome(mark: claim.mark)
+        case .failure(let failure):
+            logger.warning("device claim failed", metadata: ["error": "\(failure)"])
+            closeSocket(failure == .superseded ? .replaced : .unavailable)
         }
     }
 
@@ -80,10 +105,11 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         self.context = nil
     }
 
-    private func sendWelcome() {
+    /// - Parameter claimed: the mark a claim read back (cluster mode); otherwise the registry's.
+    private func sendWelcome(mark claimed: UInt64? = nil) {
         guard let context else { return }
         let configuration = environment.configuration
-        let mark = environment.registry.record(id: deviceID)?.mark ?? 0
+        let mark = claimed ?? environment.registry.record(id: deviceID)?.mark ?? 0
         let stream = DeviceStream(
             mark: mark, limits: configuration.streamLimits, metrics: DeviceMetrics(device: session.device.key, catalog: environment.metricCatalog))
         guard let held = session.welcome(stream: stream) else { return }
@@ -94,7 +120,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         writeText(welcome.json, context: context)
         context.flush()
         environment.fanout.publishPresence(
-            device: deviceID, online: true, session: session.session, connection: connectionID, remote: remote,
+            device: session.device, online: true, session: session.session, connection: connectionID, remote: remote,
             atMicros: environment.clock.wallMicros(), on: fanout)
         environment.commands.post(.ready(device: deviceID, session: session.session, connection: self))
         startHeartbeat()
@@ -268,7 +294,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         guard session.goOffline() else { return }
         environment.commands.post(.gone(device: deviceID, session: session.session))
         environment.fanout.publishPresence(
-            device: deviceID, online: false, session: session.session, connection: connectionID, remote: remote,
+            device: session.device, online: false, session: session.session, connection: connectionID, remote: remote,
             atMicros: environment.clock.wallMicros(), on: fanout)
     }
 

@@ -11,9 +11,20 @@ import NIOCore
 /// one flush per dashboard for everything the pass read, however many devices sent.
 public final class LiveFanout: Sendable {
     let index = SubscriptionIndex<LiveSubscription>()
+    /// Presence in session order, from this node and (in a cluster) the others.
+    private let presence = NIOLockedValueBox(PresenceOrder())
+    /// The rest of the cluster, told of this node's presence changes; `nil` on a single node.
+    private let link: (any ClusterLink)?
 
-    public init() {}
+    public init(link: (any ClusterLink)? = nil) {
+        self.link = link
+    }
     private let batches = NIOLockedValueBox<[ObjectIdentifier: FanoutBatch]>([:])
+
+    /// Whether the device's latest presence event, from any node, says online; `nil` if none was seen.
+    public func isOnline(key: Int32) -> Bool? {
+        presence.withLockedValue { $0.isOnline(key: key) }
+    }
 
     /// The batch of deliveries gathered on `loop`; use it only on that loop.
     func batch(for loop: EventLoop) -> FanoutBatch {
@@ -65,14 +76,30 @@ public final class LiveFanout: Sendable {
         }
     }
 
+    /// A presence change of a device connected here: to dashboards here and to the cluster.
+    /// An event older than one already delivered (a newer session came online through
+    /// another node first) is dropped.
     func publishPresence(
-        device: String, online: Bool, session: Int64, connection: String, remote: String, atMicros: Int64, on batch: FanoutBatch
+        device: DeviceRecordRef, online: Bool, session: Int64, connection: String, remote: String, atMicros: Int64,
+        on batch: FanoutBatch
     ) {
-        let subscriptions = index.matching(device)
+        guard presence.withLockedValue({ $0.admit(key: device.key, session: session, online: online) }) else { return }
+        let event = Presence(device: device.id, online: online, session: session, connection: connection, remote: remote, atMicros: atMicros)
+        link?.presenceChanged(event, key: device.key)
+        deliver(event, on: batch)
+    }
+
+    /// A presence change another node announced (cluster mode), on `loop`: the thread
+    /// that calls it, always the same one.
+    public func publishRemotePresence(_ event: Presence, key: Int32, on loop: EventLoop) {
+        guard presence.withLockedValue({ $0.admit(key: key, session: event.session, online: event.online) }) else { return }
+        deliver(event, on: batch(for: loop))
+    }
+
+    private func deliver(_ event: Presence, on batch: FanoutBatch) {
+        let subscriptions = index.matching(event.device)
         guard !subscriptions.isEmpty else { return }
-        let text = Presence(
-            device: device, online: online, session: session, connection: connection, remote: remote, atMicros: atMicros
-        ).json
+        let text = event.json
         var seen: Set<ObjectIdentifier> = []
         // One presence event per dashboard, however many of its subscriptions match.
         for subscription in subscriptions where seen.insert(ObjectIdentifier(subscription.dashboard)).inserted {

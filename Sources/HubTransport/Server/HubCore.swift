@@ -20,7 +20,7 @@ public final class HubCore: Sendable {
     public init(
         configuration: ServerConfiguration, registry: DeviceRegistry, metricCatalog: MetricCatalog, queue: IngestQueue,
         metrics: IngestMetrics, tokens: APITokens, history: TelemetryHistory, fanout: LiveFanout, commands: CommandCenter,
-        runner: RequestRunner, clock: any HubClock, logger: Logger
+        runner: RequestRunner, clock: any HubClock, logger: Logger, claims: (any DeviceClaims)? = nil
     ) {
         self.configuration = configuration
         self.clock = clock
@@ -31,7 +31,7 @@ public final class HubCore: Sendable {
             runner: runner, clock: clock, configuration: configuration, logger: logger)
         devices = DeviceEnvironment(
             registry: registry, metricCatalog: metricCatalog, queue: queue, configuration: configuration, logger: logger,
-            metrics: metrics, fanout: fanout, commands: commands, clock: clock)
+            metrics: metrics, fanout: fanout, commands: commands, clock: clock, claims: claims)
     }
 
     /// Adds a dashboard's `/live` handlers to an upgraded (or in-memory) channel.

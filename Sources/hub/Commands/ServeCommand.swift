@@ -124,6 +124,15 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("tls-key"), help: "PEM private key for --tls-cert (env HUB_TLS_KEY).")
     var tlsKey: String?
 
+    @Option(name: .customLong("cluster"), help: "Cluster mode: the NATS server between the nodes, nats://host:port; needs --database-url (env HUB_CLUSTER).")
+    var cluster: String?
+
+    @Option(name: .customLong("node-id"), help: "This node's name in the cluster: A-Z, a-z, 0-9, - and _, up to 64 (env HUB_NODE_ID; default: host name and port).")
+    var nodeID: String?
+
+    @Option(name: .customLong("drain-timeout-ms"), help: "How long a connect waits for the device's previous node to hand it over (default 1000).")
+    var drainTimeoutMilliseconds: Int?
+
     func validate() throws {
         for (name, value) in [
             ("--max-devices", maxDevices), ("--max-dashboards", maxDashboards), ("--connect-rate", connectRate),
@@ -137,6 +146,7 @@ struct ServeCommand: AsyncParsableCommand {
             ("--max-outbound-bytes", maxOutboundBytes), ("--header-timeout", headerTimeout), ("--idle-timeout", idleTimeout),
             ("--auth-failures-per-second", authFailuresPerSecond), ("--statement-timeout", statementTimeout),
             ("--tls-handshake-timeout", tlsHandshakeTimeout), ("--maintenance-interval", maintenanceInterval),
+            ("--drain-timeout-ms", drainTimeoutMilliseconds),
         ] {
             if let value, value < 1 { throw ValidationError("\(name) must be at least 1") }
         }
@@ -148,7 +158,7 @@ struct ServeCommand: AsyncParsableCommand {
             ("--flush-ms", flushMilliseconds, 60_000), ("--max-frame-bytes", maxFrameBytes, 16 << 20),
             ("--partition-hours", partitionHours, 87_600), ("--retention-days", retentionDays, 3_650_000),
             ("--rollup-retention-days", rollupRetentionDays, 3_650_000), ("--rejected-retention-days", rejectedRetentionDays, 3_650_000),
-            ("--command-retention-days", commandRetentionDays, 3_650_000),
+            ("--command-retention-days", commandRetentionDays, 3_650_000), ("--drain-timeout-ms", drainTimeoutMilliseconds, 60_000),
         ] {
             if let value, value > limit { throw ValidationError("\(name) must be at most \(limit)") }
         }
@@ -157,9 +167,23 @@ struct ServeCommand: AsyncParsableCommand {
                 throw ValidationError("\(flag) must be at least 16 characters\(token.isEmpty ? " (it is empty)" : "")")
             }
         }
+        if let nodeID = nodeID ?? Environment.value("HUB_NODE_ID"), !ClusterConfiguration.isValidNodeID(nodeID) {
+            throw ValidationError("--node-id must be 1 to 64 of A-Z, a-z, 0-9, - and _")
+        }
+        if cluster ?? Environment.value("HUB_CLUSTER") != nil, database.resolvedDatabaseURL == nil {
+            throw ValidationError("--cluster needs --database-url: the nodes share one PostgreSQL")
+        }
         if (tlsCertificate ?? Environment.value("HUB_TLS_CERT") == nil) != (tlsKey ?? Environment.value("HUB_TLS_KEY") == nil) {
             throw ValidationError("--tls-cert and --tls-key go together")
         }
+    }
+
+    /// The host name and port (or, on port 0, the process id): unique among the nodes of one machine.
+    static func defaultNodeID(port: Int) -> String {
+        let host = String(ProcessInfo.processInfo.hostName.unicodeScalars.map {
+            ClusterConfiguration.isValidNodeID(String($0)) ? Character($0) : "-"
+        }.prefix(40))
+        return "\(host.isEmpty ? "hub" : host)-\(port == 0 ? "p\(ProcessInfo.processInfo.processIdentifier)" : String(port))"
     }
 
     func run() async throws {
@@ -202,6 +226,12 @@ struct ServeCommand: AsyncParsableCommand {
         if let statementTimeout { configuration.statementTimeout = .seconds(statementTimeout) }
         if let tlsHandshakeTimeout { configuration.server.tlsHandshakeTimeoutSeconds = tlsHandshakeTimeout }
         if let maintenanceInterval { configuration.storage.interval = .seconds(maintenanceInterval) }
+        if let nats = cluster ?? Environment.value("HUB_CLUSTER") {
+            var cluster = ClusterConfiguration(
+                natsURL: nats, nodeID: nodeID ?? Environment.value("HUB_NODE_ID") ?? Self.defaultNodeID(port: configuration.server.port))
+            if let drainTimeoutMilliseconds { cluster.drainTimeout = .milliseconds(drainTimeoutMilliseconds) }
+            configuration.cluster = cluster
+        }
         configuration.server.allowedOrigins = allowedOrigins.isEmpty
             ? (Environment.value("HUB_ALLOWED_ORIGINS")?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? [])
             : allowedOrigins
@@ -229,7 +259,7 @@ enum Banner {
             "  database     \(hub.database.description)",
             "  data folder  \(configuration.dataDirectory.standardizedFileURL.path)",
             "  api token    \(configuration.apiToken == nil ? hub.apiToken + "  (generated; stored in the data folder)" : "(from --api-token)")",
-        ]
+        ] + (configuration.cluster.map { ["  cluster      node \($0.nodeID) via \($0.natsURL)"] } ?? [])
         write(lines)
     }
 

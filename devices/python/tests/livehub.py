@@ -23,8 +23,9 @@ def free_port() -> int:
 
 
 class LiveHub:
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, extra_args: Optional[List[str]] = None) -> None:
         self.binary = binary
+        self.extra_args = list(extra_args or [])  # more `hub serve` flags (cluster tests)
         self.root = tempfile.mkdtemp(prefix="hub-py-")
         os.chmod(self.root, 0o755)  # the hub runs PostgreSQL as the postgres user
         self.data_dir = os.path.join(self.root, "data")
@@ -43,7 +44,7 @@ class LiveHub:
         err = open(os.path.join(self.root, f"hub-{self.starts}.err"), "wb")
         self.proc = subprocess.Popen(
             [self.binary, "serve", "--data-dir", self.data_dir, "--port", str(self.port), "--host", "127.0.0.1",
-             "--api-token", self.api_token],
+             "--api-token", self.api_token] + self.extra_args,
             stdout=open(out, "wb"), stderr=err, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while self.url not in open(out, encoding="utf-8", errors="replace").read():

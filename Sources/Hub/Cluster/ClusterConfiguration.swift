@@ -1,0 +1,27 @@
+/// Cluster mode (`--cluster`, `--node-id`): several hubs on one PostgreSQL, with NATS
+/// between them (docs/cluster.md).
+public struct ClusterConfiguration: Sendable {
+    /// The NATS server, `nats://host:port`.
+    public var natsURL: String
+    /// This node's name: unique in the cluster, `[A-Za-z0-9_-]`, 1 to 64 characters. It
+    /// names the node's NATS subjects and the `owner` of the devices it holds.
+    public var nodeID: String
+    /// How long a claim waits for the previous owner to drain (`--drain-timeout-ms`).
+    public var drainTimeout: Duration = .seconds(1)
+
+    public init(natsURL: String, nodeID: String) {
+        self.natsURL = natsURL
+        self.nodeID = nodeID
+    }
+
+    /// Whether `id` may name a node.
+    public static func isValidNodeID(_ id: String) -> Bool {
+        (1...64).contains(id.utf8.count)
+            && id.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D || $0 == 0x5F }
+    }
+}
+
+/// A cluster configuration the hub cannot start with.
+struct ClusterConfigurationError: Error, CustomStringConvertible {
+    let description: String
+}

@@ -1,0 +1,203 @@
+"""Cluster tests: three `hub serve --cluster` nodes on one PostgreSQL, one nats-server.
+
+1. Takeover with the old node alive: a device moves from node 1 to node 2 mid-stream. The
+   welcome's `last_seq` equals PostgreSQL's mark, node 1 closes with 4001, a dashboard on
+   node 3 sees offline(S) then online(S+1), and every frame is stored exactly once.
+2. A zombie node: node 1 is stopped (SIGSTOP) with a batch it read and has not committed;
+   the device moves to node 2 and resends; node 1 is resumed and its batch is fenced:
+   0 duplicate rows, and node 1 counts the fenced frames.
+"""
+
+import asyncio
+import json
+import os
+import re
+import signal
+import time
+import urllib.request
+
+from websockets.asyncio.client import connect
+
+from hub_device import decode_ack, encode_telemetry
+
+FRAMES = 200
+READINGS = {"temp": 21.5, "count": 1}
+
+
+def register(hub, device_id):
+    status, answer = hub.rest("POST", "/api/v1/devices", {"id": device_id})
+    assert status == 201, answer
+    return answer["token"]
+
+
+def device_url(hub, device_id):
+    return hub.url.replace("http://", "ws://") + f"/devices/{device_id}"
+
+
+def frame(seq):
+    return encode_telemetry(seq, 1_763_769_600_000_000 + seq * 1000, READINGS)
+
+
+def stored(database, device_id):
+    """(distinct seqs, rows, max seq) of the device's readings in PostgreSQL."""
+    line = database.psql(
+        f"select count(distinct seq), count(*), coalesce(max(seq), 0) from telemetry where device_id = '{device_id}'")[0]
+    return tuple(int(x) for x in line.split("|"))
+
+
+def mark(database, device_id):
+    line = database.psql(f"select last_seq, session, owner from device_registry where id = '{device_id}'")[0]
+    last_seq, session, owner = line.split("|")
+    return int(last_seq), int(session), owner
+
+
+def metric(hub, name):
+    with urllib.request.urlopen(hub.url + "/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    found = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def open_device(hub, device_id, token):
+    ws = await connect(device_url(hub, device_id), additional_headers={"Authorization": f"Bearer {token}"})
+    welcome = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert welcome["type"] == "welcome", welcome
+    return ws, welcome
+
+
+async def read_acks(ws, into):
+    """Collects acks until the socket closes; returns the close code."""
+    try:
+        async for message in ws:
+            if isinstance(message, bytes):
+                into.append(decode_ack(message))
+    except Exception:
+        pass
+    return ws.close_code
+
+
+async def dashboard(hub, pattern):
+    ws = await connect(hub.url.replace("http://", "ws://") + "/live",
+                       additional_headers={"Authorization": f"Bearer {hub.api_token}"})
+    assert json.loads(await ws.recv())["type"] == "hello"
+    await ws.send(json.dumps({"type": "subscribe", "id": "s1", "devices": [pattern]}))
+    while json.loads(await ws.recv())["type"] != "subscribed":
+        pass
+    return ws
+
+
+async def presence_events(ws, into, stop):
+    while not stop.is_set():
+        try:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 0.2))
+        except asyncio.TimeoutError:
+            continue
+        if message["type"] == "presence":
+            into.append((message["online"], message["session"]))
+
+
+def test_takeover_with_the_old_node_alive(nodes, database):
+    node1, node2, node3 = nodes.start(3)
+    token = register(node1, "mover")
+    state = {}
+
+    async def main():
+        watcher = await dashboard(node3, "mover")
+        events, stop = [], asyncio.Event()
+        watching = asyncio.ensure_future(presence_events(watcher, events, stop))
+
+        ws1, welcome1 = await open_device(node1, "mover", token)
+        acks1 = []
+        reading1 = asyncio.ensure_future(read_acks(ws1, acks1))
+        for seq in range(1, FRAMES // 2 + 1):
+            await ws1.send(frame(seq))
+        # Node 1 still holds frames in flight when the device shows up on node 2.
+        started = time.monotonic()
+        ws2, welcome2 = await open_device(node2, "mover", token)
+        state["takeover_ms"] = (time.monotonic() - started) * 1000
+        state["mark_at_welcome"] = mark(database, "mover")
+        state["welcome1"], state["welcome2"] = welcome1, welcome2
+        state["close1"] = await asyncio.wait_for(reading1, 10)
+        state["acks1"] = max(acks1, default=0)
+
+        acks2 = []
+        reading2 = asyncio.ensure_future(read_acks(ws2, acks2))
+        for seq in range(welcome2["last_seq"] + 1, FRAMES + 1):
+            await ws2.send(frame(seq))
+        deadline = time.monotonic() + 30
+        while max(acks2, default=0) < FRAMES and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        state["acks2"] = max(acks2, default=0)
+        await ws2.close()
+        await reading2
+        await asyncio.sleep(0.5)  # the last presence event
+        stop.set()
+        await watching
+        await watcher.close()
+        state["events"] = events
+
+    asyncio.run(asyncio.wait_for(main(), 120))
+    s = state["welcome1"]["session"]
+    print(f"\nCOUNTS takeover: takeover_ms={state['takeover_ms']:.1f} welcome2_last_seq={state['welcome2']['last_seq']} "
+          f"node1_acked={state['acks1']} stored={stored(database, 'mover')} events={state['events']}")
+    assert state["welcome2"]["session"] == s + 1
+    last_seq, session, owner = state["mark_at_welcome"]
+    assert (last_seq, session, owner) == (state["welcome2"]["last_seq"], s + 1, "node2")
+    assert state["close1"] == 4001, f"node 1 closed with {state['close1']}"
+    # What node 1 acked is at most what the welcome on node 2 says is stored.
+    assert state["acks1"] <= state["welcome2"]["last_seq"]
+    assert state["acks2"] == FRAMES, state["acks2"]
+    assert stored(database, "mover") == (FRAMES, FRAMES * len(READINGS), FRAMES)
+    events = state["events"]
+    assert events[:1] == [(True, s)], events
+    assert (False, s) in events and (True, s + 1) in events, events
+    assert events.index((False, s)) < events.index((True, s + 1)), events
+
+
+def test_a_zombie_node_is_fenced(nodes, database):
+    # Node 1 holds each batch for 3 s before it commits: stopped in that window, it keeps
+    # frames it read and has not committed.
+    node1, node2 = nodes.start(2, per_node={1: ["--flush-ms", "3000"]})
+    token = register(node1, "zombie-dev")
+    state = {}
+
+    async def main():
+        ws1, welcome1 = await open_device(node1, "zombie-dev", token)
+        for seq in range(1, FRAMES + 1):
+            await ws1.send(frame(seq))
+        await asyncio.sleep(0.3)  # node 1 has read them; its batch waits for the flush
+        os.kill(node1.proc.pid, signal.SIGSTOP)
+        state["stored_at_stop"] = stored(database, "zombie-dev")
+        ws1.transport.abort()  # the device gives up on the silent node
+
+        ws2, welcome2 = await open_device(node2, "zombie-dev", token)
+        state["welcome2"] = welcome2
+        acks2 = []
+        reading2 = asyncio.ensure_future(read_acks(ws2, acks2))
+        for seq in range(welcome2["last_seq"] + 1, FRAMES + 1):
+            await ws2.send(frame(seq))
+        deadline = time.monotonic() + 30
+        while max(acks2, default=0) < FRAMES and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        state["acks2"] = max(acks2, default=0)
+
+        os.kill(node1.proc.pid, signal.SIGCONT)
+        # Node 1's writer wakes, tries its batch, and is fenced.
+        deadline = time.monotonic() + 20
+        while metric(node1, "hub_frames_fenced_total") == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        state["fenced"] = metric(node1, "hub_frames_fenced_total")
+        await asyncio.sleep(1.0)
+        await ws2.close()
+        await reading2
+
+    asyncio.run(asyncio.wait_for(main(), 120))
+    result = stored(database, "zombie-dev")
+    print(f"\nCOUNTS zombie: stored_at_stop={state['stored_at_stop']} welcome2_last_seq={state['welcome2']['last_seq']} "
+          f"fenced={state['fenced']} stored={result}")
+    assert state["stored_at_stop"][0] == 0, "node 1 should still hold its batch when stopped"
+    assert state["welcome2"]["last_seq"] == 0
+    assert state["acks2"] == FRAMES
+    assert state["fenced"] == FRAMES, f"node 1 fenced {state['fenced']} frames"
+    assert result == (FRAMES, FRAMES * len(READINGS), FRAMES), f"duplicates or losses: {result}"
+    assert mark(database, "zombie-dev")[:1] == (FRAMES,)
