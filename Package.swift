@@ -30,6 +30,19 @@ let package = Package(
         // The NATS core-protocol codec: pure value types, no I/O. A NATS client builds on it.
         .target(name: "NATS"),
 
+        // A NATS core client on SwiftNIO: reconnects, resubscribes, request/reply, bounded buffers.
+        .target(
+            name: "NATSClient",
+            dependencies: [
+                "NATS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+
         // libpq, wrapped as a system library, and a small Swift layer over it.
         .systemLibrary(
             name: "CLibPQ",
@@ -162,6 +175,16 @@ let package = Package(
         .testTarget(name: "NATSTests", dependencies: ["NATS"]),
         .testTarget(
             name: "HubIngestTests",
+        // Unit tests of the client's pure parts, and live tests against a throwaway nats-server.
+        .testTarget(
+            name: "NATSClientTests",
+            dependencies: [
+                "NATSClient", "NATS",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
             dependencies: [
                 "HubProtocol", "HubIngest", "HubTestSupport",
                 .product(name: "Logging", package: "swift-log"),
