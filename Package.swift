@@ -119,8 +119,10 @@ let package = Package(
         .target(
             name: "Hub",
             dependencies: [
-                "HubProtocol", "HubIngest", "HubStorage", "HubTransport", "Postgres",
+                "HubProtocol", "HubIngest", "HubStorage", "HubTransport", "Postgres", "NATS", "NATSClient",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
@@ -173,8 +175,6 @@ let package = Package(
 
         .testTarget(name: "HubProtocolTests", dependencies: ["HubProtocol", "HubTestSupport"]),
         .testTarget(name: "NATSTests", dependencies: ["NATS"]),
-        .testTarget(
-            name: "HubIngestTests",
         // Unit tests of the client's pure parts, and live tests against a throwaway nats-server.
         .testTarget(
             name: "NATSClientTests",
@@ -185,6 +185,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .testTarget(
+            name: "HubIngestTests",
             dependencies: [
                 "HubProtocol", "HubIngest", "HubTestSupport",
                 .product(name: "Logging", package: "swift-log"),

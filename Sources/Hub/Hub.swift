@@ -102,14 +102,21 @@ public final class Hub: Sendable {
         self.partitions = partitions
         let rollups = RollupFolder(url: database.url, clock: clock, logger: logger)
 
-        let cluster = try configuration.cluster.map { try ClusterNode(configuration: $0, registry: registry, logger: logger) }
+        let queue = IngestQueue(capacityRows: configuration.queueCapacityRows)
+        let executor = DatabaseExecutor(url: database.url, name: "hub-database", statementTimeout: configuration.statementTimeout)
+        let cluster = try configuration.cluster.map { settings in
+            try ClusterNode(configuration: settings, registry: registry, queue: queue, clock: clock, logger: logger) { [logger] node in
+                executor.submit({ _ = try $0.query("UPDATE device_registry SET owner = NULL WHERE owner = $1", [node]) }) { error in
+                    logger.warning("cluster: could not clear a dead node's ownership", metadata: ["node": "\(node)", "error": "\(error)"])
+                }
+            }
+        }
         let claims = cluster.map { cluster in
             var settings = PostgresDeviceClaims.Settings(node: cluster.configuration.nodeID)
             settings.drainTimeout = cluster.configuration.drainTimeout
             return PostgresDeviceClaims(url: database.url, settings: settings, drain: cluster, clock: clock, logger: logger)
         }
 
-        let queue = IngestQueue(capacityRows: configuration.queueCapacityRows)
         let metrics = IngestMetrics()
         let writer = IngestWriter(
             queue: queue, sink: PostgresIngestSink(url: database.url, fencing: cluster != nil), registry: registry,
@@ -127,7 +134,6 @@ public final class Hub: Sendable {
             connection.close(.revoked)
         }
 
-        let executor = DatabaseExecutor(url: database.url, name: "hub-database", statementTimeout: configuration.statementTimeout)
         // Readiness has a connection of its own: it never waits behind REST or replays.
         let probe = DatabaseExecutor(url: database.url, name: "hub-readiness", threads: 1, statementTimeout: .seconds(2))
         let commandStore = PostgresCommandStore(url: database.url, executor: executor, logger: logger)

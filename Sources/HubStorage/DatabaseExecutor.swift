@@ -57,6 +57,24 @@ public final class DatabaseExecutor: @unchecked Sendable {
         }
     }
 
+    /// Queues `body` without waiting for it; `failed` hears its error (or the executor's
+    /// refusal). For work nobody awaits, from any thread.
+    public func submit(_ body: @escaping @Sendable (PostgresConnection) throws -> Void, failed: @escaping @Sendable (Error) -> Void) {
+        let job: (PostgresConnection?) -> Void = { connection in
+            guard let connection else { return failed(StorageFailure.unreachable) }
+            do { try body(connection) } catch { failed(StorageFailure.from(error)) }
+        }
+        condition.lock()
+        guard !stopped, jobs.count < Self.maxPendingJobs else {
+            condition.unlock()
+            failed(StorageFailure.busy)
+            return
+        }
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
     private func connect() throws -> PostgresConnection {
         let connection = try PostgresConnection(url: url)
         if let statementTimeout {

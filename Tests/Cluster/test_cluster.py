@@ -201,3 +201,71 @@ def test_a_zombie_node_is_fenced(nodes, database):
     assert state["fenced"] == FRAMES, f"node 1 fenced {state['fenced']} frames"
     assert result == (FRAMES, FRAMES * len(READINGS), FRAMES), f"duplicates or losses: {result}"
     assert mark(database, "zombie-dev")[:1] == (FRAMES,)
+
+
+async def telemetry_seqs(ws, into, stop, device):
+    """Appends the seq of every telemetry message for `device`, until `stop`."""
+    while not stop.is_set():
+        try:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 0.2))
+        except asyncio.TimeoutError:
+            continue
+        if message["type"] == "telemetry" and message["device"] == device:
+            into.append(message["seq"])
+        elif message["type"] in ("error", "lagged"):
+            into.append(message)
+
+
+def test_live_and_replay_across_nodes(nodes, database):
+    """A device streams to node 1. A dashboard on node 2 follows live from the start; one
+    on node 3 subscribes mid-stream with resume from 0, so it replays history and then
+    follows live. Each sees every frame once, in order, with no gap."""
+    node1, node2, node3 = nodes.start(3)
+    token = register(node1, "streamer")
+    total = 600
+    state = {}
+
+    async def subscribe(hub, resume=None):
+        ws = await connect(hub.url.replace("http://", "ws://") + "/live",
+                           additional_headers={"Authorization": f"Bearer {hub.api_token}"})
+        assert json.loads(await ws.recv())["type"] == "hello"
+        request = {"type": "subscribe", "id": "s1", "devices": ["streamer"]}
+        if resume is not None:
+            request["resume"] = {"streamer": resume}
+        await ws.send(json.dumps(request))
+        return ws
+
+    async def main():
+        stop = asyncio.Event()
+        live = await subscribe(node2)
+        seen_live = []
+        following = asyncio.ensure_future(telemetry_seqs(live, seen_live, stop, "streamer"))
+        await asyncio.sleep(1.5)  # node 1 hears node 2's interest (heartbeat, or at once on change)
+
+        ws, welcome = await open_device(node1, "streamer", token)
+        acks = []
+        reading = asyncio.ensure_future(read_acks(ws, acks))
+        replayer, seen_replay, replaying = None, [], None
+        for seq in range(1, total + 1):
+            await ws.send(frame(seq))
+            if seq == total // 2:
+                replayer = await subscribe(node3, resume=0)
+                replaying = asyncio.ensure_future(telemetry_seqs(replayer, seen_replay, stop, "streamer"))
+            await asyncio.sleep(0.002)
+        deadline = time.monotonic() + 30
+        while (max(acks, default=0) < total or len(seen_live) < total or len(seen_replay) < total) \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.gather(following, replaying)
+        for socket in (live, replayer, ws):
+            await socket.close()
+        await reading
+        state["live"], state["replay"] = seen_live, seen_replay
+
+    asyncio.run(asyncio.wait_for(main(), 120))
+    live, replay = state["live"], state["replay"]
+    print(f"\nCOUNTS cross-node: live={len(live)} replay={len(replay)} stored={stored(database, 'streamer')}")
+    assert live == list(range(1, total + 1)), f"live on node 2: {len(live)} events, first problems {[x for x in live if not isinstance(x, int)][:3]}"
+    assert replay == list(range(1, total + 1)), f"replay then live on node 3: {len(replay)} events, {replay[:5]}…{replay[-5:]}"

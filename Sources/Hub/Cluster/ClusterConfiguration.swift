@@ -8,6 +8,13 @@ public struct ClusterConfiguration: Sendable {
     public var nodeID: String
     /// How long a claim waits for the previous owner to drain (`--drain-timeout-ms`).
     public var drainTimeout: Duration = .seconds(1)
+    /// How often a node announces its interest, which is also its heartbeat.
+    public var heartbeatInterval: Duration = .seconds(1)
+    /// A node not heard for this long is taken as dead: its devices are shown offline and
+    /// its ownership is cleared.
+    public var deadAfter: Duration = .seconds(3)
+    /// How long a replay waits for the other nodes' barriers before it reads history anyway.
+    public var barrierTimeout: Duration = .seconds(2)
 
     public init(natsURL: String, nodeID: String) {
         self.natsURL = natsURL

@@ -5,12 +5,22 @@ import HubProtocol
 /// A presence change as it travels between nodes: the contract's event and the device's
 /// storage key (presence is ordered per key, `PresenceOrder`).
 struct PresenceNote: Codable, Sendable {
+    /// The node that holds (or held) the connection.
+    var node: String
     var key: Int32
     var event: Presence
 
     func encoded() -> [UInt8] {
-        Array(#"{"key":\#(key),"event":\#(event.json)}"#.utf8)
+        Array(#"{"node":"\#(node)","key":\#(key),"event":\#(event.json)}"#.utf8)
     }
+}
+
+/// A node's interest and heartbeat: the device patterns of all its dashboards. `version`
+/// only grows (it starts from the node's start time), so an older note is ignored.
+struct InterestNote: Codable, Sendable {
+    var node: String
+    var version: UInt64
+    var patterns: [String]
 }
 
 /// What a node asks another to drain before it claims those devices.

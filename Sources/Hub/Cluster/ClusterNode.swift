@@ -12,136 +12,112 @@ import NIOPosix
 import ServiceLifecycle
 
 /// This node's part in a cluster: its NATS connection, what it tells the other nodes
-/// (presence), and what it answers them (drain requests).
+/// (presence, interest, frames for their dashboards) and what it answers them (drains and
+/// replay barriers). PostgreSQL stays the authority; NATS only carries messages.
 ///
-/// NATS messages are handled on the connection's one event loop. A drain waits for the
-/// device's frames to commit, bounded by `drainBound`, and never blocks that loop.
+/// Every NATS message is handled on the connection's one event loop (`loop`), and so is
+/// the state in `LoopState`. Nothing here blocks that loop: a drain or a barrier answers
+/// from a callback.
 final class ClusterNode: ClusterLink, NodeDrain, Service, @unchecked Sendable {
     let configuration: ClusterConfiguration
-    private let nats: NATSConnection
+    let nats: NATSConnection
+    let loop: EventLoop
+    let registry: DeviceRegistry
+    let queue: IngestQueue
+    let clock: any HubClock
+    let logger: Logger
+    let interest = ClusterInterest()
     private let group: MultiThreadedEventLoopGroup
-    private let loop: EventLoop
-    private let registry: DeviceRegistry
-    private let logger: Logger
-    /// Set once, before the node runs: the fan-out remote presence goes to.
-    private let fanout = NIOLockedValueBox<LiveFanout?>(nil)
-    /// How long this node takes at most to drain devices another node asked for.
-    private let drainBound: TimeAmount
+    /// Set once, before the node runs.
+    let fanout = NIOLockedValueBox<LiveFanout?>(nil)
+    /// Clears the ownership of a dead node's devices in PostgreSQL.
+    let clearOwner: @Sendable (String) -> Void
+    /// This node's interest version: starts at the start time (µs), so it outgrows any
+    /// version an earlier run of the same node id announced.
+    let version: NIOLockedValueBox<UInt64>
 
-    init(configuration: ClusterConfiguration, registry: DeviceRegistry, logger: Logger) throws {
+    /// State of the NATS loop only.
+    struct LoopState {
+        /// When each other node was last heard (uptime ns).
+        var heard: [String: UInt64] = [:]
+        /// Devices online through another node: the event to undo if that node dies.
+        var onlineElsewhere: [Int32: (node: String, event: Presence)] = [:]
+        var announceScheduled = false
+        var timers: [RepeatedTask] = []
+    }
+    let state: NIOLoopBoundBox<LoopState>
+
+    init(
+        configuration: ClusterConfiguration, registry: DeviceRegistry, queue: IngestQueue, clock: any HubClock, logger: Logger,
+        clearOwner: @escaping @Sendable (String) -> Void
+    ) throws {
         self.configuration = configuration
         self.registry = registry
+        self.queue = queue
+        self.clock = clock
         self.logger = logger
+        self.clearOwner = clearOwner
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         loop = group.next()
-        drainBound = .nanoseconds(Int64(Self.nanos(configuration.drainTimeout)))
+        state = NIOLoopBoundBox.makeBoxSendingValue(LoopState(), as: LoopState.self, eventLoop: loop)
+        version = NIOLockedValueBox(UInt64(max(0, clock.wallMicros())))
         nats = NATSConnection(
             configuration: try .init(url: configuration.natsURL, name: "hub-\(configuration.nodeID)"),
             eventLoopGroup: group, logger: logger)
     }
 
-    /// Where presence from other nodes is delivered.
+    /// Where messages from other nodes are delivered.
     func attach(_ fanout: LiveFanout) {
         self.fanout.withLockedValue { $0 = fanout }
     }
+
+    var node: String { configuration.nodeID }
 
     /// Whether the node is connected to NATS: `/readyz` says not ready while it is not.
     var isConnected: Bool { nats.isConnected }
 
     func run() async throws {
-        nats.subscribe(subject: ClusterSubjects.presence) { [self] message in
-            guard let note = PresenceNote.decoded(from: message.payload) else { return }
-            fanout.withLockedValue { $0 }?.publishRemotePresence(note.event, key: note.key, on: loop)
-        }
-        nats.subscribe(subject: ClusterSubjects.drain(node: configuration.nodeID)) { [self] message in
-            answerDrain(message)
-        }
+        nats.subscribe(subject: ClusterSubjects.presence) { [self] in receivePresence($0) }
+        nats.subscribe(subject: ClusterSubjects.interest) { [self] in receiveInterest($0) }
+        nats.subscribe(subject: ClusterSubjects.drain(node: node)) { [self] in answerDrain($0) }
+        nats.subscribe(subject: ClusterSubjects.frames(node: node)) { [self] in receiveFrames($0) }
+        nats.subscribe(subject: ClusterSubjects.barrier(node: node)) { [self] in answerBarrier($0) }
         nats.onDisconnect { [logger] in logger.warning("cluster: NATS connection lost; reconnecting") }
-        nats.onReconnect { [logger] in logger.info("cluster: NATS connection back") }
+        nats.onReconnect { [self] in
+            logger.info("cluster: NATS connection back")
+            loop.execute { self.announce() }
+        }
         nats.start()
+        try await loop.submit { self.startTimers() }.get()
         try? await gracefulShutdown()
+        try? await loop.submit { self.state.value.timers.forEach { $0.cancel() } }.get()
         await nats.shutdown()
         try? await group.shutdownGracefully()
+    }
+
+    private func startTimers() {
+        let beat = TimeAmount.nanoseconds(Int64(Self.nanos(configuration.heartbeatInterval)))
+        state.value.timers = [
+            loop.scheduleRepeatedTask(initialDelay: .zero, delay: beat) { [self] _ in announce() },
+            loop.scheduleRepeatedTask(initialDelay: beat, delay: .nanoseconds(beat.nanoseconds / 2)) { [self] _ in checkLiveness() },
+        ]
     }
 
     // MARK: - ClusterLink
 
     func presenceChanged(_ presence: Presence, key: Int32) {
-        nats.publish(subject: ClusterSubjects.presence, payload: PresenceNote(key: key, event: presence).encoded())
+        nats.publish(subject: ClusterSubjects.presence, payload: PresenceNote(node: node, key: key, event: presence).encoded())
     }
 
-    // MARK: - NodeDrain (the asking side, on a claim thread)
-
-    func drain(_ requests: [String: [DrainItem]], timeoutNanos: UInt64) {
-        let waiting = DispatchGroup()
-        for (node, items) in requests where ClusterConfiguration.isValidNodeID(node) && node != configuration.nodeID {
-            guard let payload = try? JSONEncoder().encode(DrainRequest(devices: items)) else { continue }
-            waiting.enter()
-            nats.request(subject: ClusterSubjects.drain(node: node), payload: Array(payload), timeoutNanos: timeoutNanos) { [logger] result in
-                if case .failure(let error) = result, (error as? NATSRequestError) != .noResponders {
-                    logger.info("cluster: a drain went unanswered; the claim fences that node", metadata: ["node": "\(node)", "error": "\(error)"])
-                }
-                waiting.leave()
-            }
-        }
-        _ = waiting.wait(timeout: .now() + .nanoseconds(Int(min(timeoutNanos, UInt64(Int.max)))))
+    func interestedNodes(for device: String) -> [NodeInterest] {
+        interest.nodes(for: device)
     }
 
-    // MARK: - Answering a drain (on the NATS loop)
-
-    private func answerDrain(_ message: Message) {
-        guard let replyTo = message.replyTo, let request = DrainRequest.decoded(from: message.payload) else { return }
-        let reply = DrainCountdown(total: request.devices.count) { [nats] drained in
-            nats.publish(subject: replyTo, payload: Array(#"{"drained":\#(drained)}"#.utf8))
-        }
-        for item in request.devices {
-            // A newer connection here (claimed after the asker looked) is not handed over.
-            guard let (connection, session) = registry.connection(id: item.device), session <= item.session else {
-                reply.skip()
-                continue
-            }
-            connection.replace(whenDrained: { reply.done() })
-        }
-        loop.scheduleTask(in: drainBound) { reply.expire() }
+    func forward(_ message: [UInt8], to node: String) {
+        nats.publish(subject: ClusterSubjects.frames(node: node), payload: message)
     }
 
-    private static func nanos(_ duration: Duration) -> UInt64 {
+    static func nanos(_ duration: Duration) -> UInt64 {
         UInt64(max(0, duration.components.seconds)) * 1_000_000_000 + UInt64(max(0, duration.components.attoseconds) / 1_000_000_000)
-    }
-}
-
-/// Counts drained connections and answers once: when all are drained, or at the bound.
-final class DrainCountdown: Sendable {
-    private let state: NIOLockedValueBox<(left: Int, drained: Int, answered: Bool)>
-    private let answer: @Sendable (Int) -> Void
-
-    init(total: Int, answer: @escaping @Sendable (Int) -> Void) {
-        state = NIOLockedValueBox((total, 0, false))
-        self.answer = answer
-        if total == 0 { finish() }
-    }
-
-    func done() { step(drained: 1) }
-    func skip() { step(drained: 0) }
-
-    /// The bound passed: answer with what is drained so far.
-    func expire() { finish() }
-
-    private func step(drained: Int) {
-        let last = state.withLockedValue { state -> Bool in
-            state.left -= 1
-            state.drained += drained
-            return state.left == 0
-        }
-        if last { finish() }
-    }
-
-    private func finish() {
-        let drained: Int? = state.withLockedValue { state in
-            guard !state.answered else { return nil }
-            state.answered = true
-            return state.drained
-        }
-        if let drained { answer(drained) }
     }
 }

@@ -5,4 +5,18 @@ import HubProtocol
 public protocol ClusterLink: Sendable {
     /// A device connected to this node came online or went offline.
     func presenceChanged(_ presence: Presence, key: Int32)
+
+    /// The patterns this node's dashboards hold changed: announce them (soon, not at once).
+    func interestChanged()
+
+    /// The other nodes whose dashboards want `device`'s frames. On the hot path: a lookup.
+    func interestedNodes(for device: String) -> [NodeInterest]
+
+    /// Sends one `RemoteFrames` message to `node`.
+    func forward(_ message: [UInt8], to node: String)
+
+    /// Calls `done` (from any thread) once every other node has installed this node's
+    /// interest and committed what it accepted before, or a bound passed: a replay may
+    /// then read history with no gap to the live events.
+    func barrier(_ done: @escaping @Sendable () -> Void)
 }

@@ -18,6 +18,13 @@ public enum DevicePattern: Hashable, Sendable {
         self = text.contains("*") ? .glob(text) : .exact(text)
     }
 
+    /// The selector as written.
+    public var text: String {
+        switch self {
+        case .exact(let text), .glob(let text): text
+        }
+    }
+
     public func matches(_ id: String) -> Bool {
         switch self {
         case .exact(let exact): return exact == id

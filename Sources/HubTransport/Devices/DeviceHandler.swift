@@ -275,7 +275,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         let hasRoom = environment.queue.push(burst, nowNanos: environment.clock.uptimeNanos())
         // Dashboards see accepted frames at once, before the commit. Publishing after the
         // push is what makes replay gap-free (see DashboardHandler's replay).
-        if !burst.frames.isEmpty { environment.fanout.publish(device: deviceID, frames: burst.frames, on: fanout) }
+        if !burst.frames.isEmpty { environment.fanout.publish(device: session.device, frames: burst.frames, on: fanout) }
         if session.pushed(queueHasRoom: hasRoom) {
             environment.metrics.backpressurePauses.increment()
             let loop = eventLoop

@@ -47,8 +47,10 @@ extension DashboardHandler {
         requestsInFlight += 1
         replaysInFlight += 1
         environment.queue.whenWritten { [self] in
-            // Refused only while the hub stops, when this connection is closing anyway.
-            _ = environment.runner.submit { await self.replay(subscription, targets: targets, since: since, resume: resume) }
+            environment.fanout.clusterBarrier { [self] in
+                // Refused only while the hub stops, when this connection is closing anyway.
+                _ = environment.runner.submit { await self.replay(subscription, targets: targets, since: since, resume: resume) }
+            }
         }
     }
 

@@ -72,7 +72,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     func handlerRemoved(context: ChannelHandlerContext) {
         rateTimer?.cancel()
         releaseIdleWaiters()
-        for subscription in subscriptions.values { environment.fanout.index.remove(subscription, patterns: subscription.patterns) }
+        for subscription in subscriptions.values { environment.fanout.remove(subscription, patterns: subscription.patterns) }
         subscriptions = [:]
         replays = [:]
         environment.dashboards.remove(self)
@@ -123,7 +123,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
                 sendError("unknown_subscription", "no subscription with that id", context: context)
                 return
             }
-            environment.fanout.index.remove(subscription, patterns: subscription.patterns)
+            environment.fanout.remove(subscription, patterns: subscription.patterns)
             replays[id] = nil
             rate.remove(sub: id)
             outbox.forget(sub: id)
@@ -192,7 +192,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
         }
         if let previous = subscriptions[id] {
             // Replaced: nothing the old one held back goes out under the new one.
-            environment.fanout.index.remove(previous, patterns: previous.patterns)
+            environment.fanout.remove(previous, patterns: previous.patterns)
             rate.remove(sub: id)
             outbox.forget(sub: id)
         }
@@ -202,7 +202,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
         let replaying = since != nil || !resume.isEmpty
         // Buffer live events before registering, so none slips between replay and live.
         if replaying { replays[id] = ReplayBuffer(resume: resume) }
-        environment.fanout.index.add(subscription, patterns: patterns)
+        environment.fanout.add(subscription, patterns: patterns)
         emit(control: Subscribed(id: id).json, context: context)
         if replaying { startReplay(subscription, since: since, resume: resume) }
     }

@@ -21,6 +21,54 @@ public final class LiveFanout: Sendable {
     }
     private let batches = NIOLockedValueBox<[ObjectIdentifier: FanoutBatch]>([:])
 
+    /// How many local subscriptions hold each pattern: what this node announces to the others.
+    private let patternCounts = NIOLockedValueBox<[DevicePattern: Int]>([:])
+    /// The highest seq fanned out per device key (cluster mode): a frame that comes back
+    /// through another node after a takeover (a dead node published it, the device resent
+    /// it) is not published twice. Memory: one entry per device that sent since start.
+    private let published = NIOLockedValueBox<[Int32: UInt64]>([:])
+
+    func add(_ subscription: LiveSubscription, patterns: [DevicePattern]) {
+        index.add(subscription, patterns: patterns)
+        guard let link else { return }
+        patternCounts.withLockedValue { counts in for pattern in Set(patterns) { counts[pattern, default: 0] += 1 } }
+        link.interestChanged()
+    }
+
+    func remove(_ subscription: LiveSubscription, patterns: [DevicePattern]) {
+        index.remove(subscription, patterns: patterns)
+        guard let link else { return }
+        patternCounts.withLockedValue { counts in
+            for pattern in Set(patterns) {
+                counts[pattern, default: 0] -= 1
+                if counts[pattern]! <= 0 { counts[pattern] = nil }
+            }
+        }
+        link.interestChanged()
+    }
+
+    /// Calls `done` once the other nodes of a cluster hold this node's interest and have
+    /// committed what they accepted (see `ClusterLink.barrier`); at once on a single node.
+    func clusterBarrier(_ done: @escaping @Sendable () -> Void) {
+        guard let link else { return done() }
+        link.barrier(done)
+    }
+
+    /// The patterns this node's dashboards hold, for the cluster.
+    public var localPatterns: [String] {
+        patternCounts.withLockedValue { $0.keys.map(\.text) }
+    }
+
+    /// `frames` without those at or below the device's highest seq already fanned out.
+    private func unpublished(_ device: DeviceRecordRef, _ frames: [AcceptedFrame]) -> [AcceptedFrame] {
+        guard let last = frames.last?.frame.seq else { return frames }
+        let highest = published.withLockedValue { published in
+            defer { published[device.key] = max(published[device.key] ?? 0, last) }
+            return published[device.key] ?? 0
+        }
+        return frames.first!.frame.seq > highest ? frames : frames.filter { $0.frame.seq > highest }
+    }
+
     /// Whether the device's latest presence event, from any node, says online; `nil` if none was seen.
     public func isOnline(key: Int32) -> Bool? {
         presence.withLockedValue { $0.isOnline(key: key) }
@@ -30,13 +78,32 @@ public final class LiveFanout: Sendable {
     func batch(for loop: EventLoop) -> FanoutBatch {
         batches.withLockedValue { batches in
             if let batch = batches[ObjectIdentifier(loop)] { return batch }
-            let batch = FanoutBatch(loop: loop)
+            let batch = FanoutBatch(loop: loop, link: link)
             batches[ObjectIdentifier(loop)] = batch
             return batch
         }
     }
 
-    func publish(device: String, frames: [AcceptedFrame], on batch: FanoutBatch) {
+    /// Accepted frames of a device connected here: to the nodes that want them (cluster
+    /// mode), and to the dashboards here.
+    func publish(device: DeviceRecordRef, frames: [AcceptedFrame], on batch: FanoutBatch) {
+        guard let link else { return publishLocally(device: device.id, frames: frames, on: batch) }
+        let fresh = unpublished(device, frames)
+        guard !fresh.isEmpty else { return }
+        let nodes = link.interestedNodes(for: device.id)
+        if !nodes.isEmpty { batch.forward(device, frames: fresh, to: nodes) }
+        publishLocally(device: device.id, frames: fresh, on: batch)
+    }
+
+    /// Frames another node accepted (cluster mode), on `loop`: the thread that calls it,
+    /// always the same one. Delivered here only, through the same path as local frames.
+    public func publishRemote(device: DeviceRecordRef, frames: [AcceptedFrame], on loop: EventLoop) {
+        let fresh = unpublished(device, frames)
+        guard !fresh.isEmpty else { return }
+        publishLocally(device: device.id, frames: fresh, on: batch(for: loop))
+    }
+
+    private func publishLocally(device: String, frames: [AcceptedFrame], on batch: FanoutBatch) {
         let subscriptions = index.matching(device)
         guard !subscriptions.isEmpty else { return }
         var bodies: [Set<String>?: [String?]] = [:]
@@ -85,7 +152,11 @@ public final class LiveFanout: Sendable {
     ) {
         guard presence.withLockedValue({ $0.admit(key: device.key, session: session, online: online) }) else { return }
         let event = Presence(device: device.id, online: online, session: session, connection: connection, remote: remote, atMicros: atMicros)
-        link?.presenceChanged(event, key: device.key)
+        if let link {
+            // Behind the frames gathered before it, as on this node.
+            batch.flushRemote()
+            link.presenceChanged(event, key: device.key)
+        }
         deliver(event, on: batch)
     }
 
@@ -128,18 +199,32 @@ enum LiveEvent: Sendable {
 /// and dashboard; sent when the pass ends. Touched only on its own loop.
 final class FanoutBatch: @unchecked Sendable {
     private let loop: EventLoop
+    private let link: (any ClusterLink)?
     private var byLoop: [ObjectIdentifier: (loop: EventLoop, batches: [ObjectIdentifier: (DashboardHandler, [LiveEvent])])] = [:]
+    /// Frames for other nodes (cluster mode): one message per node per pass, at most
+    /// `maxForwardBytes` each (a pass with more sends more).
+    private var remote: [String: RemoteFrames.Writer] = [:]
     private var scheduled = false
+    static let maxForwardBytes = 256 << 10
 
-    init(loop: EventLoop) {
+    init(loop: EventLoop, link: (any ClusterLink)?) {
         self.loop = loop
+        self.link = link
     }
 
-    func add(_ event: LiveEvent, to dashboard: DashboardHandler) {
-        let loopKey = ObjectIdentifier(dashboard.eventLoop)
-        let dashboardKey = ObjectIdentifier(dashboard)
-        if byLoop[loopKey] == nil { byLoop[loopKey] = (dashboard.eventLoop, [:]) }
-        byLoop[loopKey]!.batches[dashboardKey, default: (dashboard, [])].1.append(event)
+    /// Frames for other nodes, each frame encoded once however many nodes want it.
+    func forward(_ device: DeviceRecordRef, frames: [AcceptedFrame], to nodes: [NodeInterest]) {
+        let encoded = frames.map { (frame: $0, wire: $0.frame.encoded()) }
+        for interest in nodes {
+            remote[interest.node, default: RemoteFrames.Writer()].append(device, frames: encoded)
+            if remote[interest.node]!.bytes.count >= Self.maxForwardBytes, let link {
+                link.forward(remote[interest.node]!.take(), to: interest.node)
+            }
+        }
+        schedule()
+    }
+
+    private func schedule() {
         if !scheduled {
             scheduled = true
             // Runs after the loop has handled the I/O it is processing now.
@@ -147,8 +232,24 @@ final class FanoutBatch: @unchecked Sendable {
         }
     }
 
+    func add(_ event: LiveEvent, to dashboard: DashboardHandler) {
+        let loopKey = ObjectIdentifier(dashboard.eventLoop)
+        let dashboardKey = ObjectIdentifier(dashboard)
+        if byLoop[loopKey] == nil { byLoop[loopKey] = (dashboard.eventLoop, [:]) }
+        byLoop[loopKey]!.batches[dashboardKey, default: (dashboard, [])].1.append(event)
+        schedule()
+    }
+
+    /// Sends the frames gathered for other nodes.
+    func flushRemote() {
+        guard !remote.isEmpty, let link else { return }
+        for (node, var writer) in remote where !writer.isEmpty { link.forward(writer.take(), to: node) }
+        remote = [:]
+    }
+
     func sendNow() {
         scheduled = false
+        flushRemote()
         guard !byLoop.isEmpty else { return }
         let pending = byLoop
         byLoop = [:]
