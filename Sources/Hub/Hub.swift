@@ -139,9 +139,10 @@ public final class Hub: Sendable {
         let commandStore = PostgresCommandStore(url: database.url, executor: executor, logger: logger)
         let tokens = APITokens(full: apiToken, readOnly: configuration.readToken)
         let fanout = LiveFanout(link: cluster)
-        cluster?.attach(fanout)
         let commands = CommandCenter(
-            store: commandStore, fanout: fanout, settings: .init(configuration: configuration.server), clock: clock, logger: logger)
+            store: commandStore, fanout: fanout, settings: .init(configuration: configuration.server), clock: clock, logger: logger,
+            relay: cluster)
+        cluster?.attach(fanout, commands: commands)
         let runner = RequestRunner()
         let core = HubCore(
             configuration: configuration.server, registry: registry, metricCatalog: metricCatalog, queue: queue, metrics: metrics,

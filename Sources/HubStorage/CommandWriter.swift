@@ -167,6 +167,8 @@ final class CommandWriter: @unchecked Sendable {
             FROM (VALUES \(rows.joined(separator: ", "))) AS v(id, device, name, params, status, result, error, created, updated, expires)
             ON CONFLICT (id) DO UPDATE SET status = excluded.status, result = excluded.result, error = excluded.error,
                 updated_at = excluded.updated_at
+            -- A final state is never overwritten (in a cluster, two nodes may settle one command).
+            WHERE commands.status NOT IN ('succeeded', 'failed', 'expired', 'timed_out', 'cancelled')
             """, parameters)
     }
 }

@@ -269,3 +269,54 @@ def test_live_and_replay_across_nodes(nodes, database):
     print(f"\nCOUNTS cross-node: live={len(live)} replay={len(replay)} stored={stored(database, 'streamer')}")
     assert live == list(range(1, total + 1)), f"live on node 2: {len(live)} events, first problems {[x for x in live if not isinstance(x, int)][:3]}"
     assert replay == list(range(1, total + 1)), f"replay then live on node 3: {len(replay)} events, {replay[:5]}…{replay[-5:]}"
+
+
+def test_a_command_made_on_one_node_reaches_the_device_on_another(nodes, database):
+    """REST on node 1, device on node 2, dashboard on node 3: the command is sent from
+    node 2, its result reaches node 1's waiting caller, and node 3's dashboard sees every
+    status change."""
+    node1, node2, node3 = nodes.start(3)
+    token = register(node1, "actuator")
+    state = {}
+
+    async def main():
+        watcher = await dashboard(node3, "actuator")
+        statuses, stop = [], asyncio.Event()
+
+        async def watch():
+            while not stop.is_set():
+                try:
+                    message = json.loads(await asyncio.wait_for(watcher.recv(), 0.2))
+                except asyncio.TimeoutError:
+                    continue
+                if message["type"] == "command_status":
+                    statuses.append(message["status"])
+
+        watching = asyncio.ensure_future(watch())
+        ws, _ = await open_device(node2, "actuator", token)
+
+        async def device():
+            async for message in ws:
+                if isinstance(message, str) and json.loads(message)["type"] == "command":
+                    command = json.loads(message)
+                    await ws.send(json.dumps({"type": "command_ack", "id": command["id"]}))
+                    await ws.send(json.dumps({"type": "command_result", "id": command["id"], "ok": True, "result": {"done": 1}}))
+
+        answering = asyncio.ensure_future(device())
+        await asyncio.sleep(0.3)
+        loop = asyncio.get_running_loop()
+        state["waited"] = await loop.run_in_executor(
+            None, lambda: node1.rest("POST", "/api/v1/devices/actuator/commands", {"name": "blink", "params": {"n": 2}, "wait_s": 10}))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await watching
+        answering.cancel()
+        await ws.close()
+        await watcher.close()
+        state["statuses"] = statuses
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    print(f"\nCOUNTS command: waited={state['waited']} statuses={state['statuses']}")
+    status, body = state["waited"]
+    assert status == 200 and body["status"] == "succeeded" and body["result"] == {"done": 1}, state["waited"]
+    assert state["statuses"] == ["queued", "sent", "delivered", "succeeded"], state["statuses"]

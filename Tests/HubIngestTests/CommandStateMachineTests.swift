@@ -62,6 +62,42 @@ struct CommandStateMachineTests {
         #expect(machine.command(id: "c2")?.updatedMicros == 2 * second)
     }
 
+    @Test("cluster: a command another node created is learned and sent here to a ready device; later states move it forward, never back")
+    func remoteCommands() {
+        var machine = CommandStateMachine(limits: .init(maxPendingPerDevice: 10))
+        let a = Connection("a")
+        _ = machine.deviceReady("d1", session: 3, connection: a, nowMicros: 0)
+        #expect(lines(machine.remoteChanged(command("c1"), nowMicros: second)) == [
+            "changed c1 queued", "save c1 sent", "changed c1 sent", "send c1 sent over a",
+        ])
+        // The origin's own "queued" note arrives late, and a repeat of "sent": both older or equal.
+        #expect(lines(machine.remoteChanged(command("c1"), nowMicros: second)).isEmpty)
+        #expect(lines(machine.remoteChanged(command("c1", status: .sent), nowMicros: second)).isEmpty)
+        #expect(machine.command(id: "c1")?.status == .sent)
+
+        // A command for a device not here is only learned, and resent once the device connects.
+        #expect(lines(machine.remoteChanged(command("c2", device: "d2", status: .sent), nowMicros: second)) == ["changed c2 sent"])
+        #expect(lines(machine.deviceReady("d2", session: 1, connection: Connection("b"), nowMicros: 2 * second)) == ["send c2 sent over b"])
+    }
+
+    @Test("cluster: a final state from another node settles and forgets the command; it is never overwritten, and an unknown final is ignored")
+    func remoteFinal() {
+        var machine = CommandStateMachine(limits: .init(maxPendingPerDevice: 10))
+        _ = insert(&machine, command("c1"), ref: "r1")
+        var done = command("c1", status: .succeeded)
+        done.resultJSON = "{}"
+        #expect(lines(machine.remoteChanged(done, nowMicros: second)) == ["changed c1 succeeded ref r1", "wake c1 succeeded"])
+        #expect(!machine.isOpen("c1"))
+        #expect(machine.commands(device: "d1", status: .queued, limit: 10).isEmpty)
+        #expect(lines(machine.remoteChanged(command("c1", status: .expired), nowMicros: second)).isEmpty)
+        #expect(lines(machine.remoteChanged(command("c9", status: .failed), nowMicros: second)).isEmpty)
+
+        // Settled here first (expired by time to live): a later final from elsewhere changes nothing.
+        _ = insert(&machine, command("c2", ttl: 1))
+        #expect(lines(machine.expireDue(nowMicros: 2 * second)) == ["changed c2 expired", "commit c2 expired"])
+        #expect(lines(machine.remoteChanged(command("c2", status: .succeeded), nowMicros: 2 * second)).isEmpty)
+    }
+
     @Test("the bound per device counts inserts not yet committed; a failed insert frees its place")
     func pendingBound() {
         var machine = CommandStateMachine(limits: .init(maxPendingPerDevice: 2))

@@ -23,6 +23,35 @@ struct InterestNote: Codable, Sendable {
     var patterns: [String]
 }
 
+/// A command as it travels between nodes.
+struct CommandNote: Codable, Sendable {
+    var id: String
+    var device: String
+    var name: String
+    var params: String
+    var status: String
+    var result: String?
+    var error: String?
+    var created: Int64
+    var updated: Int64
+    var expires: Int64
+
+    init(_ command: Command) {
+        (id, device, name, params, status) = (command.id, command.device, command.name, command.paramsJSON, command.status.rawValue)
+        (result, error, created, updated, expires) = (
+            command.resultJSON, command.error, command.createdMicros, command.updatedMicros, command.expiresMicros
+        )
+    }
+
+    var command: Command? {
+        CommandStatus(rawValue: status).map {
+            Command(
+                id: id, device: device, name: name, paramsJSON: params, status: $0, resultJSON: result, error: error,
+                createdMicros: created, updatedMicros: updated, expiresMicros: expires)
+        }
+    }
+}
+
 /// What a node asks another to drain before it claims those devices.
 struct DrainRequest: Codable, Sendable {
     var devices: [DrainItem]

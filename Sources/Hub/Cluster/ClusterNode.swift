@@ -18,7 +18,7 @@ import ServiceLifecycle
 /// Every NATS message is handled on the connection's one event loop (`loop`), and so is
 /// the state in `LoopState`. Nothing here blocks that loop: a drain or a barrier answers
 /// from a callback.
-final class ClusterNode: ClusterLink, NodeDrain, Service, @unchecked Sendable {
+final class ClusterNode: ClusterLink, NodeDrain, CommandRelay, Service, @unchecked Sendable {
     let configuration: ClusterConfiguration
     let nats: NATSConnection
     let loop: EventLoop
@@ -30,6 +30,8 @@ final class ClusterNode: ClusterLink, NodeDrain, Service, @unchecked Sendable {
     private let group: MultiThreadedEventLoopGroup
     /// Set once, before the node runs.
     let fanout = NIOLockedValueBox<LiveFanout?>(nil)
+    /// Set once, before the node runs: where other nodes' command changes go.
+    let commands = NIOLockedValueBox<CommandCenter?>(nil)
     /// Clears the ownership of a dead node's devices in PostgreSQL.
     let clearOwner: @Sendable (String) -> Void
     /// This node's interest version: starts at the start time (µs), so it outgrows any
@@ -67,8 +69,9 @@ final class ClusterNode: ClusterLink, NodeDrain, Service, @unchecked Sendable {
     }
 
     /// Where messages from other nodes are delivered.
-    func attach(_ fanout: LiveFanout) {
+    func attach(_ fanout: LiveFanout, commands: CommandCenter) {
         self.fanout.withLockedValue { $0 = fanout }
+        self.commands.withLockedValue { $0 = commands }
     }
 
     var node: String { configuration.nodeID }
@@ -82,10 +85,16 @@ final class ClusterNode: ClusterLink, NodeDrain, Service, @unchecked Sendable {
         nats.subscribe(subject: ClusterSubjects.drain(node: node)) { [self] in answerDrain($0) }
         nats.subscribe(subject: ClusterSubjects.frames(node: node)) { [self] in receiveFrames($0) }
         nats.subscribe(subject: ClusterSubjects.barrier(node: node)) { [self] in answerBarrier($0) }
+        nats.subscribe(subject: ClusterSubjects.commands) { [self] message in
+            guard let command = CommandNote.decoded(from: message.payload)?.command else { return }
+            commands.withLockedValue { $0 }?.remoteChanged(command)
+        }
         nats.onDisconnect { [logger] in logger.warning("cluster: NATS connection lost; reconnecting") }
         nats.onReconnect { [self] in
             logger.info("cluster: NATS connection back")
             loop.execute { self.announce() }
+            // Commands created elsewhere meanwhile were not heard: load them.
+            commands.withLockedValue { $0 }?.reload()
         }
         nats.start()
         try await loop.submit { self.startTimers() }.get()
@@ -107,6 +116,11 @@ final class ClusterNode: ClusterLink, NodeDrain, Service, @unchecked Sendable {
 
     func presenceChanged(_ presence: Presence, key: Int32) {
         nats.publish(subject: ClusterSubjects.presence, payload: PresenceNote(node: node, key: key, event: presence).encoded())
+    }
+
+    func commandChanged(_ command: Command) {
+        guard let payload = try? JSONEncoder().encode(CommandNote(command)) else { return }
+        nats.publish(subject: ClusterSubjects.commands, payload: Array(payload))
     }
 
     func interestedNodes(for device: String) -> [NodeInterest] {

@@ -8,6 +8,9 @@ enum ClusterSubjects {
     /// heartbeat interval: it is also the node's heartbeat.
     static let interest = "hub.interest"
 
+    /// Command changes: new and in-flight states, and final states once committed.
+    static let commands = "hub.commands"
+
     /// Drain requests for the devices a node holds (request/reply).
     static func drain(node: String) -> String { "hub.node.\(node).drain" }
 

@@ -20,3 +20,9 @@ public protocol ClusterLink: Sendable {
     /// then read history with no gap to the live events.
     func barrier(_ done: @escaping @Sendable () -> Void)
 }
+
+/// Where a node's command center tells the other nodes of command changes (cluster mode):
+/// new and in-flight states at once, final states once committed.
+public protocol CommandRelay: Sendable {
+    func commandChanged(_ command: Command)
+}

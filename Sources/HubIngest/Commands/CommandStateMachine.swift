@@ -143,6 +143,50 @@ public struct CommandStateMachine: Sendable {
         return actions
     }
 
+    // MARK: - Other nodes (cluster mode)
+
+    /// Another node changed a command (created it, sent it, or committed its final state):
+    /// this node learns it, tells its dashboards and waiters, and sends a queued command
+    /// if its device is connected here. A change older than what is known is ignored; a
+    /// final state is never overwritten, and a final one is forgotten (the other node
+    /// committed it).
+    public mutating func remoteChanged(_ command: Command, nowMicros: Int64) -> [Action] {
+        if let known = open[command.id] {
+            guard !known.status.isFinal, Self.rank(command.status) > Self.rank(known.status) else { return [] }
+        } else if command.status.isFinal {
+            // Settled here too (each node expires by time to live), or never known: told already.
+            return []
+        }
+        if command.status.isFinal {
+            let ref = refs.removeValue(forKey: command.id)
+            if open.removeValue(forKey: command.id) != nil {
+                queues[command.device]?.removeAll { $0 == command.id }
+                if queues[command.device]?.isEmpty == true { queues[command.device] = nil }
+            }
+            return [.changed(command, ref: ref, toOrigin: false), .wake(id: command.id, command)]
+        }
+        if open[command.id] == nil {
+            remember(command)
+        } else {
+            open[command.id] = command
+        }
+        var actions: [Action] = [.changed(command, ref: refs[command.id], toOrigin: false)]
+        if command.status == .queued, let connection = routes[command.device]?.connection {
+            send(command, over: connection, nowMicros: nowMicros, into: &actions)
+        }
+        return actions
+    }
+
+    /// How far a command has come: states only move forward.
+    private static func rank(_ status: CommandStatus) -> Int {
+        switch status {
+        case .queued: 0
+        case .sent: 1
+        case .delivered: 2
+        default: 3
+        }
+    }
+
     // MARK: - Devices
 
     /// A connection had its welcome: it becomes the device's route, unless a newer session

@@ -68,11 +68,17 @@ public actor CommandCenter: Service {
         case order(LiveOrder)
         /// A final state's commit (reported by the store's writer).
         case committed(Command)
+        /// Another node changed a command (cluster mode).
+        case remote(Command)
+        /// Load the commands not final again (after a cluster reconnect: some may be new).
+        case reload
     }
 
     let settings: Settings
     private let store: CommandStore
     private let fanout: LiveFanout
+    /// The other nodes (cluster mode); `nil` on a single node.
+    private let relay: (any CommandRelay)?
     private let clock: any HubClock
     private let logger: Logger
     private let events: AsyncStream<Event>
@@ -86,7 +92,11 @@ public actor CommandCenter: Service {
         ($0, Counter(label: "hub_commands_total", dimensions: [("status", $0.rawValue)]))
     })
 
-    public init(store: CommandStore, fanout: LiveFanout, settings: Settings = .init(configuration: ServerConfiguration()), clock: any HubClock, logger: Logger) {
+    public init(
+        store: CommandStore, fanout: LiveFanout, settings: Settings = .init(configuration: ServerConfiguration()), clock: any HubClock,
+        logger: Logger, relay: (any CommandRelay)? = nil
+    ) {
+        self.relay = relay
         self.store = store
         self.fanout = fanout
         self.settings = settings
@@ -99,6 +109,16 @@ public actor CommandCenter: Service {
     /// Hands an event to `run`; never waits. Events after the shutdown are dropped.
     nonisolated func post(_ event: Event) {
         inbox.yield(event)
+    }
+
+    /// Another node changed a command (cluster mode); applied in order with the rest.
+    public nonisolated func remoteChanged(_ command: Command) {
+        inbox.yield(.remote(command))
+    }
+
+    /// Loads the commands not final again, keeping those known (after a cluster reconnect).
+    public nonisolated func reload() {
+        inbox.yield(.reload)
     }
 
     /// Loads, takes events until the graceful shutdown, and expires commands meanwhile.
@@ -115,6 +135,8 @@ public actor CommandCenter: Service {
                     switch event {
                     case .order(let order):
                         group.addTask { await self.create(order) }
+                    case .reload:
+                        group.addTask { await self.loadUntilDone() }
                     default:
                         for (id, device) in handle(event) {
                             group.addTask { await self.checkReply(id: id, device: device) }
@@ -234,6 +256,7 @@ public actor CommandCenter: Service {
         guard let (command, actions) = machine.cancel(id: id, nowMicros: clock.wallMicros()) else { return nil }
         perform(actions)
         try? await store.save(command, isNew: false)
+        relay?.commandChanged(command)
         perform(machine.committed(finalOf: command))
         return command
     }
@@ -255,8 +278,13 @@ public actor CommandCenter: Service {
             defer { applied() }
             return apply(machine.finished(id: id, by: device, ok: ok, resultJSON: result, error: error, nowMicros: now))
         case .committed(let command):
+            relay?.commandChanged(command)
             perform(machine.committed(finalOf: command))
-        case .order:
+        case .remote(let command):
+            // What comes from another node is not relayed on (that node told every node);
+            // what this node does next (sending it here) is.
+            apply(machine.remoteChanged(command, nowMicros: now), notRelaying: command)
+        case .order, .reload:
             break
         }
         return []
@@ -273,8 +301,10 @@ public actor CommandCenter: Service {
     /// Performs the actions, and saves final states with their commits coming back to
     /// `run` as events. - Returns: the replies to look up.
     @discardableResult
-    private func apply(_ actions: [CommandStateMachine.Action], origin: DashboardHandler? = nil) -> [(id: String, device: String)] {
-        let lookups = perform(actions, origin: origin)
+    private func apply(
+        _ actions: [CommandStateMachine.Action], origin: DashboardHandler? = nil, notRelaying heard: Command? = nil
+    ) -> [(id: String, device: String)] {
+        let lookups = perform(actions, origin: origin, notRelaying: heard)
         for case .commitFinal(let command) in actions {
             store.save(command, isNew: false) { [inbox] _ in inbox.yield(.committed(command)) }
         }
@@ -284,7 +314,9 @@ public actor CommandCenter: Service {
     /// Performs every action but the final commits, which the caller makes.
     /// - Returns: the replies to look up.
     @discardableResult
-    private func perform(_ actions: [CommandStateMachine.Action], origin: DashboardHandler? = nil) -> [(id: String, device: String)] {
+    private func perform(
+        _ actions: [CommandStateMachine.Action], origin: DashboardHandler? = nil, notRelaying heard: Command? = nil
+    ) -> [(id: String, device: String)] {
         var found: [(id: String, device: String)] = []
         for action in actions {
             switch action {
@@ -297,6 +329,8 @@ public actor CommandCenter: Service {
             case .commitFinal:
                 break
             case .changed(let command, let ref, let toOrigin):
+                // Final states go to the other nodes once committed (`committed`).
+                if !command.isFinal, command != heard { relay?.commandChanged(command) }
                 fanout.publishNow(device: command.device, text: CommandJSON.status(command, ref: ref), alsoTo: toOrigin ? origin : nil)
                 transitions[command.status]?.increment()
                 wake(command.id, with: command)
