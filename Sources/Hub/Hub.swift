@@ -104,8 +104,13 @@ public final class Hub: Sendable {
 
         let queue = IngestQueue(capacityRows: configuration.queueCapacityRows)
         let executor = DatabaseExecutor(url: database.url, name: "hub-database", statementTimeout: configuration.statementTimeout)
+        let history = PostgresTelemetryHistory(
+            executor: executor, rollupRetentionDays: configuration.storage.rollupRetentionDays,
+            pageRows: PostgresTelemetryHistory.pageRows(maxFrameBytes: configuration.server.maxFrameBytes))
         let cluster = try configuration.cluster.map { settings in
-            try ClusterNode(configuration: settings, registry: registry, queue: queue, clock: clock, logger: logger) { [logger] node in
+            try ClusterNode(
+                configuration: settings, registry: registry, queue: queue, history: history, clock: clock, logger: logger
+            ) { [logger] node in
                 executor.submit({ _ = try $0.query("UPDATE device_registry SET owner = NULL WHERE owner = $1", [node]) }) { error in
                     logger.warning("cluster: could not clear a dead node's ownership", metadata: ["node": "\(node)", "error": "\(error)"])
                 }
@@ -147,9 +152,7 @@ public final class Hub: Sendable {
         let core = HubCore(
             configuration: configuration.server, registry: registry, metricCatalog: metricCatalog, queue: queue, metrics: metrics,
             tokens: tokens,
-            history: PostgresTelemetryHistory(
-                executor: executor, rollupRetentionDays: configuration.storage.rollupRetentionDays,
-                pageRows: PostgresTelemetryHistory.pageRows(maxFrameBytes: configuration.server.maxFrameBytes)),
+            history: history,
             fanout: fanout, commands: commands, runner: runner, clock: clock, logger: logger, claims: claims)
         let server = HubServer(
             core: core, tokens: tokens, admin: PostgresDeviceAdmin(executor: executor),

@@ -26,6 +26,10 @@ final class ClusterNode: ClusterLink, NodeDrain, CommandRelay, Service, @uncheck
     let queue: IngestQueue
     let clock: any HubClock
     let logger: Logger
+    /// Where repairs read what was missed.
+    let history: any TelemetryHistory
+    /// Repairs to run, one per NATS reconnect (at most one waits).
+    private let repairs: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
     let interest = ClusterInterest()
     private let group: MultiThreadedEventLoopGroup
     /// Set once, before the node runs.
@@ -50,9 +54,11 @@ final class ClusterNode: ClusterLink, NodeDrain, CommandRelay, Service, @uncheck
     let state: NIOLoopBoundBox<LoopState>
 
     init(
-        configuration: ClusterConfiguration, registry: DeviceRegistry, queue: IngestQueue, clock: any HubClock, logger: Logger,
-        clearOwner: @escaping @Sendable (String) -> Void
+        configuration: ClusterConfiguration, registry: DeviceRegistry, queue: IngestQueue, history: any TelemetryHistory,
+        clock: any HubClock, logger: Logger, clearOwner: @escaping @Sendable (String) -> Void
     ) throws {
+        self.history = history
+        repairs = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         self.configuration = configuration
         self.registry = registry
         self.queue = queue
@@ -95,10 +101,17 @@ final class ClusterNode: ClusterLink, NodeDrain, CommandRelay, Service, @uncheck
             loop.execute { self.announce() }
             // Commands created elsewhere meanwhile were not heard: load them.
             commands.withLockedValue { $0 }?.reload()
+            repairs.continuation.yield()
         }
         nats.start()
         try await loop.submit { self.startTimers() }.get()
-        try? await gracefulShutdown()
+        await withDiscardingTaskGroup { group in
+            group.addTask { [self] in
+                for await _ in repairs.stream { await repair() }
+            }
+            try? await gracefulShutdown()
+            repairs.continuation.finish()
+        }
         try? await loop.submit { self.state.value.timers.forEach { $0.cancel() } }.get()
         await nats.shutdown()
         try? await group.shutdownGracefully()

@@ -23,10 +23,20 @@ public final class LiveFanout: Sendable {
 
     /// How many local subscriptions hold each pattern: what this node announces to the others.
     private let patternCounts = NIOLockedValueBox<[DevicePattern: Int]>([:])
-    /// The highest seq fanned out per device key (cluster mode): a frame that comes back
-    /// through another node after a takeover (a dead node published it, the device resent
-    /// it) is not published twice. Memory: one entry per device that sent since start.
-    private let published = NIOLockedValueBox<[Int32: UInt64]>([:])
+    /// What was fanned out, per device key (cluster mode).
+    private struct Published {
+        /// The highest seq fanned out: a frame that comes back through another node after a
+        /// takeover (a dead node published it, the device resent it) is not published
+        /// twice. Memory: one entry per device that sent since start.
+        var highest: [Int32: (id: String, seq: UInt64)] = [:]
+        /// Devices whose stream is being repaired from history after a NATS outage: their
+        /// frames from other nodes wait here meanwhile, at most `maxHeldFrames` in all
+        /// (more are dropped and counted; history has them).
+        var repairing: [Int32: [AcceptedFrame]] = [:]
+        var held = 0
+    }
+    private let published = NIOLockedValueBox(Published())
+    static let maxHeldFrames = 100_000
 
     func add(_ subscription: LiveSubscription, patterns: [DevicePattern]) {
         index.add(subscription, patterns: patterns)
@@ -59,14 +69,53 @@ public final class LiveFanout: Sendable {
         patternCounts.withLockedValue { $0.keys.map(\.text) }
     }
 
-    /// `frames` without those at or below the device's highest seq already fanned out.
-    private func unpublished(_ device: DeviceRecordRef, _ frames: [AcceptedFrame]) -> [AcceptedFrame] {
+    /// `frames` without those at or below the device's highest seq already fanned out;
+    /// empty while the device's stream is repaired and `hold` is set (the frames wait).
+    private func unpublished(_ device: DeviceRecordRef, _ frames: [AcceptedFrame], hold: Bool = false) -> [AcceptedFrame] {
         guard let last = frames.last?.frame.seq else { return frames }
-        let highest = published.withLockedValue { published in
-            defer { published[device.key] = max(published[device.key] ?? 0, last) }
-            return published[device.key] ?? 0
+        let highest: UInt64? = published.withLockedValue { published in
+            if hold, published.repairing[device.key] != nil {
+                let room = max(0, Self.maxHeldFrames - published.held)
+                published.repairing[device.key]! += frames.prefix(room)
+                published.held += min(room, frames.count)
+                return nil
+            }
+            let highest = published.highest[device.key]?.seq ?? 0
+            published.highest[device.key] = (device.id, max(highest, last))
+            return highest
         }
+        guard let highest else { return [] }
         return frames.first!.frame.seq > highest ? frames : frames.filter { $0.frame.seq > highest }
+    }
+
+    /// Starts repairing, after a NATS outage, the streams of devices that dashboards here
+    /// follow through other nodes (`isLocal` tells the devices connected here, which lost
+    /// nothing). - Returns: each such device and the highest seq fanned out for it; its
+    /// frames from other nodes are held until `endRepair`.
+    public func beginRepair(isLocal: (String) -> Bool) -> [(device: DeviceRecordRef, after: UInt64)] {
+        let known = published.withLockedValue { $0.highest }
+        let followed = known.filter { !isLocal($0.value.id) && !index.matching($0.value.id).isEmpty }
+        published.withLockedValue { published in
+            for key in followed.keys where published.repairing[key] == nil { published.repairing[key] = [] }
+        }
+        return followed.map { (DeviceRecordRef(key: $0.key, id: $0.value.id), $0.value.seq) }
+    }
+
+    /// Frames read back from history for a repaired device, on `loop` (as `publishRemote`).
+    public func publishRepaired(device: DeviceRecordRef, frames: [AcceptedFrame], on loop: EventLoop) {
+        let fresh = unpublished(device, frames)
+        guard !fresh.isEmpty else { return }
+        publishLocally(device: device.id, frames: fresh, on: batch(for: loop))
+    }
+
+    /// The device's history is fanned out: the frames held meanwhile follow, without repeats.
+    public func endRepair(device: DeviceRecordRef, on loop: EventLoop) {
+        let held = published.withLockedValue { published in
+            let held = published.repairing.removeValue(forKey: device.key) ?? []
+            published.held -= held.count
+            return held
+        }
+        publishRepaired(device: device, frames: held, on: loop)
     }
 
     /// Whether the device's latest presence event, from any node, says online; `nil` if none was seen.
@@ -98,7 +147,7 @@ public final class LiveFanout: Sendable {
     /// Frames another node accepted (cluster mode), on `loop`: the thread that calls it,
     /// always the same one. Delivered here only, through the same path as local frames.
     public func publishRemote(device: DeviceRecordRef, frames: [AcceptedFrame], on loop: EventLoop) {
-        let fresh = unpublished(device, frames)
+        let fresh = unpublished(device, frames, hold: true)
         guard !fresh.isEmpty else { return }
         publishLocally(device: device.id, frames: fresh, on: batch(for: loop))
     }
