@@ -128,9 +128,12 @@ def test_takeover_with_the_old_node_alive(nodes, database):
         while max(acks2, default=0) < FRAMES and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         state["acks2"] = max(acks2, default=0)
+        loop = asyncio.get_running_loop()
+        state["online_elsewhere"] = await loop.run_in_executor(None, lambda: node3.rest("GET", "/api/v1/devices/mover"))
         await ws2.close()
         await reading2
         await asyncio.sleep(0.5)  # the last presence event
+        state["offline_elsewhere"] = await loop.run_in_executor(None, lambda: node3.rest("GET", "/api/v1/devices?online=true"))
         stop.set()
         await watching
         await watcher.close()
@@ -148,6 +151,9 @@ def test_takeover_with_the_old_node_alive(nodes, database):
     assert state["acks1"] <= state["welcome2"]["last_seq"]
     assert state["acks2"] == FRAMES, state["acks2"]
     assert stored(database, "mover") == (FRAMES, FRAMES * len(READINGS), FRAMES)
+    # Node 3 holds no connection of the device, yet REST shows the cluster's view.
+    assert state["online_elsewhere"][1]["online"] is True, state["online_elsewhere"]
+    assert [d["id"] for d in state["offline_elsewhere"][1]] == [], state["offline_elsewhere"]
     events = state["events"]
     assert events[:1] == [(True, s)], events
     assert (False, s) in events and (True, s + 1) in events, events

@@ -13,6 +13,10 @@ public struct ClusterConfiguration: Sendable {
     /// A node not heard for this long is taken as dead: its devices are shown offline and
     /// its ownership is cleared.
     public var deadAfter: Duration = .seconds(3)
+    /// How long a node may be without NATS before it closes its device sockets (1013), so
+    /// that devices move to nodes that can reach the rest of the cluster. Ingest stays safe
+    /// meanwhile (the fence), but this node's devices are invisible to other nodes' dashboards.
+    public var natsLossBound: Duration = .seconds(30)
     /// How long a replay waits for the other nodes' barriers before it reads history anyway.
     public var barrierTimeout: Duration = .seconds(2)
 

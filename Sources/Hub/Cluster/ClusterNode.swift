@@ -95,7 +95,16 @@ final class ClusterNode: ClusterLink, NodeDrain, CommandRelay, Service, @uncheck
             guard let command = CommandNote.decoded(from: message.payload)?.command else { return }
             commands.withLockedValue { $0 }?.remoteChanged(command)
         }
-        nats.onDisconnect { [logger] in logger.warning("cluster: NATS connection lost; reconnecting") }
+        nats.onDisconnect { [self] in
+            logger.warning("cluster: NATS connection lost; reconnecting")
+            loop.scheduleTask(in: .nanoseconds(Int64(Self.nanos(configuration.natsLossBound)))) { [self] in
+                guard !nats.isConnected else { return }
+                let connections = registry.connections
+                logger.error("cluster: still no NATS; closing device connections so they move to other nodes",
+                             metadata: ["connections": "\(connections.count)"])
+                connections.forEach { $0.close(.unavailable) }
+            }
+        }
         nats.onReconnect { [self] in
             logger.info("cluster: NATS connection back")
             loop.execute { self.announce() }

@@ -85,6 +85,11 @@ public final class DeviceRegistry: Sendable {
         entries.withLockedValue { $0.values.map(\.record) }
     }
 
+    /// Every live connection on this node.
+    public var connections: [any DeviceConnection] {
+        entries.withLockedValue { $0.values.compactMap(\.connection) }
+    }
+
     public func isOnline(id: String) -> Bool {
         entries.withLockedValue { $0[id]?.connection != nil }
     }

@@ -118,6 +118,9 @@ public final class LiveFanout: Sendable {
         publishRepaired(device: device, frames: held, on: loop)
     }
 
+    /// Whether this node is part of a cluster.
+    public var isClustered: Bool { link != nil }
+
     /// Whether the device's latest presence event, from any node, says online; `nil` if none was seen.
     public func isOnline(key: Int32) -> Bool? {
         presence.withLockedValue { $0.isOnline(key: key) }

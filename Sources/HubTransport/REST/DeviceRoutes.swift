@@ -9,6 +9,15 @@ import NIOHTTP1
 struct DeviceRoutes: Sendable {
     let admin: DeviceAdmin
     let registry: DeviceRegistry
+    let fanout: LiveFanout
+
+    /// Whether the device is connected: here, or (in a cluster) by its latest presence
+    /// from any node.
+    private func isOnline(_ id: String) -> Bool {
+        if registry.isOnline(id: id) { return true }
+        guard fanout.isClustered, let key = registry.record(id: id)?.key else { return false }
+        return fanout.isOnline(key: key) ?? false
+    }
 
     var routes: [RESTRouter.Route] {
         [
@@ -41,7 +50,7 @@ struct DeviceRoutes: Sendable {
             guard let value = Bool(raw) else { throw RESTError(.badRequest, "bad_request", "online must be true or false") }
             online = value
         }
-        let devices = try await admin.list(prefix: request.query["prefix"]).filter { online == nil || registry.isOnline(id: $0.id) == online }
+        let devices = try await admin.list(prefix: request.query["prefix"]).filter { online == nil || isOnline($0.id) == online }
         return .json(.ok, devices.map(json))
     }
 
@@ -93,7 +102,7 @@ struct DeviceRoutes: Sendable {
             "id": device.id,
             "labels": (try? JSONSerialization.jsonObject(with: Data(device.labelsJSON.utf8))) ?? [String: Any](),
             "enabled": device.enabled,
-            "online": registry.isOnline(id: device.id),
+            "online": isOnline(device.id),
             "session": device.session,
             "last_seq": device.lastSeq,
             "last_seen_us": device.lastSeenMicros.map { $0 as Any } ?? NSNull(),

@@ -54,7 +54,7 @@ public final class HubServer: Service {
         http = HTTPEnvironment(
             gate: gate, metricsText: metricsText,
             router: RESTRouter(
-                routes: DeviceRoutes(admin: admin, registry: registry).routes
+                routes: DeviceRoutes(admin: admin, registry: registry, fanout: live.fanout).routes
                     + TelemetryRoutes(queries: queries, registry: registry).routes
                     + CommandRoutes(commands: commands, registry: registry).routes),
             readiness: readiness, runner: core.runner)
