@@ -3,8 +3,9 @@ import HubProtocol
 import NATS
 
 /// The parser fuzz target: one input, read as a device's binary frame, as a `/live` text
-/// message, as the contract's text message its `type` names, and as a NATS server's
-/// stream. It links only the codecs and the domain. Nothing may crash; a frame that decodes must encode back to exactly its
+/// message, as the contract's text message its `type` names, as a NATS server's stream,
+/// and as frames forwarded from another cluster node. It links only the codecs and the
+/// domain. Nothing may crash; a frame that decodes must encode back to exactly its
 /// bytes, and a message that reads must read back the same after the hub writes it.
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = UnsafeRawBufferPointer(start: data, count: size)
@@ -18,7 +19,36 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         for check in MessageChecks.byType[type] ?? [] { check(text) }
     }
     checkNATS(Array(bytes))
+    checkRemoteFrames(Array(bytes))
     return 0
+}
+
+/// Read as a message of frames from another node: what decodes, written again with each
+/// frame's own encoding, must decode to the same entries; and, when no entry is empty (the
+/// writer leaves those out), to exactly the same bytes.
+private func checkRemoteFrames(_ bytes: [UInt8]) {
+    guard let entries = RemoteFrames.decode(bytes) else { return }
+    var writer = RemoteFrames.Writer()
+    for entry in entries {
+        writer.append(entry.device, frames: entry.frames.map { (frame: $0, wire: $0.frame.encoded()) })
+    }
+    let written = writer.take()
+    let expected = entries.filter { !$0.frames.isEmpty }
+    guard let again = RemoteFrames.decode(written) else {
+        fatalError("remote frames that decode do not decode once written again")
+    }
+    // Frames compare by their bytes: a NaN reading is not equal to itself.
+    func same(_ a: RemoteFrames.Entry, _ b: RemoteFrames.Entry) -> Bool {
+        a.device.key == b.device.key && a.device.id == b.device.id
+            && a.frames.map(\.frame.seq) == b.frames.map(\.frame.seq)
+            && a.frames.map(\.receivedAtMicros) == b.frames.map(\.receivedAtMicros)
+            && a.frames.map { $0.frame.encoded() } == b.frames.map { $0.frame.encoded() }
+    }
+    precondition(
+        again.count == expected.count && zip(again, expected).allSatisfy(same),
+        "remote frames do not decode to the same entries once written again")
+    precondition(
+        expected.count < entries.count || written == bytes, "remote frames do not write back to exactly their bytes")
 }
 
 /// Read as what a NATS server sends: all at once, and cut in two where the first byte

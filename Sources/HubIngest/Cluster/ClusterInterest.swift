@@ -34,21 +34,25 @@ public final class ClusterInterest: Sendable {
     public func update(node: String, version: UInt64, patterns texts: [String]) -> Bool {
         let patterns = Array(Set(texts.prefix(Self.maxPatterns).compactMap(DevicePattern.init)))
         let interest = NodeInterest(node: node)
-        let replaced: Known?? = known.withLockedValue { known in
-            if let old = known[node], old.version >= version { return .none }
-            defer { known[node] = Known(version: version, interest: interest, patterns: patterns) }
-            return .some(known[node])
+        // The index changes under this lock too (lock order: `known`, then the index's), so
+        // announcements and removals racing each other reach the index in the order they
+        // were applied: an older one never lands after a newer one.
+        return known.withLockedValue { known in
+            let old = known[node]
+            if let old, old.version >= version { return false }
+            known[node] = Known(version: version, interest: interest, patterns: patterns)
+            index.add(interest, patterns: patterns)
+            if let old { index.remove(old.interest, patterns: old.patterns) }
+            return true
         }
-        guard case .some(let old) = replaced else { return false }
-        index.add(interest, patterns: patterns)
-        if let old { index.remove(old.interest, patterns: old.patterns) }
-        return true
     }
 
     /// Forgets a node (it left, or stopped answering).
     public func remove(node: String) {
-        guard let old = known.withLockedValue({ $0.removeValue(forKey: node) }) else { return }
-        index.remove(old.interest, patterns: old.patterns)
+        known.withLockedValue { known in
+            guard let old = known.removeValue(forKey: node) else { return }
+            index.remove(old.interest, patterns: old.patterns)
+        }
     }
 
     /// The nodes whose dashboards match `device`.

@@ -5,8 +5,8 @@ import HubProtocol
 ///
 /// Layout, big-endian: `u8` version (1), then per device: `i32` storage key, `u8` id length,
 /// the id, `u16` frame count, and per frame `i64` receive time (µs) and `u32` length before
-/// the frame in its wire encoding (contract section 2). A message is at most
-/// `maxBytes`; the writer starts a new one before it would pass that.
+/// the frame in its wire encoding (contract section 2). The writer does not bound a
+/// message: its user takes one when `bytes` has grown to its bound.
 public enum RemoteFrames {
     public static let version: UInt8 = 1
 
@@ -53,15 +53,15 @@ public enum RemoteFrames {
         }
     }
 
-    /// The entries of a message; `nil` if it is not one (another version, cut short, or a
-    /// frame that does not decode).
+    /// The entries of a message; `nil` if it is not one (another version, cut short, an id
+    /// that is not UTF-8, or a frame that does not decode).
     public static func decode(_ bytes: [UInt8]) -> [Entry]? {
         var reader = Reader(bytes: bytes)
         guard reader.u8() == version else { return nil }
         var entries: [Entry] = []
         while !reader.atEnd {
-            guard let key = reader.u32(), let idLength = reader.u8(), let id = reader.take(Int(idLength)),
-                let count = reader.u16()
+            guard let key = reader.u32(), let idLength = reader.u8(), let idBytes = reader.take(Int(idLength)),
+                let id = String(validating: idBytes, as: UTF8.self), let count = reader.u16()
             else { return nil }
             var frames: [AcceptedFrame] = []
             frames.reserveCapacity(Int(count))
@@ -71,7 +71,7 @@ public enum RemoteFrames {
                 else { return nil }
                 frames.append(AcceptedFrame(frame: frame, receivedAtMicros: Int64(bitPattern: received)))
             }
-            entries.append(Entry(device: DeviceRecordRef(key: Int32(bitPattern: key), id: String(decoding: id, as: UTF8.self)), frames: frames))
+            entries.append(Entry(device: DeviceRecordRef(key: Int32(bitPattern: key), id: id), frames: frames))
         }
         return entries
     }
