@@ -64,7 +64,7 @@ public enum RemoteFrames {
                 let id = String(validating: idBytes, as: UTF8.self), let count = reader.u16()
             else { return nil }
             var frames: [AcceptedFrame] = []
-            frames.reserveCapacity(Int(count))
+            frames.reserveCapacity(min(Int(count), reader.remaining / 12))  // 12: the least a frame takes here
             for _ in 0..<count {
                 guard let received = reader.u64(), let length = reader.u32(), let wire = reader.take(Int(length)),
                     let frame = try? TelemetryFrame(decoding: wire, receivedAtMicros: Int64(bitPattern: received))
@@ -81,6 +81,7 @@ public enum RemoteFrames {
         var index = 0
 
         var atEnd: Bool { index >= bytes.count }
+        var remaining: Int { bytes.count - index }
 
         mutating func take(_ count: Int) -> [UInt8]? {
             guard count >= 0, bytes.count - index >= count else { return nil }
