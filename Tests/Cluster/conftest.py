@@ -5,6 +5,7 @@ Reuses the device kit's `livehub.LiveHub` (devices/python/tests/livehub.py) and 
 tests' `pgcluster.PgCluster` (Tests/Faults/pgcluster.py).
 """
 
+import logging
 import os
 import shutil
 import signal
@@ -25,11 +26,38 @@ from pgcluster import PgCluster  # noqa: E402
 
 HUB_BIN = os.environ.get("HUB_BIN")
 
+_COUNTS = []
+
 
 def pytest_report_header(config):
     if not HUB_BIN:
         return "!!! HUB_BIN is not set: the cluster tests will FAIL. Set HUB_BIN=/path/to/hub."
     return f"cluster tests use HUB_BIN={HUB_BIN}"
+
+
+@pytest.fixture
+def counts(request):
+    """``counts(**fields)``: prints one COUNTS line and repeats it in the terminal summary
+    ("cluster-test counts"). Call it before asserting, so a failing test shows its counts."""
+
+    def record(**fields):
+        line = f"{request.node.name}: " + " ".join(f"{key}={value}" for key, value in fields.items())
+        print(f"\nCOUNTS {line}", flush=True)
+        _COUNTS.append(line)
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _COUNTS:
+        terminalreporter.section("cluster-test counts")
+        for line in _COUNTS:
+            terminalreporter.write_line(line)
+
+
+# The device kit logs every lost connection at WARNING; losing connections is the point of
+# the fault tests here and would bury the summary.
+logging.getLogger("hub_device").setLevel(logging.ERROR)
 
 
 def wait_for_port(port, timeout=10.0):
