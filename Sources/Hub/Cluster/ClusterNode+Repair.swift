@@ -3,13 +3,17 @@ import HubProtocol
 
 /// Repairing live streams after a NATS outage: frames other nodes accepted meanwhile never
 /// came, so for every device that dashboards here follow through another node, the frames
-/// after the last one fanned out are read back from PostgreSQL (after a barrier, so they
-/// are all there) and fanned out, and the frames that arrive live meanwhile are held and
-/// follow, without repeats. Updates never stop silently behind a reconnect.
+/// after the last one fanned out before the outage are read back from PostgreSQL (after a
+/// barrier, so they are all there) and fanned out. The frames that arrive from the start
+/// of the outage on are held and follow, without repeats. Updates never stop silently
+/// behind a reconnect.
 extension ClusterNode {
     func repair() async {
         guard let fanout = fanout.withLockedValue({ $0 }) else { return }
-        let targets = fanout.beginRepair(isLocal: { [registry] in registry.connection(id: $0) != nil })
+        let targets = repairTargets.withLockedValue { targets in
+            defer { targets = [:] }
+            return Array(targets.values)
+        }
         guard !targets.isEmpty else { return }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in barrier { continuation.resume() } }
         var frames = 0

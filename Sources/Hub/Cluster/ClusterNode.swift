@@ -28,6 +28,9 @@ final class ClusterNode: ClusterLink, NodeDrain, CommandRelay, Service, @uncheck
     let logger: Logger
     /// Where repairs read what was missed.
     let history: any TelemetryHistory
+    /// Streams to repair after the NATS outage under way: from its start on, the frames
+    /// other nodes send for them are held (`LiveFanout.beginRepair`).
+    let repairTargets = NIOLockedValueBox<[Int32: (device: DeviceRecordRef, after: UInt64)]>([:])
     /// Repairs to run, one per NATS reconnect (at most one waits).
     private let repairs: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
     let interest = ClusterInterest()
@@ -97,6 +100,15 @@ final class ClusterNode: ClusterLink, NodeDrain, CommandRelay, Service, @uncheck
         }
         nats.onDisconnect { [self] in
             logger.warning("cluster: NATS connection lost; reconnecting")
+            // From now on, what other nodes send for followed devices may have a gap: hold it.
+            if let fanout = fanout.withLockedValue({ $0 }) {
+                let targets = fanout.beginRepair(isLocal: { [registry] in registry.connection(id: $0) != nil })
+                repairTargets.withLockedValue { known in
+                    for target in targets where (known[target.device.key]?.after ?? .max) > target.after {
+                        known[target.device.key] = target
+                    }
+                }
+            }
             loop.scheduleTask(in: .nanoseconds(Int64(Self.nanos(configuration.natsLossBound)))) { [self] in
                 guard !nats.isConnected else { return }
                 let connections = registry.connections

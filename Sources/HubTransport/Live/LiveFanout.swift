@@ -88,7 +88,7 @@ public final class LiveFanout: Sendable {
         return frames.first!.frame.seq > highest ? frames : frames.filter { $0.frame.seq > highest }
     }
 
-    /// Starts repairing, after a NATS outage, the streams of devices that dashboards here
+    /// Starts repairing, as a NATS outage begins, the streams of devices that dashboards here
     /// follow through other nodes (`isLocal` tells the devices connected here, which lost
     /// nothing). - Returns: each such device and the highest seq fanned out for it; its
     /// frames from other nodes are held until `endRepair`.
