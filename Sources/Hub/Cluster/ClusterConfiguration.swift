@@ -17,6 +17,8 @@ public struct ClusterConfiguration: Sendable {
     /// that devices move to nodes that can reach the rest of the cluster. Ingest stays safe
     /// meanwhile (the fence), but this node's devices are invisible to other nodes' dashboards.
     public var natsLossBound: Duration = .seconds(30)
+    /// How long the interest of a node not heard is kept (frames still go to it).
+    public var interestExpiry: Duration = .seconds(60)
     /// How long a replay waits for the other nodes' barriers before it reads history anyway.
     public var barrierTimeout: Duration = .seconds(2)
 

@@ -34,7 +34,7 @@ extension ClusterNode {
         guard let note = InterestNote.decoded(from: message.payload), note.node != node,
             ClusterConfiguration.isValidNodeID(note.node)
         else { return }
-        let isNew = state.value.heard.updateValue(clock.uptimeNanos(), forKey: note.node) == nil
+        let isNew = state.value.heard.updateValue((clock.uptimeNanos(), false), forKey: note.node)?.dead ?? true
         interest.update(node: note.node, version: note.version, patterns: note.patterns)
         // A node just (re)joined: tell it ours now rather than at the next heartbeat.
         if isNew { announce() }

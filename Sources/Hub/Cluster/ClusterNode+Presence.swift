@@ -15,16 +15,21 @@ extension ClusterNode {
         fanout.withLockedValue { $0 }?.publishRemotePresence(note.event, key: note.key, on: loop)
     }
 
-    /// Nodes not heard for `deadAfter`: their interest is dropped, their devices are shown
-    /// offline here (unless a newer session already came online), and their ownership is
-    /// cleared in PostgreSQL, so the device list does not show them held.
+    /// Nodes not heard for `deadAfter`: their devices are shown offline here (unless a newer
+    /// session already came online), and their ownership is cleared in PostgreSQL, so the
+    /// device list does not show them held. Their interest stays for `interestExpiry`: a
+    /// node cut off from NATS for a while (not dead) gets its frames again at once when it
+    /// is back, and its repair reads from PostgreSQL what it missed.
     func checkLiveness() {
         let now = clock.uptimeNanos()
-        let limit = Self.nanos(configuration.deadAfter)
-        let dead = state.value.heard.filter { now &- $0.value > limit }.map(\.key)
-        for node in dead {
+        for (node, heard) in state.value.heard where now &- heard.at > Self.nanos(configuration.interestExpiry) {
             state.value.heard[node] = nil
             interest.remove(node: node)
+        }
+        let limit = Self.nanos(configuration.deadAfter)
+        let dead = state.value.heard.filter { !$0.value.dead && now &- $0.value.at > limit }.map(\.key)
+        for node in dead {
+            state.value.heard[node]!.dead = true
             logger.warning("cluster: a node stopped answering; its devices are offline until they reconnect", metadata: ["node": "\(node)"])
             let orphaned = state.value.onlineElsewhere.filter { $0.value.node == node }
             for (key, entry) in orphaned {

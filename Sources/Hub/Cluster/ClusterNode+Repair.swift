@@ -15,7 +15,11 @@ extension ClusterNode {
             return Array(targets.values)
         }
         guard !targets.isEmpty else { return }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in barrier { continuation.resume() } }
+        // The other nodes come back one by one: wait for each for up to its dead bound and more.
+        let bound = Self.nanos(configuration.deadAfter) + Self.nanos(configuration.barrierTimeout)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            barrier(within: bound) { continuation.resume() }
+        }
         var frames = 0
         for (device, after) in targets {
             var cursor = after

@@ -47,8 +47,8 @@ final class ClusterNode: ClusterLink, NodeDrain, CommandRelay, Service, @uncheck
 
     /// State of the NATS loop only.
     struct LoopState {
-        /// When each other node was last heard (uptime ns).
-        var heard: [String: UInt64] = [:]
+        /// When each other node was last heard (uptime ns), and whether it was taken as dead.
+        var heard: [String: (at: UInt64, dead: Bool)] = [:]
         /// Devices online through another node: the event to undo if that node dies.
         var onlineElsewhere: [Int32: (node: String, event: Presence)] = [:]
         var announceScheduled = false
