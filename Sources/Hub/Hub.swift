@@ -127,8 +127,7 @@ public final class Hub: Sendable {
             queue: queue, sink: PostgresIngestSink(url: database.url, fencing: cluster != nil), registry: registry,
             configuration: .init(policy: FlushPolicy(
                 maxRows: configuration.batchRows,
-                maxDelayNanos: UInt64(configuration.flushInterval.components.attoseconds / 1_000_000_000)
-                    + UInt64(configuration.flushInterval.components.seconds) * 1_000_000_000)),
+                maxDelayNanos: configuration.flushInterval.nanoseconds)),
             logger: logger, metrics: metrics, clock: clock)
         self.writer = writer
 

@@ -19,9 +19,7 @@ public protocol HubClock: Sendable {
 extension HubClock {
     /// `wait(on:untilUptime:)` for at most `duration` from now.
     public func wait(on condition: NSCondition, for duration: Duration) {
-        let nanos = UInt64(max(0, duration.components.seconds)) * 1_000_000_000
-            + UInt64(max(0, duration.components.attoseconds) / 1_000_000_000)
-        wait(on: condition, untilUptime: uptimeNanos() &+ nanos)
+        wait(on: condition, untilUptime: uptimeNanos() &+ duration.nanoseconds)
     }
 }
 
@@ -55,5 +53,12 @@ public enum WallClock {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)
         return Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1_000
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds, with a negative duration as 0: what the clock's uptime counts in.
+    public var nanoseconds: UInt64 {
+        UInt64(max(0, components.seconds)) * 1_000_000_000 + UInt64(max(0, components.attoseconds) / 1_000_000_000)
     }
 }

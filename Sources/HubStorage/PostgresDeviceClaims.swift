@@ -112,7 +112,7 @@ public final class PostgresDeviceClaims: DeviceClaims, @unchecked Sendable {
                 if !failing { logger.error("device claims failing; retrying", metadata: ["error": "\(error)"]) }
                 failing = true
                 if connection?.isConnected != true { connection = nil }
-                let limit = UInt64(settings.timeout.components.seconds) * 1_000_000_000
+                let limit = settings.timeout.nanoseconds
                 let now = clock.uptimeNanos()
                 let (expired, retry) = (round.filter { now &- $0.since >= limit }, round.filter { now &- $0.since < limit })
                 expired.forEach { $0.completion(.failure(.unavailable("\(error)"))) }
@@ -139,7 +139,7 @@ public final class PostgresDeviceClaims: DeviceClaims, @unchecked Sendable {
             [keys, settings.node]
         ) { row in (row.string(0) ?? "", DrainItem(device: row.string(1) ?? "", session: row.int64(2) ?? 0)) }
         if !owners.isEmpty {
-            drain.drain(Dictionary(grouping: owners, by: \.0).mapValues { $0.map(\.1) }, timeoutNanos: nanos(settings.drainTimeout))
+            drain.drain(Dictionary(grouping: owners, by: \.0).mapValues { $0.map(\.1) }, timeoutNanos: settings.drainTimeout.nanoseconds)
         }
         let claims = newest.values.sorted { $0.device.key < $1.device.key }
         let claimed = try connection.query(
@@ -164,9 +164,6 @@ public final class PostgresDeviceClaims: DeviceClaims, @unchecked Sendable {
         }
     }
 
-    private func nanos(_ duration: Duration) -> UInt64 {
-        UInt64(max(0, duration.components.seconds)) * 1_000_000_000 + UInt64(max(0, duration.components.attoseconds) / 1_000_000_000)
-    }
 }
 
 extension PostgresDeviceClaims: Service {

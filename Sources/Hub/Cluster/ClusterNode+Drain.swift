@@ -36,7 +36,7 @@ extension ClusterNode {
             }
             connection.replace(whenDrained: { reply.done() })
         }
-        loop.scheduleTask(in: .nanoseconds(Int64(Self.nanos(configuration.drainTimeout)))) { reply.expire() }
+        loop.scheduleTask(in: .nanoseconds(Int64(configuration.drainTimeout.nanoseconds))) { reply.expire() }
     }
 }
 

@@ -22,11 +22,11 @@ extension ClusterNode {
     /// is back, and its repair reads from PostgreSQL what it missed.
     func checkLiveness() {
         let now = clock.uptimeNanos()
-        for (node, heard) in state.value.heard where now &- heard.at > Self.nanos(configuration.interestExpiry) {
+        for (node, heard) in state.value.heard where now &- heard.at > configuration.interestExpiry.nanoseconds {
             state.value.heard[node] = nil
             interest.remove(node: node)
         }
-        let limit = Self.nanos(configuration.deadAfter)
+        let limit = configuration.deadAfter.nanoseconds
         let dead = state.value.heard.filter { !$0.value.dead && now &- $0.value.at > limit }.map(\.key)
         for node in dead {
             state.value.heard[node]!.dead = true

@@ -16,7 +16,7 @@ extension ClusterNode {
         }
         guard !targets.isEmpty else { return }
         // The other nodes come back one by one: wait for each for up to its dead bound and more.
-        let bound = Self.nanos(configuration.deadAfter) + Self.nanos(configuration.barrierTimeout)
+        let bound = configuration.deadAfter.nanoseconds + configuration.barrierTimeout.nanoseconds
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             barrier(within: bound) { continuation.resume() }
         }

@@ -20,7 +20,7 @@ extension ClusterNode {
     /// live; so history and live events meet with no gap. A node that does not answer
     /// within `barrierTimeout` is not waited for.
     func barrier(_ done: @escaping @Sendable () -> Void) {
-        barrier(within: Self.nanos(configuration.barrierTimeout), done)
+        barrier(within: configuration.barrierTimeout.nanoseconds, done)
     }
 
     /// A barrier that keeps asking a node not connected yet (no responders, or this node

@@ -109,7 +109,7 @@ final class ClusterNode: ClusterLink, NodeDrain, CommandRelay, Service, @uncheck
                     }
                 }
             }
-            loop.scheduleTask(in: .nanoseconds(Int64(Self.nanos(configuration.natsLossBound)))) { [self] in
+            loop.scheduleTask(in: .nanoseconds(Int64(configuration.natsLossBound.nanoseconds))) { [self] in
                 guard !nats.isConnected else { return }
                 let connections = registry.connections
                 logger.error("cluster: still no NATS; closing device connections so they move to other nodes",
@@ -139,7 +139,7 @@ final class ClusterNode: ClusterLink, NodeDrain, CommandRelay, Service, @uncheck
     }
 
     private func startTimers() {
-        let beat = TimeAmount.nanoseconds(Int64(Self.nanos(configuration.heartbeatInterval)))
+        let beat = TimeAmount.nanoseconds(Int64(configuration.heartbeatInterval.nanoseconds))
         state.value.timers = [
             loop.scheduleRepeatedTask(initialDelay: .zero, delay: beat) { [self] _ in announce() },
             loop.scheduleRepeatedTask(initialDelay: beat, delay: .nanoseconds(beat.nanoseconds / 2)) { [self] _ in checkLiveness() },
@@ -165,7 +165,4 @@ final class ClusterNode: ClusterLink, NodeDrain, CommandRelay, Service, @uncheck
         nats.publish(subject: ClusterSubjects.frames(node: node), payload: message)
     }
 
-    static func nanos(_ duration: Duration) -> UInt64 {
-        UInt64(max(0, duration.components.seconds)) * 1_000_000_000 + UInt64(max(0, duration.components.attoseconds) / 1_000_000_000)
-    }
 }
