@@ -9,6 +9,8 @@ HUB is a hub binary (a release build for figures). MODE is one of:
 - single       `hub bench ingest` against a single-node hub on the same PostgreSQL
 - cluster1     `hub bench ingest` against one `--cluster` node (the fence's cost: alternate with `single`)
 - forward      `hub bench ingest` to node 1 while a dashboard on node 2 follows `*`; NATS messages/s
+- crossnode    `hub bench fanout -p 10 -s 100 --rate 50000`: devices on node 1, dashboards on node 2
+- samenode     the same with devices and dashboards on node 1 (alternate with `crossnode`)
 
 Not a test: pytest does not collect it (its name does not start with test_).
 """
@@ -101,7 +103,7 @@ def main():
     database, nodes = PgCluster(), []
     try:
         wait_for_port(port)
-        count = {"takeover": 2, "killed": 2, "forward": 2}.get(mode, 1)
+        count = {"takeover": 2, "killed": 2, "forward": 2, "crossnode": 2, "samenode": 2}.get(mode, 1)
         for n in range(1, count + 1):
             args = ["--database-url", database.url, "--auto-provision", "--log-level", "error"]
             if mode != "single":
@@ -117,6 +119,12 @@ def main():
             print(asyncio.run(killed_takeover(nodes)))
         elif mode == "forward":
             print(forward(hub_binary, nodes, monitor))
+        elif mode in ("crossnode", "samenode"):
+            dashboards = nodes[1] if mode == "crossnode" else nodes[0]
+            out = subprocess.run([hub_binary, "bench", "fanout", "-p", "10", "-s", "100", "--rate", "50000", "-t", "8",
+                                  "--url", ws_url(dashboards), "--api-token", dashboards.api_token,
+                                  "--devices-url", ws_url(nodes[0])], capture_output=True, text=True, timeout=300)
+            print(out.stdout.strip(), out.stderr.strip()[-500:])
         else:
             print(ingest(hub_binary, nodes[0]))
     finally:

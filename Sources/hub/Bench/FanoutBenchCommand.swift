@@ -13,6 +13,8 @@ struct FanoutBenchCommand: AsyncParsableCommand {
     @Option(help: "Target an already running hub (ws://host:port) started with --auto-provision and --api-token.")
     var url: String?
     @Option(name: .customLong("api-token"), help: "API token for --url.") var apiToken: String?
+    @Option(name: .customLong("devices-url"), help: "With --url: connect the devices to this other node of a cluster (ws://host:port, --auto-provision), so every delivery crosses nodes.")
+    var devicesURL: String?
     @Option(name: .customLong("client-threads"), help: "Event-loop threads of the tool's own clients.") var clientThreads = 2
 
     func run() async throws {
@@ -29,11 +31,14 @@ struct FanoutBenchCommand: AsyncParsableCommand {
         }
         defer { target.stop() }
         let load = FanoutLoad(publishers: publishers, subscribers: subscribers, offeredDeliveries: rate, clientThreads: clientThreads)
-        try await load.connect(host: target.host, port: target.port, token: token)
+        let deviceNode = try devicesURL.map { try BenchTarget(url: $0) }
+        try await load.connect(
+            host: target.host, port: target.port, token: token, devices: deviceNode.map { ($0.host, $0.port) })
         let result = try await load.run(warmUp: .seconds(2), measure: .seconds(seconds), cpu: target.cpuProbe)
         await load.disconnect()
         print([
-            "fanout: P=\(publishers) S=\(subscribers) offered=\(rate == 0 ? "saturating" : "\(rate) deliveries/s") T=\(seconds)s",
+            "fanout: P=\(publishers) S=\(subscribers) offered=\(rate == 0 ? "saturating" : "\(rate) deliveries/s") T=\(seconds)s"
+                + (devicesURL == nil ? "" : "  (devices on another node)"),
             String(format: "  delivered     %.0f deliveries/s  (%.0f frames/s published)", result.deliveriesPerSecond, result.framesPerSecond),
             String(format: "  latency       p50 %.2f ms   p99 %.2f ms   max %.2f ms  (device send to dashboard receive)", result.p50Millis, result.p99Millis, result.maxMillis),
             "  hub           cpu \(result.hubCPU.map { String(format: "%.0f %%", $0) } ?? "n/a")   rss \(result.hubRSS.map { "\($0 / 1_048_576) MiB" } ?? "n/a")",

@@ -38,7 +38,9 @@ final class FanoutLoad: @unchecked Sendable {
         self.offeredDeliveries = offeredDeliveries
     }
 
-    func connect(host: String, port: Int, token: String) async throws {
+    /// Dashboards connect to `host`:`port`; devices too, or to `devices` (another node of a
+    /// cluster, for the cross-node path).
+    func connect(host: String, port: Int, token: String, devices deviceNode: (host: String, port: Int)? = nil) async throws {
         let run = UUID().uuidString.prefix(6)
         let stats = self.stats
         // Sample latency on every message at fixed rates, on one in 16 when saturating.
@@ -57,7 +59,7 @@ final class FanoutLoad: @unchecked Sendable {
         try await Task.sleep(for: .milliseconds(200))
         for index in 0..<publishers {
             devices.append(try await DeviceClient.connect(
-                host: host, port: port, deviceID: "fan-\(run)-\(index)", token: nil, group: group,
+                host: deviceNode?.host ?? host, port: deviceNode?.port ?? port, deviceID: "fan-\(run)-\(index)", token: nil, group: group,
                 onEvent: { [stats] event in if case .ack(let seq) = event { stats.acked(seq, device: index) } }))
         }
     }
