@@ -1,5 +1,6 @@
 import HubIngest
 import HubProtocol
+import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -37,6 +38,8 @@ public final class LiveFanout: Sendable {
     }
     private let published = NIOLockedValueBox(Published())
     static let maxHeldFrames = 100_000
+    /// Frames from other nodes not held past `maxHeldFrames` during a repair.
+    private let heldDropped = Counter(label: "hub_cluster_repair_frames_dropped_total")
 
     func add(_ subscription: LiveSubscription, patterns: [DevicePattern]) {
         index.add(subscription, patterns: patterns)
@@ -73,17 +76,20 @@ public final class LiveFanout: Sendable {
     /// empty while the device's stream is repaired and `hold` is set (the frames wait).
     private func unpublished(_ device: DeviceRecordRef, _ frames: [AcceptedFrame], hold: Bool = false) -> [AcceptedFrame] {
         guard let last = frames.last?.frame.seq else { return frames }
+        var dropped = 0
         let highest: UInt64? = published.withLockedValue { published in
             if hold, published.repairing[device.key] != nil {
                 let room = max(0, Self.maxHeldFrames - published.held)
                 published.repairing[device.key]! += frames.prefix(room)
                 published.held += min(room, frames.count)
+                dropped = max(0, frames.count - room)
                 return nil
             }
             let highest = published.highest[device.key]?.seq ?? 0
             published.highest[device.key] = (device.id, max(highest, last))
             return highest
         }
+        if dropped > 0 { heldDropped.increment(by: Int64(dropped)) }
         guard let highest else { return [] }
         return frames.first!.frame.seq > highest ? frames : frames.filter { $0.frame.seq > highest }
     }
