@@ -83,14 +83,21 @@ struct HostileInputTests {
         #expect(value("1e-12")?.number == 1e-12)
     }
 
-    @Test("an address past its failed authentications is blocked until its budget refills; others are not")
+    @Test("an address past its failed authentications is blocked until the Retry-After it was told; others are not")
     func failedAuthBudget() {
         let limiter = AuthFailureLimiter(perSecond: 20)
         for _ in 0..<20 { limiter.recordFailure("10.0.0.1", nowNanos: 0) }
         #expect(limiter.isBlocked("10.0.0.1", nowNanos: 0))
         #expect(!limiter.isBlocked("10.0.0.2", nowNanos: 0))
         #expect(limiter.retryAfterSeconds("10.0.0.1", nowNanos: 0) == 1)
-        #expect(!limiter.isBlocked("10.0.0.1", nowNanos: 100_000_000))  // two failures' worth back
+        // Two failures' worth is back after 100 ms, but the block lasts the whole second.
+        #expect(limiter.isBlocked("10.0.0.1", nowNanos: 100_000_000))
+        #expect(limiter.retryAfterSeconds("10.0.0.1", nowNanos: 100_000_000) == 1)
+        #expect(limiter.isBlocked("10.0.0.1", nowNanos: 999_999_999))
+        #expect(!limiter.isBlocked("10.0.0.1", nowNanos: 1_000_000_000))
+        // After the block the refilled budget counts again: the next failure is let through.
+        limiter.recordFailure("10.0.0.1", nowNanos: 1_000_000_000)
+        #expect(!limiter.isBlocked("10.0.0.1", nowNanos: 1_000_000_000))
         // Many addresses, each blocked: the table starts over rather than growing.
         for index in 0..<(3 * AuthFailureLimiter.maxAddresses) {
             for _ in 0..<20 { limiter.recordFailure("a\(index)", nowNanos: 200_000_000) }
