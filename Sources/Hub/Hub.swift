@@ -111,8 +111,11 @@ public final class Hub: Sendable {
             try ClusterNode(
                 configuration: settings, registry: registry, queue: queue, history: history, clock: clock, logger: logger
             ) { [logger] node in
-                executor.submit({ _ = try $0.query("UPDATE device_registry SET owner = NULL WHERE owner = $1", [node]) }) { error in
-                    logger.warning("cluster: could not clear a dead node's ownership", metadata: ["node": "\(node)", "error": "\(error)"])
+                executor.submit({
+                    _ = try $0.query("UPDATE device_registry SET owner = NULL WHERE owner = $1", [node])
+                    try AdvisoryLease.endLeases(of: node, on: $0)
+                }) { error in
+                    logger.warning("cluster: could not clear a dead node's ownership or end its lease", metadata: ["node": "\(node)", "error": "\(error)"])
                 }
             }
         }
@@ -143,9 +146,22 @@ public final class Hub: Sendable {
         let commandStore = PostgresCommandStore(url: database.url, executor: executor, logger: logger)
         let tokens = APITokens(full: apiToken, readOnly: configuration.readToken)
         let fanout = LiveFanout(link: cluster)
+        // Commands of devices connected to no node expire on one node at a time.
+        let expiryLease = cluster.map {
+            AdvisoryLease.commandExpiry(url: database.url, node: $0.configuration.nodeID, clock: clock, logger: logger)
+        }
+        var settlesAway: (@Sendable (String) -> Bool)?
+        if let expiryLease, let cluster {
+            // Only while it hears the others: cut off, it would take their devices for offline.
+            settlesAway = { [registry] device in
+                guard expiryLease.isHeld, cluster.isConnected else { return false }
+                guard let key = registry.record(id: device)?.key else { return true }
+                return fanout.isOnline(key: key) != true
+            }
+        }
         let commands = CommandCenter(
             store: commandStore, fanout: fanout, settings: .init(configuration: configuration.server), clock: clock, logger: logger,
-            relay: cluster)
+            relay: cluster, settlesAway: settlesAway)
         cluster?.attach(fanout, commands: commands)
         let runner = RequestRunner()
         let core = HubCore(
@@ -164,7 +180,7 @@ public final class Hub: Sendable {
             readiness: { [registry] in await Hub.readiness(writer: writer, probe: probe, registry: registry, cluster: cluster) },
             drain: { await writer.shutdown() },
             bound: bound)
-        let clusterServices: [any Service] = [cluster as (any Service)?, claims].compactMap { $0 }
+        let clusterServices: [any Service] = [cluster as (any Service)?, claims, expiryLease].compactMap { $0 }
         let services: [any Service] = [partitions, rollups, listener, executor, probe, commandStore] + clusterServices
             + [writer, runner, commands, server]
         group = ServiceGroup(configuration: .init(

@@ -50,6 +50,8 @@ public final class PartitionManager: @unchecked Sendable {
         public var hoursGivenMinutes = 0
         /// The longest a drop held its lock (milliseconds).
         public var longestDropMillis = 0.0
+        /// Another hub on the same database was doing a round, so this one did nothing.
+        public var heldElsewhere = false
     }
 
     private let settings: Settings
@@ -92,11 +94,22 @@ public final class PartitionManager: @unchecked Sendable {
     /// One round: partitions ahead, default rows moved, retention. Each step stands alone:
     /// one the database refuses (for what it holds, not for being away) is logged and the
     /// next steps still run, so no stored value can stop the upkeep.
-    /// - Returns: what it did.
+    ///
+    /// One hub at a time does a round (an advisory lock): while another hub on the same
+    /// database is in one, this one skips its turn rather than wait behind it, since the
+    /// other does the same work. A stopped process holding the lock only holds off upkeep,
+    /// never a start: frames into a missing partition land in the default one.
+    /// - Returns: what it did (`heldElsewhere` if it skipped).
     @discardableResult
     public func runOnce(
         on connection: PostgresConnection, nowSeconds: Int64, logger: Logger? = nil
     ) throws -> Report {
+        guard try AdvisoryLock.tryLock(AdvisoryLock.partitions, on: connection) else { return Report(heldElsewhere: true) }
+        defer { AdvisoryLock.unlock(AdvisoryLock.partitions, on: connection) }
+        return try upkeep(on: connection, nowSeconds: nowSeconds, logger: logger)
+    }
+
+    private func upkeep(on connection: PostgresConnection, nowSeconds: Int64, logger: Logger?) throws -> Report {
         var report = Report()
         let span = settings.spanSeconds
         let current = nowSeconds / span * span

@@ -6,6 +6,9 @@
 2. A zombie node: node 1 is stopped (SIGSTOP) with a batch it read and has not committed;
    the device moves to node 2 and resends; node 1 is resumed and its batch is fenced:
    0 duplicate rows, and node 1 counts the fenced frames.
+3. Live and replay across nodes; a command made on one node reaches the device on another.
+4. Commands of devices connected to no node expire on one node at a time (the expiry
+   lease), also when its holder is stopped, and a resumed holder finds its lease gone.
 """
 
 import asyncio
@@ -326,3 +329,71 @@ def test_a_command_made_on_one_node_reaches_the_device_on_another(nodes, databas
     status, body = state["waited"]
     assert status == 200 and body["status"] == "succeeded" and body["result"] == {"done": 1}, state["waited"]
     assert state["statuses"] == ["queued", "sent", "delivered", "succeeded"], state["statuses"]
+
+
+def lease_held(hub):
+    return metric(hub, "hub_cluster_lease_held") == 1
+
+
+def wait_for_one_holder(hubs, timeout):
+    """Waits until exactly one of ``hubs`` holds the expiry lease; returns its index or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        holders = [i for i, hub in enumerate(hubs) if lease_held(hub)]
+        if len(holders) == 1:
+            return holders[0]
+        time.sleep(0.2)
+    return None
+
+
+def expire_on(hub, device_id, timeout):
+    """Posts a command with a time to live of 1 s for an offline device; returns its final
+    status over REST and how long after the post it became final, as seconds."""
+    status, body = hub.rest("POST", f"/api/v1/devices/{device_id}/commands", {"name": "sleep", "ttl_s": 1})
+    assert status == 202, body
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        status, got = hub.rest("GET", f"/api/v1/commands/{body['id']}")
+        if status == 200 and got["status"] not in ("queued", "sent", "delivered"):
+            return got["status"], time.monotonic() - began
+        time.sleep(0.1)
+    return got.get("status"), None
+
+
+def test_commands_of_devices_on_no_node_expire_on_one_node_at_a_time(nodes, database):
+    """Three nodes: exactly one holds the expiry lease (an advisory lock), and a command for
+    a device connected to no node expires within its time to live and a check. When the
+    holder is stopped (SIGSTOP, its sockets open), a survivor ends its lease connection once
+    its heartbeats are missed and takes the lease; the command expires there. Resumed, the
+    old holder finds its lease gone: still exactly one holder."""
+    hubs = nodes.start(3)
+    for device_id in ("asleep-1", "asleep-2"):
+        register(hubs[0], device_id)
+    holder = wait_for_one_holder(hubs, 10)
+    assert holder is not None, "no single holder of the expiry lease: " + str([lease_held(h) for h in hubs])
+    samples = []
+    for _ in range(10):
+        samples.append(sum(lease_held(h) for h in hubs))
+        time.sleep(0.1)
+    other = hubs[(holder + 1) % 3]
+    first = expire_on(other, "asleep-1", 10)
+
+    os.kill(hubs[holder].proc.pid, signal.SIGSTOP)
+    try:
+        survivors = [h for i, h in enumerate(hubs) if i != holder]
+        second = expire_on(survivors[0], "asleep-2", 20)
+        new_holder = wait_for_one_holder(survivors, 10)
+    finally:
+        os.kill(hubs[holder].proc.pid, signal.SIGCONT)
+    after_resume = wait_for_one_holder(hubs, 10)
+    time.sleep(2)
+    settled = [lease_held(h) for h in hubs]
+    rows = database.psql("select status, count(*) from commands group by status order by 1")
+    print(f"\nCOUNTS expiry lease: holder=node{holder + 1} holders_sampled={samples} first={first} "
+          f"after_sigstop={second} new_holder={new_holder} after_resume={after_resume} settled={settled} rows={rows}")
+    assert samples == [1] * 10, f"the lease should have exactly one holder at a time: {samples}"
+    assert first[0] == "expired" and first[1] < 3, f"with the holder up: {first}"
+    assert second[0] == "expired", f"with the holder stopped, the command never expired: {second}"
+    assert new_holder is not None, "no survivor took the lease of the stopped node"
+    assert sum(settled) == 1, f"after the stopped holder resumed: {settled}"
+    assert rows == ["expired|2"], rows

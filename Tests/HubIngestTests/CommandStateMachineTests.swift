@@ -204,6 +204,36 @@ struct CommandStateMachineTests {
         #expect(lines(machine.expireDue(nowMicros: 100 * second)).isEmpty)
     }
 
+    @Test("in a cluster a device connected here has its commands expired here; others only while settlesAway says so, looked at again later")
+    func expiryScope() {
+        var machine = CommandStateMachine(limits: .init(maxPendingPerDevice: 10))
+        _ = insert(&machine, command("here", device: "local", ttl: 10))
+        _ = insert(&machine, command("away", device: "remote", ttl: 10))
+        _ = machine.deviceReady("local", session: 1, connection: Connection("a"), nowMicros: second)
+        let nobody: (String) -> Bool = { _ in false }
+        #expect(lines(machine.expireDue(nowMicros: 10 * second, recheckMicros: second, settlesAway: nobody)) == [
+            "changed here timed_out", "commit here timed_out",
+        ])
+        // Not this node's: kept, and not looked at again before the recheck.
+        #expect(machine.command(id: "away")?.status == .queued)
+        var asked: [String] = []
+        #expect(lines(machine.expireDue(nowMicros: 11 * second - 1, recheckMicros: second) { asked.append($0); return true }).isEmpty)
+        #expect(asked.isEmpty)
+        // Another node settles it meanwhile: nothing to do when the recheck comes.
+        var settled = command("away", device: "remote", ttl: 10)
+        settled.status = .expired
+        #expect(lines(machine.remoteChanged(settled, nowMicros: 10 * second)) == ["changed away expired", "wake away expired"])
+        #expect(lines(machine.expireDue(nowMicros: 11 * second, recheckMicros: second) { asked.append($0); return true }).isEmpty)
+        #expect(asked.isEmpty)
+        // This node becomes the one that settles: the next due command for an absent device expires here.
+        _ = insert(&machine, command("later", device: "remote", createdAt: 20 * second, ttl: 10))
+        #expect(lines(machine.expireDue(nowMicros: 30 * second, recheckMicros: second, settlesAway: nobody)).isEmpty)
+        #expect(lines(machine.expireDue(nowMicros: 31 * second, recheckMicros: second) { asked.append($0); return true }) == [
+            "changed later expired", "commit later expired",
+        ])
+        #expect(asked == ["remote"])
+    }
+
     @Test("only a queued command can be cancelled")
     func cancel() {
         var machine = CommandStateMachine(limits: .init(maxPendingPerDevice: 10))

@@ -86,6 +86,24 @@ extension IngestLiveTests {
         #expect(rows.reduce(0) { $0 + (($1["value"] as? Int) ?? 0) } == far.count + 1)
     }
 
+    @Test("partition upkeep skips its rounds while another hub on the database holds their advisory lock, and runs once it is free")
+    func partitionUpkeepOneHubAtATime() async throws {
+        let hub = try await TestHub.start { $0.storage.interval = .milliseconds(200) }
+        // Another hub's round in progress: the lock ("hub_", "part") on a connection of its own.
+        let other = try PostgresConnection(url: hub.databaseURL)
+        #expect(try other.query("SELECT pg_try_advisory_lock(\(0x6875_625f), \(0x7061_7274))").rows.first?[0] == "t")
+        let device = try await hub.connect("late-sender", token: try await hub.addDevice("late-sender"))
+        let tenDaysAgo = Int64(Date().timeIntervalSince1970 * 1_000_000) - 10 * 86_400_000_000
+        device.client.send(TelemetryFrame(seq: 1, baseTime: tenDaysAgo, readings: [Reading(name: "t", value: .i64(1))]))
+        try await device.waitForAck(1)
+        try await Task.sleep(for: .seconds(1.5))  // several rounds, each skipped
+        #expect(try hub.count("SELECT count(*) FROM reading_default") == 1)
+        _ = try other.query("SELECT pg_advisory_unlock(\(0x6875_625f), \(0x7061_7274))")
+        try await eventually { try hub.count("SELECT count(*) FROM reading_default") == 0 }
+        #expect(try hub.count("SELECT count(*) FROM telemetry WHERE device_id = 'late-sender'") == 1)
+        other.close()
+    }
+
     @Test("retention drops whole partitions past the window while a device streams; acks keep coming; counts are reported")
     func retention() async throws {
         let cluster = try #require(TestCluster.current)

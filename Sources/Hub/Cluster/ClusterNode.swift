@@ -39,7 +39,8 @@ final class ClusterNode: ClusterLink, NodeDrain, CommandRelay, Service, @uncheck
     let fanout = NIOLockedValueBox<LiveFanout?>(nil)
     /// Set once, before the node runs: where other nodes' command changes go.
     let commands = NIOLockedValueBox<CommandCenter?>(nil)
-    /// Clears the ownership of a dead node's devices in PostgreSQL.
+    /// Clears the ownership of a dead node's devices in PostgreSQL and ends its lease
+    /// connection (`AdvisoryLease`).
     let clearOwner: @Sendable (String) -> Void
     /// This node's interest version: starts at the start time (µs), so it outgrows any
     /// version an earlier run of the same node id announced.

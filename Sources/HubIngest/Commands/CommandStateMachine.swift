@@ -154,7 +154,7 @@ public struct CommandStateMachine: Sendable {
         if let known = open[command.id] {
             guard !known.status.isFinal, Self.rank(command.status) > Self.rank(known.status) else { return [] }
         } else if command.status.isFinal {
-            // Settled here too (each node expires by time to live), or never known: told already.
+            // Settled here too (an expiry racing another node's), or never known: told already.
             return []
         }
         if command.status.isFinal {
@@ -236,15 +236,29 @@ public struct CommandStateMachine: Sendable {
 
     /// Expires what is due: a queued command becomes `expired`, a sent or delivered one
     /// `timed_out`.
-    public mutating func expireDue(nowMicros: Int64) -> [Action] {
+    ///
+    /// A command whose device is connected here is always this node's to settle. One for
+    /// a device that is not is settled only if `settlesAway(device)` says so (in a cluster:
+    /// while this node holds the expiry lease and the device is connected to no other
+    /// node); otherwise it is looked at again `recheckMicros` later, unless another node's
+    /// final state has arrived by then.
+    public mutating func expireDue(
+        nowMicros: Int64, recheckMicros: Int64 = 1_000_000, settlesAway: (String) -> Bool = { _ in true }
+    ) -> [Action] {
         var actions: [Action] = []
+        var later: [Expiry] = []
         while let next = expiries.min, next.atMicros <= nowMicros {
             _ = expiries.removeMin()
             guard var command = open[next.id], !command.status.isFinal else { continue }
+            guard routes[command.device]?.connection != nil || settlesAway(command.device) else {
+                later.append(Expiry(atMicros: nowMicros + max(1, recheckMicros), id: next.id))
+                continue
+            }
             command.status = command.status == .queued ? .expired : .timedOut
             command.updatedMicros = nowMicros
             actions += finish(command)
         }
+        later.forEach { expiries.insert($0) }
         return actions
     }
 

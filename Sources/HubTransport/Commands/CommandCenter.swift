@@ -79,6 +79,10 @@ public actor CommandCenter: Service {
     private let fanout: LiveFanout
     /// The other nodes (cluster mode); `nil` on a single node.
     private let relay: (any CommandRelay)?
+    /// Whether this node settles the expiry of a command whose device is not connected
+    /// here (cluster mode: only the holder of the expiry lease, and only for a device
+    /// connected to no other node); `nil` on a single node, which settles every one.
+    private let settlesAway: (@Sendable (String) -> Bool)?
     private let clock: any HubClock
     private let logger: Logger
     private let events: AsyncStream<Event>
@@ -94,9 +98,10 @@ public actor CommandCenter: Service {
 
     public init(
         store: CommandStore, fanout: LiveFanout, settings: Settings = .init(configuration: ServerConfiguration()), clock: any HubClock,
-        logger: Logger, relay: (any CommandRelay)? = nil
+        logger: Logger, relay: (any CommandRelay)? = nil, settlesAway: (@Sendable (String) -> Bool)? = nil
     ) {
         self.relay = relay
+        self.settlesAway = settlesAway
         self.store = store
         self.fanout = fanout
         self.settings = settings
@@ -173,7 +178,7 @@ public actor CommandCenter: Service {
     private func expireUntilCancelled() async {
         while !Task.isCancelled {
             try? await clock.sleep(for: settings.expiryInterval)
-            apply(machine.expireDue(nowMicros: clock.wallMicros()))
+            apply(machine.expireDue(nowMicros: clock.wallMicros(), settlesAway: settlesAway ?? { _ in true }))
         }
     }
 
