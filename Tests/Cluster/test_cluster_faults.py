@@ -1,12 +1,16 @@
 """Cluster fault tests: hub nodes on one PostgreSQL and one nats-server, under faults.
 
-1. kill -9 of one of three nodes while 30 devices stream, each to a random node on every
-   (re)connect, and dashboards on the other two nodes replay from 0 and follow: every
-   (device, seq) stored exactly once, and every acked frame reaches each dashboard
-   subscription exactly once.
-2. Commands across nodes: 20 commands over REST on random nodes to random devices while
-   they stream, one of two nodes killed half-way: every command reaches a final state,
-   answered by its device.
+1. kill -9 of one of three nodes mid-stream: 30 devices stream, each to a random node on
+   every (re)connect; dashboards on the other two nodes replay from 0 and follow; 20
+   commands, posted over REST on random nodes to random devices, are in flight (15 of them
+   held by their device until the kill, so they are not final when it comes). Every
+   (device, seq) is stored exactly once, every acked frame reaches each dashboard
+   subscription exactly once, and every command reaches a final state: succeeded, with its
+   device's answer (run at least once).
+2. Commands across two nodes: 10 commands over REST on random nodes to random devices
+   while they stream, with both nodes up, settle within 10 s, commands posted on the other
+   node than their device's included; then one node is killed and 10 more are posted on the
+   survivor: every command reaches a final state, answered by its device.
 3. nats-server stopped for 5 s: the node with the devices keeps ingesting, its /readyz says
    503 and then 200 again, and a dashboard on the other node has every acked frame exactly
    once, in order.
@@ -27,18 +31,41 @@ from cluster_kit import (
 
 # ---------------------------------------------------------------------------- 1. kill -9 of a node
 
-KILL_DEVICES, KILL_FRAMES = 30, 400
+KILL_DEVICES, KILL_FRAMES, KILL_COMMANDS = 30, 400, 20
+KILL_ROUND = KILL_FRAMES * 2 // 5
+COMMANDS_ROUND = KILL_FRAMES // 10  # all posted well before the kill
+COMMANDS_TO_NODE1 = 4  # the first commands go to devices on node 1, the others to any device
 
 
 def test_kill_9_of_a_node_while_30_devices_stream(nodes, database, counts):
     node1, node2, node3 = hubs = nodes.start(3)
     ids = [f"k9-{n:02}" for n in range(KILL_DEVICES)]
     tokens = {i: register(node1, i) for i in ids}
+    rng = random.Random()
+    seed = rng.randrange(10**6)
+    rng.seed(seed)
+    runs = {i: [] for i in ids}  # device -> the `n` of every command it started
+    answered = set()  # (device, n) of every command whose handler returned
+    sent = []  # {"id", "device", "n", "hold", "posted_on", "device_on", "params", ...}
     state = {}
 
+    def answer(device, killed):
+        async def handler(params):  # a slow device: most commands are answered only after the kill
+            runs[device].append(params["n"])
+            if params["hold"]:
+                await killed.wait()
+            await asyncio.sleep(params["delay_s"])
+            answered.add((device, params["n"]))
+            return {"n": params["n"], "device": device}
+        return handler
+
     async def main():
+        loop = asyncio.get_running_loop()
+        killed, posted = asyncio.Event(), asyncio.Event()
         clients = [RoamingClient(hubs, i, tokens[i], backoff_max=1.0) for i in ids]
+        by_id = {c.device_id: c for c in clients}
         for client in clients:
+            client.on_command("echo", answer(client.device_id, killed))
             await client.start()
         assert all(await asyncio.gather(*(c.wait_connected(30) for c in clients))), "devices did not connect"
         dashboards = [Dashboard(node2, "dashboard on node 2"), Dashboard(node3, "dashboard on node 3")]
@@ -47,18 +74,70 @@ def test_kill_9_of_a_node_while_30_devices_stream(nodes, database, counts):
             for dashboard in dashboards:
                 await dashboard.open(["k9-*"], resume={i: 0 for i in ids})
 
+        async def post_commands():
+            # 3 of 4 are held by their device until the kill and answered 0-3 s after it; the
+            # others are answered at once. Posted on any of the 3 nodes, to any device (the
+            # first few to devices on node 1), all at once.
+            state["posting_began"] = time.time()
+            on_node1 = sorted(c.device_id for c in clients if c.connected and c.node == 0)
+            plan = []
+            for n in range(KILL_COMMANDS):
+                device = rng.choice(on_node1 if n < COMMANDS_TO_NODE1 and on_node1 else ids)
+                hold = n % 4 != 0
+                params = {"n": n, "hold": hold, "delay_s": round(rng.uniform(0, 3.0 if hold else 0.3), 2)}
+                client = by_id[device]
+                plan.append({"device": device, "n": n, "hold": hold, "posted_on": rng.randrange(3),
+                             "device_on": client.node if client.connected else None, "params": params})
+
+            async def post(c):
+                status, body = await loop.run_in_executor(None, lambda: hubs[c["posted_on"]].rest(
+                    "POST", f"/api/v1/devices/{c['device']}/commands",
+                    {"name": "echo", "params": c["params"], "ttl_s": 300}))
+                assert status == 202, (status, body)
+                c["id"] = body["id"]
+                sent.append(c)
+
+            try:
+                await asyncio.gather(*(post(c) for c in plan))
+            finally:
+                state["posted_at"] = time.time()
+                posted.set()
+
         async def kill():
+            await posted.wait()  # every command is stored before the kill
             on_node1 = [c for c in clients if c.connected and c.node == 0]
             state["devices_on_node1"] = len(on_node1)
             state["pending_at_kill"] = sum(c.pending for c in clients)
             state["pending_on_node1"] = sum(c.pending for c in on_node1)
             state["sessions_at_kill"] = {c.device_id: c.welcome.session for c in on_node1}
             state["acked_at_kill"] = sum(c.acked_seq for c in clients)
+            state["devices_at_kill"] = {c.device_id: (c.node if c.connected else None, c.acked_seq, c.pending,
+                                                      len(c.picks)) for c in clients}
+            for c in sent:  # a command its device has not answered yet cannot be final at the kill
+                c["device_on_at_kill"] = by_id[c["device"]].node if by_id[c["device"]].connected else None
+                c["started_at_kill"] = c["n"] in runs[c["device"]]
+                c["answered_at_kill"] = (c["device"], c["n"]) in answered
             node1.kill()
             state["killed_at"] = time.time()
+            killed.set()
 
-        await stream(clients, KILL_FRAMES, {KILL_FRAMES // 5: subscribe, KILL_FRAMES * 2 // 5: kill},
-                     burst=50)
+        await stream(clients, KILL_FRAMES, {KILL_FRAMES // 5: subscribe, COMMANDS_ROUND: post_commands,
+                                            KILL_ROUND: kill}, burst=50)
+
+        async def get(k, command_id):  # on the surviving nodes, in turn
+            status, body = await loop.run_in_executor(
+                None, lambda: hubs[1 + k % 2].rest("GET", f"/api/v1/commands/{command_id}"))
+            return body if status == 200 else {"status": f"HTTP {status}"}
+
+        final_by = time.monotonic() + 60
+        while True:
+            final = {c["id"]: await get(k, c["id"]) for k, c in enumerate(sent)}
+            if all(b.get("status") in FINAL_STATES for b in final.values()) or time.monotonic() > final_by:
+                break
+            await asyncio.sleep(0.5)
+        state["commands_final"] = final
+        state["commands_final_after_s"] = time.time() - state["killed_at"]
+
         state["all_acked"], state["unacked"] = await finish(clients, timeout=60)
         state["acked_after_kill"] = sum(1 for c in clients for _, at in c.acks if at > state["killed_at"])
         state["moved"] = sum(1 for c in clients if c.device_id in state["sessions_at_kill"]
@@ -70,14 +149,42 @@ def test_kill_9_of_a_node_while_30_devices_stream(nodes, database, counts):
             await dashboard.close()
         state["replay_done"] = [d.replay_done for d in dashboards]
         state["checks"] = [d.check(expected) for d in dashboards]
+        state["gaps"] = []  # for a failure: where each device with a missing seq was at the kill
+        for d in dashboards:
+            for device in ids:
+                missing = sorted(set(range(1, KILL_FRAMES + 1)) - set(d.seqs.get(device, ())))
+                if missing:
+                    node, acked, pending, picked = state["devices_at_kill"][device]
+                    client = by_id[device]
+                    state["gaps"].append(
+                        f"  {d.label}: {device} missing {missing[0]}..{missing[-1]} ({len(missing)}); at the kill on "
+                        f"{'node%d' % (node + 1) if node is not None else 'none'}, acked {acked}, {pending} unacked; "
+                        f"then on nodes {[n + 1 for n in client.picks[picked:]]}, acks after the kill "
+                        f"{[seq for seq, at in client.acks if at > state['killed_at']][:3]}...")
 
-    asyncio.run(asyncio.wait_for(main(), 150))
+    asyncio.run(asyncio.wait_for(main(), 210))
     result = stored_counts(database.psql, ids, KILL_FRAMES)
     (seen2, failures2), (seen3, failures3) = state["checks"]
+    final = state["commands_final"]
+    by_status = {}
+    for body in final.values():
+        by_status[body.get("status")] = by_status.get(body.get("status"), 0) + 1
+    not_final_at_kill = [c for c in sent if not c["answered_at_kill"]]
     counts(**result, devices_on_node1=state["devices_on_node1"], unacked_at_kill=state["pending_at_kill"],
            unacked_on_node1_at_kill=state["pending_on_node1"], acks_after_kill=state["acked_after_kill"],
            moved=state["moved"], unacked_at_end=state["unacked"],
-           dashboard2=seen2, dashboard3=seen3)
+           dashboard2=seen2, dashboard3=seen3,
+           seed=seed, commands=len(sent), command_final_states=by_status,
+           commands_posted_on_node1=sum(1 for c in sent if c["posted_on"] == 0),
+           commands_cross_node=sum(1 for c in sent if c["device_on"] is not None and c["device_on"] != c["posted_on"]),
+           commands_to_devices_on_node1=sum(1 for c in sent if c["device_on_at_kill"] == 0),
+           commands_not_final_at_kill=len(not_final_at_kill),
+           commands_not_final_at_kill_device_on_node1=sum(1 for c in not_final_at_kill if c["device_on_at_kill"] == 0),
+           commands_running_on_devices_at_kill=sum(1 for c in not_final_at_kill if c["started_at_kill"]),
+           command_runs_on_devices=sum(len(r) for r in runs.values()),
+           commands_posting_s=round(state["posted_at"] - state["posting_began"], 2),
+           commands_posted_before_kill_s=round(state["killed_at"] - state["posted_at"], 2),
+           commands_final_after_kill_s=round(state["commands_final_after_s"], 1))
     assert state["devices_on_node1"] > 0 and state["pending_on_node1"] > 0, "the kill should hit frames in flight on node 1"
     assert state["all_acked"], f"{state['unacked']} frames never acked after the kill\n{node2.logs()}\n{node3.logs()}"
     assert state["acked_after_kill"] > 0
@@ -85,7 +192,28 @@ def test_kill_9_of_a_node_while_30_devices_stream(nodes, database, counts):
     assert (result["duplicates"], result["lost"]) == (0, 0), result
     assert result["stored"] == KILL_DEVICES * KILL_FRAMES
     assert state["replay_done"] == [True, True]
-    assert not failures2 + failures3, "\n".join(failures2 + failures3)
+    assert not failures2 + failures3, "\n".join(failures2 + failures3 + state["gaps"]) + \
+        f"\n{node1.logs()}\n{node2.logs()}\n{node3.logs()}"
+
+    def describe(commands):
+        return "\n".join(
+            f"  n={c['n']} {c['device']}: posted on node{c['posted_on'] + 1}, device on "
+            f"{'node%d' % (c['device_on_at_kill'] + 1) if c['device_on_at_kill'] is not None else 'none'} at the kill, "
+            f"{'answered' if c['answered_at_kill'] else 'running' if c['started_at_kill'] else 'not started'} "
+            f"at the kill: {final[c['id']]}" for c in commands)
+
+    assert len(sent) == KILL_COMMANDS
+    not_final = [c for c in sent if final[c["id"]].get("status") not in FINAL_STATES]
+    assert not not_final, (f"{len(not_final)} of {len(sent)} commands not in a final state 60 s after the stream "
+                           f"(seed {seed}):\n" + describe(not_final) + f"\n{node2.logs()}\n{node3.logs()}")
+    wrong = [c for c in sent if final[c["id"]].get("status") != "succeeded"
+             or final[c["id"]].get("result") != {"n": c["n"], "device": c["device"]}]
+    assert not wrong, f"commands not answered by their device (seed {seed}):\n" + describe(wrong)
+    for c in sent:  # at least once: a device may run a command twice
+        assert c["n"] in runs[c["device"]], f"device {c['device']} never ran command n={c['n']}"
+    assert not_final_at_kill, "every command was final before the kill: the kill hit none in flight"
+    assert any(c["device_on_at_kill"] == 0 for c in not_final_at_kill), \
+        "no command in flight at the kill was for a device on node 1"
 
 
 # ---------------------------------------------------------------------------- 2. commands across nodes

@@ -91,7 +91,8 @@ extension IngestLiveTests {
         let hub = try await TestHub.start { $0.storage.interval = .milliseconds(200) }
         // Another hub's round in progress: the lock ("hub_", "part") on a connection of its own.
         let other = try PostgresConnection(url: hub.databaseURL)
-        #expect(try other.query("SELECT pg_try_advisory_lock(\(0x6875_625f), \(0x7061_7274))").rows.first?[0] == "t")
+        // Taken between two of this hub's rounds (it holds the lock while one runs).
+        try await eventually { try other.query("SELECT pg_try_advisory_lock(\(0x6875_625f), \(0x7061_7274))").rows.first?[0] == "t" }
         let device = try await hub.connect("late-sender", token: try await hub.addDevice("late-sender"))
         let tenDaysAgo = Int64(Date().timeIntervalSince1970 * 1_000_000) - 10 * 86_400_000_000
         device.client.send(TelemetryFrame(seq: 1, baseTime: tenDaysAgo, readings: [Reading(name: "t", value: .i64(1))]))
