@@ -11,6 +11,10 @@ HUB is a hub binary (a release build for figures). MODE is one of:
 - forward      `hub bench ingest` to node 1 while a dashboard on node 2 follows `*`; NATS messages/s
 - crossnode    `hub bench fanout -p 10 -s 100 --rate 50000`: devices on node 1, dashboards on node 2
 - samenode     the same with devices and dashboards on node 1 (alternate with `crossnode`)
+- singlenode   the same against one hub without `--cluster` (what cluster mode costs that path)
+- cpu1         committed readings per CPU-second of hub, nats-server and PostgreSQL together:
+               one hub without `--cluster`, `hub bench ingest --rate 100000` (alternate with cpu2)
+- cpu2         the same with two `--cluster` nodes, each taking half the devices and half the rate
 
 Not a test: pytest does not collect it (its name does not start with test_).
 """
@@ -41,6 +45,45 @@ def ingest(hub_binary, node):
     out = subprocess.run([hub_binary, "bench", "ingest", "--url", ws_url(node), "--no-ceiling", "-t", "8"],
                          capture_output=True, text=True, timeout=300)
     return next(line.strip() for line in out.stdout.splitlines() if "committed" in line)
+
+
+def cpu_ticks(pid, children_too=False):
+    """utime + stime of a process (with cutime + cstime: the children it reaped), in ticks."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0
+    return sum(int(f) for f in fields[11:15 if children_too else 13])
+
+
+def server_ticks(nodes, nats, database):
+    """CPU ticks of the hub nodes, nats-server and every PostgreSQL process (the
+    postmaster counts the backends it reaped)."""
+    postmaster = database.pid()
+    backends = [int(p) for p in subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()]
+    return {"hub": sum(cpu_ticks(n.proc.pid) for n in nodes), "nats": cpu_ticks(nats.pid),
+            "postgres": cpu_ticks(postmaster, children_too=True) + sum(cpu_ticks(p) for p in backends)}
+
+
+def cpu_per_reading(hub_binary, nodes, nats, database, rate=100_000, devices=100, seconds=10):
+    rows = lambda: int(database.psql("select count(*) from reading")[0])  # noqa: E731
+    before_rows, before = rows(), server_ticks(nodes, nats, database)
+    began = time.monotonic()
+    tools = [subprocess.Popen([hub_binary, "bench", "ingest", "--url", ws_url(node), "--no-ceiling", "-t", str(seconds),
+                               "-d", str(devices // len(nodes)), "--rate", str(rate // len(nodes))],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for node in nodes]
+    outputs = [tool.communicate(timeout=300)[0] for tool in tools]
+    elapsed = time.monotonic() - began
+    time.sleep(0.5)  # the last commits
+    after, stored = server_ticks(nodes, nats, database), rows() - before_rows
+    hertz = os.sysconf("SC_CLK_TCK")
+    spent = {k: (after[k] - before[k]) / hertz for k in after}
+    total = sum(spent.values())
+    lines = [next((line.strip() for line in out.splitlines() if "committed" in line), out[-300:]) for out in outputs]
+    return (f"{len(nodes)} node(s): {stored} readings stored in {elapsed:.1f} s; CPU s hub {spent['hub']:.2f}, "
+            f"nats {spent['nats']:.2f}, postgres {spent['postgres']:.2f}, total {total:.2f}: "
+            f"{stored / total:.0f} readings per CPU-second\n" + "\n".join(lines))
 
 
 async def killed_takeover(nodes):
@@ -103,10 +146,10 @@ def main():
     database, nodes = PgCluster(), []
     try:
         wait_for_port(port)
-        count = {"takeover": 2, "killed": 2, "forward": 2, "crossnode": 2, "samenode": 2}.get(mode, 1)
+        count = {"takeover": 2, "killed": 2, "forward": 2, "crossnode": 2, "samenode": 2, "cpu2": 2}.get(mode, 1)
         for n in range(1, count + 1):
             args = ["--database-url", database.url, "--auto-provision", "--log-level", "error"]
-            if mode != "single":
+            if mode not in ("single", "singlenode", "cpu1"):
                 args += ["--cluster", f"nats://127.0.0.1:{port}", "--node-id", f"node{n}"]
             node = LiveHub(hub_binary, args)
             node.start()
@@ -119,7 +162,9 @@ def main():
             print(asyncio.run(killed_takeover(nodes)))
         elif mode == "forward":
             print(forward(hub_binary, nodes, monitor))
-        elif mode in ("crossnode", "samenode"):
+        elif mode in ("cpu1", "cpu2"):
+            print(cpu_per_reading(hub_binary, nodes, nats, database))
+        elif mode in ("crossnode", "samenode", "singlenode"):
             dashboards = nodes[1] if mode == "crossnode" else nodes[0]
             out = subprocess.run([hub_binary, "bench", "fanout", "-p", "10", "-s", "100", "--rate", "50000", "-t", "8",
                                   "--url", ws_url(dashboards), "--api-token", dashboards.api_token,
