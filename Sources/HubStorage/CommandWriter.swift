@@ -98,11 +98,16 @@ final class CommandWriter: @unchecked Sendable {
 
             do {
                 if connection?.isUsable != true { connection = try PostgresConnection(url: url) }
-                let refused = try Self.store(batch.map(\.command), on: connection!)
+                let (refused, written) = try Self.store(batch.map(\.command), on: connection!)
                 retryDelay = 0.1
+                let standing = try Self.finalsStanding(batch.indices.compactMap { index in
+                    let command = batch[index].command
+                    return refused[index] == nil && command.status.isFinal && !written.contains(command.id) ? command.id : nil
+                }, on: connection!)
                 for (index, entry) in batch.enumerated() {
-                    let error = refused[index].map { StorageFailure.refused($0.message) as Error }
+                    var error = refused[index].map { StorageFailure.refused($0.message) as Error }
                     if let error { logger.error("the database refused a command row; it keeps its stored state", metadata: ["command": "\(entry.command.id)", "error": "\(error)"]) }
+                    if let stored = standing[entry.command.id] { error = CommandStoreError.alreadyFinal(stored) }
                     entry.done.forEach { $0(error) }
                 }
             } catch {
@@ -129,22 +134,36 @@ final class CommandWriter: @unchecked Sendable {
     /// Upserts `commands`. When the database refuses the batch for its content (not
     /// because it is away), the batch is split in halves and each is tried again, so every
     /// good row is stored and only the rows the database refuses on their own are left out.
-    /// - Returns: per row, the refusal that kept it out, or `nil` once stored.
+    /// - Returns: per row, the refusal that kept it out, or `nil` once stored; and the ids
+    ///   of the rows written (a row over a stored final state is not).
     /// - Throws: when the database is unreachable (the caller retries the whole batch).
-    static func store(_ commands: [Command], on connection: PostgresConnection) throws(PostgresError) -> [PostgresError?] {
+    static func store(
+        _ commands: [Command], on connection: PostgresConnection
+    ) throws(PostgresError) -> (refused: [PostgresError?], written: Set<String>) {
         do {
-            try upsert(commands, on: connection)
-            return Array(repeating: nil, count: commands.count)
+            return (Array(repeating: nil, count: commands.count), try upsert(commands, on: connection))
         } catch where !error.isTransient && connection.isConnected {
-            guard commands.count > 1 else { return [error] }
+            guard commands.count > 1 else { return ([error], []) }
             let middle = commands.count / 2
-            return try store(Array(commands[..<middle]), on: connection) + store(Array(commands[middle...]), on: connection)
+            let (first, second) = (try store(Array(commands[..<middle]), on: connection), try store(Array(commands[middle...]), on: connection))
+            return (first.refused + second.refused, first.written.union(second.written))
         }
     }
 
+    /// The stored rows of commands whose final state was not written, by id: the final
+    /// states that stand instead.
+    static func finalsStanding(_ ids: [String], on connection: PostgresConnection) throws(PostgresError) -> [String: Command] {
+        guard !ids.isEmpty else { return [:] }
+        let rows = try connection.query(
+            "SELECT \(PostgresCommandStore.columns) FROM commands WHERE id = ANY($1::uuid[])", ["{" + ids.joined(separator: ",") + "}"]
+        ).rows.map(PostgresCommandStore.command)
+        return Dictionary(rows.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
     /// One upsert of whole rows, every value a parameter of its own (no literal is built
-    /// from client text).
-    static func upsert(_ commands: [Command], on connection: PostgresConnection) throws(PostgresError) {
+    /// from client text). - Returns: the ids of the rows written.
+    @discardableResult
+    static func upsert(_ commands: [Command], on connection: PostgresConnection) throws(PostgresError) -> Set<String> {
         var parameters: [String?] = []
         parameters.reserveCapacity(commands.count * 10)
         var rows: [String] = []
@@ -157,7 +176,7 @@ final class CommandWriter: @unchecked Sendable {
                 command.error, String(command.createdMicros), String(command.updatedMicros), String(command.expiresMicros),
             ]
         }
-        try connection.query(
+        let written = try connection.query(
             """
             INSERT INTO commands (id, device_id, name, params, status, result, error, created_at, updated_at, expires_at)
             SELECT id, device, name, params, status, result, error,
@@ -169,6 +188,8 @@ final class CommandWriter: @unchecked Sendable {
                 updated_at = excluded.updated_at
             -- A final state is never overwritten (in a cluster, two nodes may settle one command).
             WHERE commands.status NOT IN ('succeeded', 'failed', 'expired', 'timed_out', 'cancelled')
+            RETURNING id::text
             """, parameters)
+        return Set(written.rows.compactMap { $0[0] })
     }
 }

@@ -204,6 +204,29 @@ struct CommandStateMachineTests {
         #expect(lines(machine.expireDue(nowMicros: 100 * second)).isEmpty)
     }
 
+    @Test("cluster: a final state that lost to one stored first is replaced by it for dashboards and waiters, and forgotten")
+    func settledElsewhere() {
+        var machine = CommandStateMachine(limits: .init(maxPendingPerDevice: 10))
+        _ = insert(&machine, command("c1", ttl: 1))
+        #expect(lines(machine.expireDue(nowMicros: 2 * second)) == ["changed c1 expired", "commit c1 expired"])
+        var stored = command("c1", status: .succeeded)
+        stored.resultJSON = "{}"
+        #expect(lines(machine.settledElsewhere(stored)) == ["changed c1 succeeded", "wake c1 succeeded"])
+        #expect(!machine.isOpen("c1"))
+        #expect(machine.command(id: "c1") == nil)
+        // The same final state stored (a batch retried after its commit): waiters wake, nothing is told twice.
+        _ = insert(&machine, command("c2", ttl: 1))
+        _ = machine.expireDue(nowMicros: 2 * second)
+        var same = command("c2", status: .expired)
+        same.updatedMicros = 2 * second
+        #expect(lines(machine.settledElsewhere(same)) == ["wake c2 expired"])
+        // Not open, or not final here: nothing.
+        #expect(lines(machine.settledElsewhere(stored)).isEmpty)
+        _ = insert(&machine, command("c3"))
+        #expect(lines(machine.settledElsewhere(command("c3", status: .failed))).isEmpty)
+        #expect(machine.isOpen("c3"))
+    }
+
     @Test("in a cluster a device connected here has its commands expired here; others only while settlesAway says so, looked at again later")
     func expiryScope() {
         var machine = CommandStateMachine(limits: .init(maxPendingPerDevice: 10))

@@ -118,3 +118,33 @@ extension IngestLiveTests {
         #expect(try connection.query("SELECT count(*) FROM device_registry WHERE owner = 'n1' AND session = 1").rows == [["500"]])
     }
 }
+
+extension IngestLiveTests {
+    @Test("cluster: a final state saved over one already stored changes nothing, and its saver is told the standing one")
+    func finalStateNeverOverwritten() async throws {
+        let url = try #require(TestCluster.current).makeDatabase()
+        let executor = DatabaseExecutor(url: url, name: "commands-test", threads: 1)
+        let store = PostgresCommandStore(url: url, executor: executor, logger: Logger(label: "test"))
+        store.start()
+        HubScope.atEnd {
+            await store.shutdown()
+            await executor.shutdown()
+        }
+        let now: Int64 = 1_763_769_600_000_000
+        let queued = Command(
+            id: UUID().uuidString.lowercased(), device: "d1", name: "reboot", paramsJSON: "{}", status: .queued, resultJSON: nil,
+            error: nil, createdMicros: now, updatedMicros: now, expiresMicros: now + 60_000_000)
+        try await store.save(queued, isNew: true)
+        var succeeded = queued
+        (succeeded.status, succeeded.resultJSON, succeeded.updatedMicros) = (.succeeded, "{\"ok\": 1}", now + 1)
+        try await store.save(succeeded, isNew: false)
+        var timedOut = queued
+        (timedOut.status, timedOut.updatedMicros) = (.timedOut, now + 2)
+        await #expect(throws: CommandStoreError.alreadyFinal(succeeded)) { try await store.save(timedOut, isNew: false) }
+        // A change that is not final, over a final state: nothing changes, nothing to tell.
+        var sent = queued
+        (sent.status, sent.updatedMicros) = (.sent, now + 3)
+        try await store.save(sent, isNew: false)
+        #expect(try await store.command(id: queued.id) == succeeded)
+    }
+}

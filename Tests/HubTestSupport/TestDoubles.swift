@@ -2,15 +2,20 @@ import Foundation
 import HubIngest
 import NIOConcurrencyHelpers
 
-/// A command store in memory: every save commits at once.
+/// A command store in memory: every save commits at once, and, as in PostgreSQL, a
+/// stored final state is never overwritten.
 public final class MemoryStore: CommandStore {
     private let rows = NIOLockedValueBox<[String: Command]>([:])
 
     public init() {}
 
     public func save(_ command: Command, isNew: Bool, done: (@Sendable (Error?) -> Void)?) {
-        rows.withLockedValue { $0[command.id] = command }
-        done?(nil)
+        let standing: Command? = rows.withLockedValue { rows in
+            if let stored = rows[command.id], stored.isFinal { return stored }
+            rows[command.id] = command
+            return nil
+        }
+        done?(standing.flatMap { command.isFinal ? CommandStoreError.alreadyFinal($0) : nil })
     }
 
     public func command(id: String) async throws -> Command? { rows.withLockedValue { $0[id] } }

@@ -74,6 +74,27 @@ struct CommandCenterTests {
         }
     }
 
+    @Test("a time-out that loses to a final state another node stored first: waiters get the stored one, and memory forgets it")
+    func timeOutLosesToAStoredFinal() async throws {
+        try await withCenter { center, store, clock in
+            _ = try await connect("d1", to: center)
+            let command = try await center.create(device: "d1", name: "reboot", paramsJSON: "{}", ttlSeconds: 2)
+            // Another node's result, committed first (the device answered there).
+            var elsewhere = command
+            elsewhere.status = .succeeded
+            elsewhere.resultJSON = "{\"ok\":1}"
+            try await store.save(elsewhere, isNew: false)
+            async let waited = center.wait(id: command.id, seconds: 30)
+            try await until("the waiter waits") { clock.sleepers == 2 }
+            clock.advance(by: .seconds(2))
+            let got = await (try waited)
+            #expect(got?.status == .succeeded)
+            #expect(got?.resultJSON == "{\"ok\":1}")
+            #expect(try await store.command(id: command.id)?.status == .succeeded)
+            #expect(try await center.command(id: command.id)?.status == .succeeded)
+        }
+    }
+
     @Test("a late gone of the old session does not cut the new session off from its commands")
     func lateGone() async throws {
         try await withCenter { center, store, _ in

@@ -53,6 +53,9 @@ extension Command {
 public enum CommandStoreError: Error, Equatable {
     /// The device has as many pending commands as it may have.
     case tooManyPending
+    /// A final state was saved over one already stored (in a cluster, another node settled
+    /// the command first): nothing changed, and this is the state that stands.
+    case alreadyFinal(Command)
 }
 
 /// Stored commands; the storage layer implements it. The hub keeps the commands that are
@@ -61,7 +64,9 @@ public enum CommandStoreError: Error, Equatable {
 public protocol CommandStore: Sendable {
     /// Stores the command as it is now, in the next batch, and calls `done` once that batch
     /// is committed. A new command (`isNew`) fails with its batch, and `done` gets the error;
-    /// a change to a stored one is retried until the database takes it.
+    /// a change to a stored one is retried until the database takes it. A stored final
+    /// state is never overwritten: a final state saved over one gets `alreadyFinal` with
+    /// the stored one.
     func save(_ command: Command, isNew: Bool, done: (@Sendable (Error?) -> Void)?)
     func command(id: String) async throws -> Command?
     /// A device's commands, newest first.

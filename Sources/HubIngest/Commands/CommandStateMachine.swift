@@ -269,6 +269,17 @@ public struct CommandStateMachine: Sendable {
         return [.wake(id: command.id, command)]
     }
 
+    /// A final state was not committed because another one was stored first (another
+    /// node settled the command): that one stands. Dashboards here were told this node's
+    /// final state at once, so they are told the standing one too if it differs; waiters
+    /// wake with it, and memory forgets the command.
+    public mutating func settledElsewhere(_ stored: Command) -> [Action] {
+        guard let mine = open[stored.id], mine.status.isFinal else { return [] }
+        open[stored.id] = nil
+        let differs = (mine.status, mine.resultJSON, mine.error) != (stored.status, stored.resultJSON, stored.error)
+        return (differs ? [.changed(stored, ref: nil, toOrigin: false)] : []) + [.wake(id: stored.id, stored)]
+    }
+
     // MARK: - Internals
 
     private mutating func release(_ device: String) {

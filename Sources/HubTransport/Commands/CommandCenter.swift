@@ -68,6 +68,8 @@ public actor CommandCenter: Service {
         case order(LiveOrder)
         /// A final state's commit (reported by the store's writer).
         case committed(Command)
+        /// A final state not committed: the store already held this one (another node's).
+        case settledElsewhere(Command)
         /// Another node changed a command (cluster mode).
         case remote(Command)
         /// Load the commands not final again (after a cluster reconnect: some may be new).
@@ -260,7 +262,13 @@ public actor CommandCenter: Service {
     func cancel(id: String) async throws -> Command? {
         guard let (command, actions) = machine.cancel(id: id, nowMicros: clock.wallMicros()) else { return nil }
         perform(actions)
-        try? await store.save(command, isNew: false)
+        do {
+            try await store.save(command, isNew: false)
+        } catch CommandStoreError.alreadyFinal(let stored) {
+            // Another node settled it first (sent it, and it finished or expired): not queued.
+            perform(machine.settledElsewhere(stored))
+            return nil
+        } catch {}
         relay?.commandChanged(command)
         perform(machine.committed(finalOf: command))
         return command
@@ -285,6 +293,9 @@ public actor CommandCenter: Service {
         case .committed(let command):
             relay?.commandChanged(command)
             perform(machine.committed(finalOf: command))
+        case .settledElsewhere(let stored):
+            // The node that committed it told the others.
+            perform(machine.settledElsewhere(stored))
         case .remote(let command):
             // What comes from another node is not relayed on (that node told every node);
             // what this node does next (sending it here) is.
@@ -311,7 +322,13 @@ public actor CommandCenter: Service {
     ) -> [(id: String, device: String)] {
         let lookups = perform(actions, origin: origin, notRelaying: heard)
         for case .commitFinal(let command) in actions {
-            store.save(command, isNew: false) { [inbox] _ in inbox.yield(.committed(command)) }
+            store.save(command, isNew: false) { [inbox] error in
+                if case .alreadyFinal(let stored)? = error as? CommandStoreError {
+                    inbox.yield(.settledElsewhere(stored))
+                } else {
+                    inbox.yield(.committed(command))
+                }
+            }
         }
         return lookups
     }
