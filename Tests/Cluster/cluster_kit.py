@@ -27,14 +27,20 @@ FINAL_STATES = {"succeeded", "failed", "expired", "timed_out", "cancelled"}  # c
 class RoamingClient(RecordingClient):
     """A device that connects to a random node of ``hubs`` on every (re)connect (the kit
     reads ``self.url`` at each connect), and timestamps every ack and welcome mark.
-    ``node`` is the index (0-based) of the node it picked last; ``picks`` all of them."""
+    ``node`` is the index (0-based) of the node it picked last; ``picks`` all of them;
+    ``welcomes`` (time, node, session, last_seq) of every welcome."""
 
     def __init__(self, hubs, device_id, token, rng=random, **kwargs):
         self._targets = [device_url(hub.url, device_id) for hub in hubs]
         self._rng = rng
         self.node = None
         self.picks = []
+        self.welcomes = []
         super().__init__(hubs[0].url, device_id, token, **kwargs)
+
+    async def _serve(self, ws, welcome):
+        self.welcomes.append((time.time(), self.node, welcome.session, welcome.last_seq))
+        await super()._serve(ws, welcome)
 
     @property
     def url(self):

@@ -21,13 +21,28 @@ Each test prints a COUNTS line (repeated under "cluster-test counts" at the end)
 """
 
 import asyncio
+import os
 import random
 import time
+from collections import Counter
 
 from cluster_kit import (
     FINAL_STATES, READINGS_PER_FRAME, Dashboard, RecordingClient, RoamingClient, acks_ahead_of_commits,
-    commit_times, finish, register, stored_counts, stream, wait_status, wait_until,
+    commit_times, finish, ranges, register, stored_counts, stream, wait_status, wait_until,
 )
+
+
+def device_log_lines(hubs, device):
+    """Every node's log lines that name ``device``, for a failure message."""
+    lines = []
+    for n, hub in enumerate(hubs):
+        for name in sorted(os.listdir(hub.root)):
+            if name.startswith("hub-") and name.endswith(".err"):
+                with open(os.path.join(hub.root, name), errors="replace") as f:
+                    lines += [f"    node{n + 1}: {line.rstrip()}" for line in f if f"device={device} " in line
+                              or line.rstrip().endswith(f"device={device}")]
+    return "\n".join(lines)
+
 
 # ---------------------------------------------------------------------------- 1. kill -9 of a node
 
@@ -111,8 +126,8 @@ def test_kill_9_of_a_node_while_30_devices_stream(nodes, database, counts):
             state["pending_on_node1"] = sum(c.pending for c in on_node1)
             state["sessions_at_kill"] = {c.device_id: c.welcome.session for c in on_node1}
             state["acked_at_kill"] = sum(c.acked_seq for c in clients)
-            state["devices_at_kill"] = {c.device_id: (c.node if c.connected else None, c.acked_seq, c.pending,
-                                                      len(c.picks)) for c in clients}
+            state["devices_at_kill"] = {c.device_id: (c.node if c.connected else None, c.acked_seq, c.pending)
+                                        for c in clients}
             for c in sent:  # a command its device has not answered yet cannot be final at the kill
                 c["device_on_at_kill"] = by_id[c["device"]].node if by_id[c["device"]].connected else None
                 c["started_at_kill"] = c["n"] in runs[c["device"]]
@@ -149,18 +164,22 @@ def test_kill_9_of_a_node_while_30_devices_stream(nodes, database, counts):
             await dashboard.close()
         state["replay_done"] = [d.replay_done for d in dashboards]
         state["checks"] = [d.check(expected) for d in dashboards]
-        state["gaps"] = []  # for a failure: where each device with a missing seq was at the kill
+        state["gaps"] = []  # for a failure: what each device with a missing or repeated seq went through
         for d in dashboards:
             for device in ids:
-                missing = sorted(set(range(1, KILL_FRAMES + 1)) - set(d.seqs.get(device, ())))
-                if missing:
-                    node, acked, pending, picked = state["devices_at_kill"][device]
+                got = d.seqs.get(device, [])
+                missing = sorted(set(range(1, KILL_FRAMES + 1)) - set(got))
+                repeated = sorted(seq for seq, times in Counter(got).items() if times > 1)
+                if missing or repeated:
+                    node, acked, pending = state["devices_at_kill"][device]
                     client = by_id[device]
+                    welcomes = [(round(at - state["killed_at"], 2), f"node{n + 1}", session, last)
+                                for at, n, session, last in client.welcomes]
                     state["gaps"].append(
-                        f"  {d.label}: {device} missing {missing[0]}..{missing[-1]} ({len(missing)}); at the kill on "
-                        f"{'node%d' % (node + 1) if node is not None else 'none'}, acked {acked}, {pending} unacked; "
-                        f"then on nodes {[n + 1 for n in client.picks[picked:]]}, acks after the kill "
-                        f"{[seq for seq, at in client.acks if at > state['killed_at']][:3]}...")
+                        f"  {d.label}: {device} missing {ranges(missing) or '-'}, repeated {ranges(repeated) or '-'}; "
+                        f"at the kill on {'node%d' % (node + 1) if node is not None else 'none'}, acked {acked}, "
+                        f"{pending} unacked; welcomes (s after the kill, node, session, last_seq) {welcomes}; "
+                        f"node picks {[n + 1 for n in client.picks]}\n" + device_log_lines(hubs, device))
 
     asyncio.run(asyncio.wait_for(main(), 210))
     result = stored_counts(database.psql, ids, KILL_FRAMES)
@@ -192,8 +211,6 @@ def test_kill_9_of_a_node_while_30_devices_stream(nodes, database, counts):
     assert (result["duplicates"], result["lost"]) == (0, 0), result
     assert result["stored"] == KILL_DEVICES * KILL_FRAMES
     assert state["replay_done"] == [True, True]
-    assert not failures2 + failures3, "\n".join(failures2 + failures3 + state["gaps"]) + \
-        f"\n{node1.logs()}\n{node2.logs()}\n{node3.logs()}"
 
     def describe(commands):
         return "\n".join(
@@ -214,6 +231,7 @@ def test_kill_9_of_a_node_while_30_devices_stream(nodes, database, counts):
     assert not_final_at_kill, "every command was final before the kill: the kill hit none in flight"
     assert any(c["device_on_at_kill"] == 0 for c in not_final_at_kill), \
         "no command in flight at the kill was for a device on node 1"
+    assert not failures2 + failures3, "\n".join(failures2 + failures3 + state["gaps"])
 
 
 # ---------------------------------------------------------------------------- 2. commands across nodes
