@@ -1,5 +1,6 @@
 import HubIngest
 import HubProtocol
+import HubTransport
 
 /// Repairing live streams after a NATS outage: frames other nodes accepted meanwhile never
 /// came, so for every device that dashboards here follow through another node, the frames
@@ -21,23 +22,45 @@ extension ClusterNode {
             barrier(within: bound) { continuation.resume() }
         }
         var frames = 0
-        for (device, after) in targets {
-            var cursor = after
-            do {
-                while true {
-                    let page = try await history.page(deviceKey: device.key, afterSeq: cursor, sinceMicros: nil, metrics: nil)
-                    guard let last = page.last else { break }
-                    let read = Self.frames(page)
-                    try await loop.submit { [loop] in fanout.publishRepaired(device: device, frames: read, on: loop) }.get()
-                    frames += read.count
-                    cursor = last.seq
-                }
-            } catch {
-                logger.warning("cluster: could not repair a device's live stream", metadata: ["device": "\(device.id)", "error": "\(error)"])
-            }
-            try? await loop.submit { [loop] in fanout.endRepair(device: device, on: loop) }.get()
-        }
+        for (device, after) in targets { frames += await repairStream(device, after: after, fanout: fanout) }
         logger.info("cluster: live streams repaired after a NATS reconnect", metadata: ["devices": "\(targets.count)", "frames": "\(frames)"])
+    }
+
+    /// A followed device came online in a newer session (`ClusterLink`): its repair waits
+    /// its turn behind the others (at most one per device is under way).
+    func repairStream(_ device: DeviceRecordRef, after seq: UInt64) {
+        takeoverRepairs.continuation.yield((device, seq))
+    }
+
+    /// Runs the repairs that takeovers ask for, one at a time, until the stream ends.
+    func repairTakeovers() async {
+        guard let fanout = fanout.withLockedValue({ $0 }) else { return }
+        for await (device, after) in takeoverRepairs.stream {
+            let frames = await repairStream(device, after: after, fanout: fanout)
+            if frames > 0 {
+                logger.info("cluster: a device's live stream repaired after it moved", metadata: ["device": "\(device.id)", "frames": "\(frames)"])
+            }
+        }
+    }
+
+    /// Reads back the device's frames after `after` and fans out those not fanned out yet,
+    /// then the frames held meanwhile. - Returns: the frames read back.
+    private func repairStream(_ device: DeviceRecordRef, after: UInt64, fanout: LiveFanout) async -> Int {
+        var (cursor, frames) = (after, 0)
+        do {
+            while true {
+                let page = try await history.page(deviceKey: device.key, afterSeq: cursor, sinceMicros: nil, metrics: nil)
+                guard let last = page.last else { break }
+                let read = Self.frames(page)
+                try await loop.submit { [loop] in fanout.publishRepaired(device: device, frames: read, on: loop) }.get()
+                frames += read.count
+                cursor = last.seq
+            }
+        } catch {
+            logger.warning("cluster: could not repair a device's live stream", metadata: ["device": "\(device.id)", "error": "\(error)"])
+        }
+        try? await loop.submit { [loop] in fanout.endRepair(device: device, on: loop) }.get()
+        return frames
     }
 
     /// Stored readings as the frames they came in (one per seq).

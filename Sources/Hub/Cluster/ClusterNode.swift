@@ -33,6 +33,10 @@ final class ClusterNode: ClusterLink, NodeDrain, CommandRelay, Service, @uncheck
     let repairTargets = NIOLockedValueBox<[Int32: (device: DeviceRecordRef, after: UInt64)]>([:])
     /// Repairs to run, one per NATS reconnect (at most one waits).
     private let repairs: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
+    /// Devices to repair after they came online in a newer session: at most one each
+    /// (`LiveFanout` starts a device's next only after its `endRepair`), so at most one per
+    /// device that dashboards here follow.
+    let takeoverRepairs: (stream: AsyncStream<(DeviceRecordRef, UInt64)>, continuation: AsyncStream<(DeviceRecordRef, UInt64)>.Continuation)
     let interest = ClusterInterest()
     private let group: MultiThreadedEventLoopGroup
     /// Set once, before the node runs.
@@ -63,6 +67,7 @@ final class ClusterNode: ClusterLink, NodeDrain, CommandRelay, Service, @uncheck
     ) throws {
         self.history = history
         repairs = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        takeoverRepairs = AsyncStream.makeStream(of: (DeviceRecordRef, UInt64).self)
         self.configuration = configuration
         self.registry = registry
         self.queue = queue
@@ -131,8 +136,10 @@ final class ClusterNode: ClusterLink, NodeDrain, CommandRelay, Service, @uncheck
             group.addTask { [self] in
                 for await _ in repairs.stream { await repair() }
             }
+            group.addTask { [self] in await repairTakeovers() }
             try? await gracefulShutdown()
             repairs.continuation.finish()
+            takeoverRepairs.continuation.finish()
         }
         try? await loop.submit { self.state.value.timers.forEach { $0.cancel() } }.get()
         await nats.shutdown()

@@ -19,6 +19,12 @@ public protocol ClusterLink: Sendable {
     /// interest and committed what it accepted before, or a bound passed: a replay may
     /// then read history with no gap to the live events.
     func barrier(_ done: @escaping @Sendable () -> Void)
+
+    /// A device that dashboards here follow came online in a newer session: frames its old
+    /// connection's node committed but never sent on may be missing here. Read back from
+    /// history what follows `seq` and hand it to `LiveFanout.publishRepaired`, then call
+    /// `LiveFanout.endRepair` (the device's newer frames wait meanwhile).
+    func repairStream(_ device: DeviceRecordRef, after seq: UInt64)
 }
 
 /// Where a node's command center tells the other nodes of command changes (cluster mode):

@@ -20,6 +20,11 @@ public struct PresenceOrder: Sendable {
         return true
     }
 
+    /// The session of the device's latest event; `nil` if no event was seen.
+    public func session(key: Int32) -> Int64? {
+        latest[key]?.session
+    }
+
     /// Whether the device's latest event says online; `nil` if no event was seen.
     public func isOnline(key: Int32) -> Bool? {
         latest[key]?.online

@@ -14,6 +14,7 @@ extension DashboardHandler {
                 emit(control: text, context: context)
             case .telemetry(let subscription, let device, let frame, let text):
                 guard subscriptions[subscription.id] === subscription else { continue }
+                if !replayFloors.isEmpty, isRepeatOfReplay(sub: subscription.id, device: device, seq: frame.frame.seq) { continue }
                 if replays[subscription.id] != nil {
                     replays[subscription.id]!.hold(event, maxBytes: environment.maxQueuedBytes)
                 } else if let interval = subscription.minIntervalNanos {
@@ -34,6 +35,15 @@ extension DashboardHandler {
             }
         }
         context.flush()
+    }
+
+    /// Whether a live frame was already sent by the subscription's replay (`replayFloors`).
+    private func isRepeatOfReplay(sub: String, device: String, seq: UInt64) -> Bool {
+        guard let floor = replayFloors[sub]?[device] else { return false }
+        if seq <= floor { return true }
+        replayFloors[sub]![device] = nil
+        if replayFloors[sub]!.isEmpty { replayFloors[sub] = nil }
+        return false
     }
 
     func emit(control text: String, context: ChannelHandlerContext) {

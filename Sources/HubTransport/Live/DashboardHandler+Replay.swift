@@ -113,6 +113,13 @@ extension DashboardHandler {
             guard case .telemetry(_, let device, let frame, _) = event else { return true }
             return frame.frame.seq > seen(device)
         })
+        // Where the fan-out here has not reached what the replay read, a takeover's repair
+        // may bring it live later (cluster mode): keep the replay's seq to drop it then.
+        let fanout = environment.fanout
+        let floors = fanout.isClustered ? replayed.filter { id, seq in
+            environment.registry.record(id: id).map { (fanout.highestFannedOut(key: $0.key) ?? 0) < seq } ?? false
+        } : [:]
+        if !floors.isEmpty { replayFloors[subscription.id] = floors }
         let overflow = buffer.overflow.filter { $0.value.seq > seen($0.key.device) }
         for message in Outbox.messages(overflow, isSubscribed: { _ in true }) { emit(control: message, context: context) }
         if buffer.dropped > 0 { emit(control: Lagged(sub: subscription.id, dropped: buffer.dropped).json, context: context) }

@@ -36,6 +36,11 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     var rate = RateLimiter()
     var rateTimer: Scheduled<Void>?
     var replays: [String: ReplayBuffer] = [:]
+    /// Per subscription, per device: the last seq its replay read from history, kept after
+    /// the handover only where this node's fan-out had not yet reached it (in a cluster, a
+    /// takeover's stream repair may still bring those frames live). A live frame at or below
+    /// it is a repeat; the first one above it drops the entry. Empty on a single node.
+    var replayFloors: [String: [String: UInt64]] = [:]
     /// Replay chunks waiting for the outbox to empty: a chunk goes out only behind
     /// everything queued before it (`subscribed` first of all).
     var idleWaiters: [EventLoopPromise<Void>] = []
@@ -75,6 +80,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
         for subscription in subscriptions.values { environment.fanout.remove(subscription, patterns: subscription.patterns) }
         subscriptions = [:]
         replays = [:]
+        replayFloors = [:]
         environment.dashboards.remove(self)
         environment.metrics.connected.decrement()
         self.context = nil
@@ -125,6 +131,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
             }
             environment.fanout.remove(subscription, patterns: subscription.patterns)
             replays[id] = nil
+            replayFloors[id] = nil
             rate.remove(sub: id)
             outbox.forget(sub: id)
         case .command(let fields):
@@ -199,6 +206,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
         let subscription = LiveSubscription(id: id, patterns: patterns, metrics: metrics, maxRateHz: maxRate, dashboard: self)
         subscriptions[id] = subscription
         replays[id] = nil
+        replayFloors[id] = nil
         let replaying = since != nil || !resume.isEmpty
         // Buffer live events before registering, so none slips between replay and live.
         if replaying { replays[id] = ReplayBuffer(resume: resume) }

@@ -72,10 +72,11 @@ public final class LiveFanout: Sendable {
         patternCounts.withLockedValue { $0.keys.map(\.text) }
     }
 
-    /// `frames` without those at or below the device's highest seq already fanned out;
-    /// empty while the device's stream is repaired and `hold` is set (the frames wait).
+    /// `frames` without those at or below the device's highest seq already fanned out, nor
+    /// any that does not follow the one before it (so no seq goes out twice, even from one
+    /// call); empty while the device's stream is repaired and `hold` is set (the frames wait).
     private func unpublished(_ device: DeviceRecordRef, _ frames: [AcceptedFrame], hold: Bool = false) -> [AcceptedFrame] {
-        guard let last = frames.last?.frame.seq else { return frames }
+        guard let top = frames.lazy.map(\.frame.seq).max() else { return frames }
         var dropped = 0
         let highest: UInt64? = published.withLockedValue { published in
             if hold, published.repairing[device.key] != nil {
@@ -86,12 +87,19 @@ public final class LiveFanout: Sendable {
                 return nil
             }
             let highest = published.highest[device.key]?.seq ?? 0
-            published.highest[device.key] = (device.id, max(highest, last))
+            published.highest[device.key] = (device.id, max(highest, top))
             return highest
         }
         if dropped > 0 { heldDropped.increment(by: Int64(dropped)) }
-        guard let highest else { return [] }
-        return frames.first!.frame.seq > highest ? frames : frames.filter { $0.frame.seq > highest }
+        guard var floor = highest else { return [] }
+        if zip(frames, frames.dropFirst()).allSatisfy({ $0.frame.seq < $1.frame.seq }) {
+            return frames.first!.frame.seq > floor ? frames : frames.filter { $0.frame.seq > floor }
+        }
+        return frames.filter { frame in
+            guard frame.frame.seq > floor else { return false }
+            floor = frame.frame.seq
+            return true
+        }
     }
 
     /// Starts repairing, as a NATS outage begins, the streams of devices that dashboards here
@@ -127,6 +135,11 @@ public final class LiveFanout: Sendable {
     /// Whether this node is part of a cluster.
     public var isClustered: Bool { link != nil }
 
+    /// The highest seq of the device fanned out here (cluster mode); `nil` if none.
+    func highestFannedOut(key: Int32) -> UInt64? {
+        published.withLockedValue { $0.highest[key]?.seq }
+    }
+
     /// Whether the device's latest presence event, from any node, says online; `nil` if none was seen.
     public func isOnline(key: Int32) -> Bool? {
         presence.withLockedValue { $0.isOnline(key: key) }
@@ -144,12 +157,17 @@ public final class LiveFanout: Sendable {
 
     /// Accepted frames of a device connected here: to the nodes that want them (cluster
     /// mode), and to the dashboards here.
+    ///
+    /// Every accepted frame goes to the interested nodes, also one this node already had
+    /// from the device's previous node: that node may have died before sending it to the
+    /// others, and each receiver drops what it already fanned out. Here only what is new
+    /// is delivered, and it waits while the device's stream is repaired.
     func publish(device: DeviceRecordRef, frames: [AcceptedFrame], on batch: FanoutBatch) {
         guard let link else { return publishLocally(device: device.id, frames: frames, on: batch) }
-        let fresh = unpublished(device, frames)
-        guard !fresh.isEmpty else { return }
         let nodes = link.interestedNodes(for: device.id)
-        if !nodes.isEmpty { batch.forward(device, frames: fresh, to: nodes) }
+        if !nodes.isEmpty, !frames.isEmpty { batch.forward(device, frames: frames, to: nodes) }
+        let fresh = unpublished(device, frames, hold: true)
+        guard !fresh.isEmpty else { return }
         publishLocally(device: device.id, frames: fresh, on: batch)
     }
 
@@ -208,7 +226,7 @@ public final class LiveFanout: Sendable {
         device: DeviceRecordRef, online: Bool, session: Int64, connection: String, remote: String, atMicros: Int64,
         on batch: FanoutBatch
     ) {
-        guard presence.withLockedValue({ $0.admit(key: device.key, session: session, online: online) }) else { return }
+        guard admit(key: device.key, device: device.id, session: session, online: online) else { return }
         let event = Presence(device: device.id, online: online, session: session, connection: connection, remote: remote, atMicros: atMicros)
         if let link {
             // Behind the frames gathered before it, as on this node.
@@ -221,8 +239,30 @@ public final class LiveFanout: Sendable {
     /// A presence change another node announced (cluster mode), on `loop`: the thread
     /// that calls it, always the same one.
     public func publishRemotePresence(_ event: Presence, key: Int32, on loop: EventLoop) {
-        guard presence.withLockedValue({ $0.admit(key: key, session: event.session, online: event.online) }) else { return }
+        guard admit(key: key, device: event.device, session: event.session, online: event.online) else { return }
         deliver(event, on: batch(for: loop))
+    }
+
+    /// Orders a presence event (see `PresenceOrder`). In a cluster, a device that dashboards
+    /// here follow and that comes online in a newer session has its stream repaired: the
+    /// node of its old session may have committed frames it never sent on (it died with
+    /// them queued for NATS), and the device does not resend what was committed. From now
+    /// on its frames wait, while the link reads history after the highest seq fanned out
+    /// here (`ClusterLink.repairStream`). - Returns: whether to deliver the event.
+    private func admit(key: Int32, device: String, session: Int64, online: Bool) -> Bool {
+        let (admitted, earlier) = presence.withLockedValue { order in
+            let earlier = order.session(key: key)
+            return (order.admit(key: key, session: session, online: online), earlier)
+        }
+        guard admitted else { return false }
+        guard let link, online, let earlier, earlier < session, !index.matching(device).isEmpty else { return true }
+        let after: UInt64? = published.withLockedValue { published in
+            guard let known = published.highest[key], published.repairing[key] == nil else { return nil }
+            published.repairing[key] = []
+            return known.seq
+        }
+        if let after { link.repairStream(DeviceRecordRef(key: key, id: device), after: after) }
+        return true
     }
 
     private func deliver(_ event: Presence, on batch: FanoutBatch) {
