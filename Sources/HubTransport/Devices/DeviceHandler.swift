@@ -22,7 +22,6 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     let environment: DeviceEnvironment
     let eventLoop: EventLoop
     private let fanout: FanoutBatch
-    var logger: Logger
     var context: ChannelHandlerContext?
     var heartbeat: RepeatedTask?
     var session: DeviceSession
@@ -33,14 +32,20 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         self.eventLoop = eventLoop
         connectionID = ConnectionID.make()
         fanout = environment.fanout.batch(for: eventLoop)
-        logger = environment.logger
-        logger[metadataKey: "device"] = "\(device.id)"
-        logger[metadataKey: "connection"] = "\(connectionID)"
         session = DeviceSession(
             device: device, framesPerSecond: environment.configuration.maxFramesPerSecondPerDevice, nowNanos: environment.clock.uptimeNanos())
     }
 
     var deviceID: String { session.device.id }
+
+    /// The hub's logger with this connection's device and id: made for each (rare) line,
+    /// so an idle connection holds no metadata of its own.
+    var logger: Logger {
+        var logger = environment.logger
+        logger[metadataKey: "device"] = "\(deviceID)"
+        logger[metadataKey: "connection"] = "\(connectionID)"
+        return logger
+    }
 
     // MARK: - Lifecycle
 
