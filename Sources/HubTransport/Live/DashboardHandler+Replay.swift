@@ -113,11 +113,13 @@ extension DashboardHandler {
             guard case .telemetry(_, let device, let frame, _) = event else { return true }
             return frame.frame.seq > seen(device)
         })
-        // Where the fan-out here has not reached what the replay read, a takeover's repair
-        // may bring it live later (cluster mode): keep the replay's seq to drop it then.
+        // Where the fan-out here has fanned out the device but not reached what the replay
+        // read, a takeover's repair (which starts from that highest seq) may bring it live
+        // later (cluster mode): keep the replay's seq to drop it then. A device never fanned
+        // out here gets no repair, so no entry: memory stays at the devices with such a gap.
         let fanout = environment.fanout
         let floors = fanout.isClustered ? replayed.filter { id, seq in
-            environment.registry.record(id: id).map { (fanout.highestFannedOut(key: $0.key) ?? 0) < seq } ?? false
+            environment.registry.record(id: id).flatMap { fanout.highestFannedOut(key: $0.key) }.map { $0 < seq } ?? false
         } : [:]
         if !floors.isEmpty { replayFloors[subscription.id] = floors }
         let overflow = buffer.overflow.filter { $0.value.seq > seen($0.key.device) }
