@@ -102,7 +102,7 @@ public final class Hub: Sendable {
         self.partitions = partitions
         let rollups = RollupFolder(url: database.url, clock: clock, logger: logger)
 
-        let queue = IngestQueue(capacityRows: configuration.queueCapacityRows)
+        let queue = IngestQueue(capacityRows: configuration.queueCapacityRows, lanes: configuration.ingestWriters)
         let executor = DatabaseExecutor(url: database.url, name: "hub-database", statementTimeout: configuration.statementTimeout)
         let history = PostgresTelemetryHistory(
             executor: executor, rollupRetentionDays: configuration.storage.rollupRetentionDays,
@@ -127,7 +127,8 @@ public final class Hub: Sendable {
 
         let metrics = IngestMetrics()
         let writer = IngestWriter(
-            queue: queue, sink: PostgresIngestSink(url: database.url, fencing: cluster != nil), registry: registry,
+            queue: queue, sinks: (0..<queue.laneCount).map { _ in PostgresIngestSink(url: database.url, fencing: cluster != nil) },
+            registry: registry,
             configuration: .init(policy: FlushPolicy(
                 maxRows: configuration.batchRows,
                 maxDelayNanos: configuration.flushInterval.nanoseconds)),

@@ -19,6 +19,9 @@ public struct HubConfiguration: Sendable {
     public var batchRows = 5_000
     /// …or once its oldest reading has waited this long.
     public var flushInterval: Duration = .milliseconds(20)
+    /// Ingest writer threads, each with its own connection; a device's frames always go to
+    /// the same one (`IngestQueue` lanes).
+    public var ingestWriters = 2
     /// The ingest queue bound, in readings (see `IngestQueue` for the memory it implies).
     public var queueCapacityRows = 200_000
     /// Time partitions and retention (`PartitionManager`).

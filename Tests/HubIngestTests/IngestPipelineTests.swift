@@ -54,6 +54,26 @@ final class FakeSink: IngestSink, @unchecked Sendable {
     struct FakeError: Error {}
 }
 
+/// A sink whose writes wait until it is opened.
+final class GatedSink: IngestSink, @unchecked Sendable {
+    private let inner = FakeSink()
+    private let opened = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
+    private var inside = false
+
+    var entered: Bool { lock.withLock { inside } }
+    func open() { opened.signal() }
+
+    func write(_ bursts: [IngestBurst]) throws -> Set<DeviceFence> {
+        lock.withLock { inside = true }
+        opened.wait()
+        opened.signal()
+        return try inner.write(bursts)
+    }
+
+    func committedMarks(deviceKeys: [Int32]) throws -> [Int32: UInt64] { try inner.committedMarks(deviceKeys: deviceKeys) }
+}
+
 /// A connection that records what the writer tells it, and what it is sent.
 final class RecordingConnection: DeviceConnection, @unchecked Sendable {
     let connectionID = "test"
@@ -210,6 +230,95 @@ struct IngestPipelineTests {
         #expect(policy.decide(queuedRows: 5, queuedBursts: 1, oldestNanos: 10, nowNanos: 30, closing: false) == .flush)
         #expect(policy.decide(queuedRows: 5, queuedBursts: 1, oldestNanos: 10, nowNanos: 11, closing: true) == .flush)
         #expect(policy.decide(queuedRows: 0, queuedBursts: 0, oldestNanos: nil, nowNanos: 11, closing: true) == .stop)
+    }
+
+    @Test("with a delay of 0 the writer flushes whatever is queued as soon as it asks (group commit)")
+    func groupCommitPolicy() {
+        let policy = FlushPolicy(maxRows: 100, maxDelayNanos: 0)
+        #expect(policy.decide(queuedRows: 1, queuedBursts: 1, oldestNanos: 10, nowNanos: 10, closing: false) == .flush)
+        #expect(policy.decide(queuedRows: 0, queuedBursts: 0, oldestNanos: nil, nowNanos: 10, closing: false) == .wait(untilNanos: nil))
+    }
+
+    @Test("with two lanes each device is written by one writer, in order, and the other lane's devices never reach it")
+    func lanesKeepDevicesApart() async throws {
+        let sinks = [FakeSink(), FakeSink()]
+        let queue = IngestQueue(capacityRows: 10_000, lanes: 2)
+        let registry = DeviceRegistry()
+        let devices = (1...6).map { DeviceRecordRef(key: Int32($0), id: "d\($0)") }
+        registry.load(devices.map { DeviceRecord(key: $0.key, id: $0.id, tokenHash: nil) })
+        let connections = devices.map { _ in RecordingConnection() }
+        let writer = IngestWriter(
+            queue: queue, sinks: sinks, registry: registry,
+            configuration: .init(policy: FlushPolicy(maxRows: 7, maxDelayNanos: 0)), logger: Logger(label: "test"))
+        writer.start()
+        for round in 0..<20 {
+            for (index, device) in devices.enumerated() {
+                let base = UInt64(device.key) * 1000 + UInt64(round) * 3
+                queue.push(burst(base + 1...base + 3, connection: connections[index], device: device), nowNanos: 0)
+            }
+        }
+        await writer.shutdown()
+        for (lane, sink) in sinks.enumerated() {
+            let byDevice = Dictionary(grouping: sink.seqs) { $0 / 1000 }
+            #expect(Set(byDevice.keys) == Set(devices.filter { queue.lane(ofDeviceKey: $0.key) == lane }.map { UInt64($0.key) }))
+            for (key, seqs) in byDevice { #expect(seqs == Array(key * 1000 + 1...key * 1000 + 60)) }
+        }
+        for (index, device) in devices.enumerated() {
+            #expect(connections[index].snapshot.acks.last == UInt64(device.key) * 1000 + 60)
+            #expect(connections[index].snapshot.acks == connections[index].snapshot.acks.sorted())
+            #expect(registry.record(id: device.id)?.mark == UInt64(device.key) * 1000 + 60)
+        }
+        #expect(queue.depth == 0)
+    }
+
+    @Test("a barrier waits for every lane: one lane's commit does not release it while the other's is held")
+    func barrierWaitsForEveryLane() async throws {
+        let gate = GatedSink()
+        let queue = IngestQueue(capacityRows: 10_000, lanes: 2)
+        let writer = IngestWriter(
+            queue: queue, sinks: [FakeSink(), gate], registry: DeviceRegistry(),
+            configuration: .init(policy: FlushPolicy(maxRows: 100, maxDelayNanos: 0)), logger: Logger(label: "test"))
+        writer.start()
+        let (even, odd) = (RecordingConnection(), RecordingConnection())
+        queue.push(burst(1...3, connection: odd, device: DeviceRecordRef(key: 1, id: "d1")), nowNanos: 0)
+        queue.push(burst(1...3, connection: even, device: DeviceRecordRef(key: 2, id: "d2")), nowNanos: 0)
+        let written = NIOLockedValueBox(false)
+        queue.whenWritten { written.withLockedValue { $0 = true } }
+        try await until("the free lane commits") { even.snapshot.acks == [3] }
+        try await until("the held lane is inside its write") { gate.entered }
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(!written.withLockedValue { $0 })
+        #expect(odd.snapshot.acks.isEmpty)
+        gate.open()
+        try await until("the barrier passes once both lanes have written") { written.withLockedValue { $0 } }
+        #expect(odd.snapshot.acks == [3])
+        await writer.shutdown()
+    }
+
+    @Test("one lane failing while the other commits: readiness sees the failure and the stall")
+    func oneLaneFailing() async throws {
+        let (clock, failing) = (ManualClock(), FakeSink())
+        failing.failNext(Int.max)
+        let queue = IngestQueue(capacityRows: 10_000, lanes: 2)
+        var configuration = IngestWriter.Configuration(policy: FlushPolicy(maxRows: 100, maxDelayNanos: 0))
+        configuration.minBackoffNanos = 1_000_000
+        configuration.maxBackoffNanos = 1_000_000
+        configuration.shutdownGraceNanos = 0
+        let writer = IngestWriter(
+            queue: queue, sinks: [FakeSink(), failing], registry: DeviceRegistry(), configuration: configuration,
+            logger: Logger(label: "test"), clock: clock)
+        writer.start()
+        let (even, odd) = (RecordingConnection(), RecordingConnection())
+        queue.push(burst(1...3, connection: odd, device: DeviceRecordRef(key: 1, id: "d1")), nowNanos: clock.uptimeNanos())
+        queue.push(burst(1...3, connection: even, device: DeviceRecordRef(key: 2, id: "d2")), nowNanos: clock.uptimeNanos())
+        try await until("the healthy lane commits") { even.snapshot.acks == [3] }
+        try await until("the failure is reported") { writer.failure != nil }
+        #expect(!writer.isStalled(limitNanos: 10_000_000_000))
+        clock.advance(by: .seconds(11))
+        #expect(writer.isStalled(limitNanos: 10_000_000_000))
+        #expect(odd.snapshot.acks.isEmpty)
+        await writer.shutdown()
+        #expect(odd.snapshot.acks.isEmpty)
     }
 
     @Test("tokens are 43 URL-safe characters and match only their own hash")

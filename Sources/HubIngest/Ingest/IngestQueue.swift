@@ -1,88 +1,121 @@
+import DequeModule
 import Foundation
 
-/// The bounded hand-over from device sockets to the writer thread.
+/// The bounded hand-over from device sockets to the writer threads.
 ///
-/// Memory bound: `capacityRows` readings, counted from the moment a burst is pushed until
-/// its write commits (so the batch being written counts too), plus the bursts already read
-/// when the bound is reached: at most one read cycle per connection, each below
-/// `maxFrameBytes × maxMessagesPerRead`. A push over the bound is still taken (nothing is
-/// dropped); the pusher must stop reading its socket until `whenSpaceAvailable` calls back.
+/// **Lanes.** The queue has one lane per writer thread. A device's bursts always go to the
+/// same lane (its storage key modulo the lane count), so one writer commits them, in order:
+/// a device's mark lives in one writer and its acks stay in order.
+///
+/// Memory bound: `capacityRows` readings in all lanes together, counted from the moment a
+/// burst is pushed until its write commits (so the batches being written count too), plus
+/// the bursts already read when the bound is reached: at most one read cycle per
+/// connection, each below `maxFrameBytes × maxMessagesPerRead`. A push over the bound is
+/// still taken (nothing is dropped); the pusher must stop reading its socket until
+/// `whenSpaceAvailable` calls back.
 public final class IngestQueue: @unchecked Sendable {
     public let capacityRows: Int
     /// Readers resume once the backlog falls to this level.
     public let resumeBelowRows: Int
+    /// The number of lanes, one per writer thread.
+    public var laneCount: Int { lanes.count }
 
-    private let condition = NSCondition()
-    // Guarded by `condition`.
-    private var bursts: [IngestBurst] = []
-    private var queuedRows = 0
-    private var accountedRows = 0
-    private var oldestPushNanos: UInt64?
+    /// What one writer takes from; guarded by its own condition, so writers never contend.
+    private final class Lane {
+        let condition = NSCondition()
+        var bursts: Deque<IngestBurst> = []
+        var queuedRows = 0
+        var oldestPushNanos: UInt64?
+        var closed = false
+    }
+
+    private let lanes: [Lane]
+
+    /// The bound and the barriers, shared by all lanes. Guarded by `lock`, which is never
+    /// taken while a lane's condition is held.
+    private let lock = NSLock()
+    private var accountedRows: [Int]
+    private var pushedBursts: [Int]
+    private var releasedBursts: [Int]
     private var waitingForSpace: [@Sendable () -> Void] = []
+    private var barriers: [(targets: [Int], callback: @Sendable () -> Void)] = []
     private var closed = false
-    private var pushedBursts = 0
-    private var releasedBursts = 0
-    private var barriers: [(target: Int, callback: @Sendable () -> Void)] = []
 
-    public init(capacityRows: Int, resumeBelowRows: Int? = nil) {
-        precondition(capacityRows > 0)
+    public init(capacityRows: Int, resumeBelowRows: Int? = nil, lanes: Int = 1) {
+        precondition(capacityRows > 0 && lanes > 0)
         self.capacityRows = capacityRows
         self.resumeBelowRows = resumeBelowRows ?? capacityRows / 2
+        self.lanes = (0..<lanes).map { _ in Lane() }
+        accountedRows = Array(repeating: 0, count: lanes)
+        pushedBursts = Array(repeating: 0, count: lanes)
+        releasedBursts = Array(repeating: 0, count: lanes)
+    }
+
+    /// The lane that takes a device's bursts.
+    public func lane(ofDeviceKey key: Int32) -> Int {
+        Int(UInt32(bitPattern: key) % UInt32(lanes.count))
     }
 
     /// Queues a burst. - Returns: `false` when the queue is over its bound: stop reading.
     @discardableResult
     public func push(_ burst: IngestBurst, nowNanos: UInt64) -> Bool {
         let rows = burst.rowCount
-        condition.lock()
-        defer { condition.unlock() }
-        bursts.append(burst)
-        pushedBursts += 1
-        queuedRows += rows
-        accountedRows += rows
-        if oldestPushNanos == nil { oldestPushNanos = nowNanos }
-        condition.signal()
-        return accountedRows < capacityRows
+        let index = lane(ofDeviceKey: burst.device.key)
+        // Counted first, so a barrier set from now on waits for this burst.
+        lock.lock()
+        accountedRows[index] += rows
+        pushedBursts[index] += 1
+        let underBound = accountedRows.reduce(0, +) < capacityRows
+        lock.unlock()
+        let lane = lanes[index]
+        lane.condition.lock()
+        lane.bursts.append(burst)
+        lane.queuedRows += rows
+        if lane.oldestPushNanos == nil { lane.oldestPushNanos = nowNanos }
+        lane.condition.signal()
+        lane.condition.unlock()
+        return underBound
     }
 
     /// Calls `resume` (from any thread) once the backlog is below `resumeBelowRows`; at once if it is.
     public func whenSpaceAvailable(_ resume: @escaping @Sendable () -> Void) {
-        condition.lock()
-        if accountedRows <= resumeBelowRows || closed {
-            condition.unlock()
+        lock.lock()
+        if accountedRows.reduce(0, +) <= resumeBelowRows || closed {
+            lock.unlock()
             resume()
             return
         }
         waitingForSpace.append(resume)
-        condition.unlock()
+        lock.unlock()
     }
 
-    /// The writer's wait: returns bursts once `policy` says flush, or when closed.
-    /// An empty answer means the queue is closed and drained.
-    func take(policy: FlushPolicy, clock: any HubClock) -> [IngestBurst] {
-        condition.lock()
-        defer { condition.unlock() }
+    /// A writer's wait: returns the lane's bursts once `policy` says flush, or when closed.
+    /// An empty answer means the queue is closed and the lane drained.
+    func take(lane index: Int = 0, policy: FlushPolicy, clock: any HubClock) -> [IngestBurst] {
+        let lane = lanes[index]
+        lane.condition.lock()
+        defer { lane.condition.unlock() }
         while true {
             let decision = policy.decide(
-                queuedRows: queuedRows, queuedBursts: bursts.count, oldestNanos: oldestPushNanos, nowNanos: clock.uptimeNanos(),
-                closing: closed)
+                queuedRows: lane.queuedRows, queuedBursts: lane.bursts.count, oldestNanos: lane.oldestPushNanos,
+                nowNanos: clock.uptimeNanos(), closing: lane.closed)
             switch decision {
             case .flush:
                 var taken: [IngestBurst] = []
                 var rows = 0
-                while !bursts.isEmpty && (taken.isEmpty || rows < policy.maxRows) {
-                    let burst = bursts.removeFirst()
+                while let burst = lane.bursts.first, taken.isEmpty || rows < policy.maxRows {
+                    lane.bursts.removeFirst()
                     rows += burst.rowCount
                     taken.append(burst)
                 }
-                queuedRows -= rows
-                oldestPushNanos = bursts.isEmpty ? nil : clock.uptimeNanos()
+                lane.queuedRows -= rows
+                lane.oldestPushNanos = lane.bursts.isEmpty ? nil : clock.uptimeNanos()
                 return taken
             case .wait(let untilNanos):
                 if let untilNanos {
-                    clock.wait(on: condition, untilUptime: untilNanos)
+                    clock.wait(on: lane.condition, untilUptime: untilNanos)
                 } else {
-                    condition.wait()
+                    lane.condition.wait()
                 }
             case .stop:
                 return []
@@ -90,52 +123,60 @@ public final class IngestQueue: @unchecked Sendable {
         }
     }
 
-    /// Called after a write committed: frees its rows and wakes paused readers.
-    func release(rows: Int, bursts count: Int) {
-        condition.lock()
-        accountedRows -= rows
-        releasedBursts += count
+    /// Called after a lane's write committed: frees its rows and wakes paused readers.
+    func release(lane index: Int = 0, rows: Int, bursts count: Int) {
+        lock.lock()
+        accountedRows[index] -= rows
+        releasedBursts[index] += count
         var wake: [@Sendable () -> Void] = []
-        if accountedRows <= resumeBelowRows {
+        if accountedRows.reduce(0, +) <= resumeBelowRows {
             wake = waitingForSpace
             waitingForSpace = []
         }
-        let released = releasedBursts
-        let due = barriers.filter { $0.target <= released }
-        barriers.removeAll { $0.target <= released }
-        condition.unlock()
+        var due: [@Sendable () -> Void] = []
+        barriers.removeAll { barrier in
+            guard zip(barrier.targets, releasedBursts).allSatisfy({ $0 <= $1 }) else { return false }
+            due.append(barrier.callback)
+            return true
+        }
+        lock.unlock()
         wake.forEach { $0() }
-        due.forEach { $0.callback() }
+        due.forEach { $0() }
     }
 
     /// Calls `callback` (from any thread) once every burst pushed before this call has been
-    /// written: from then on, everything accepted so far is readable in the database.
+    /// written, in every lane: from then on, everything accepted so far is readable in the
+    /// database.
     public func whenWritten(_ callback: @escaping @Sendable () -> Void) {
-        condition.lock()
-        if releasedBursts >= pushedBursts {
-            condition.unlock()
+        lock.lock()
+        if releasedBursts == pushedBursts {
+            lock.unlock()
             callback()
             return
         }
         barriers.append((pushedBursts, callback))
-        condition.unlock()
+        lock.unlock()
     }
 
-    /// Stops taking new work; the writer drains what is queued, then stops.
+    /// Stops taking new work; each writer drains its lane, then stops.
     func close() {
-        condition.lock()
+        lock.lock()
         closed = true
         let wake = waitingForSpace
         waitingForSpace = []
-        condition.broadcast()
-        condition.unlock()
+        lock.unlock()
+        for lane in lanes {
+            lane.condition.lock()
+            lane.closed = true
+            lane.condition.broadcast()
+            lane.condition.unlock()
+        }
         wake.forEach { $0() }
     }
 
-    /// Readings queued or being written.
-    public var depth: Int {
-        condition.lock()
-        defer { condition.unlock() }
-        return accountedRows
-    }
+    /// Readings queued or being written, in all lanes.
+    public var depth: Int { lock.withLock { accountedRows.reduce(0, +) } }
+
+    /// Readings queued or being written in one lane.
+    func depth(lane index: Int) -> Int { lock.withLock { accountedRows[index] } }
 }

@@ -6,9 +6,11 @@ import Metrics
 import NIOConcurrencyHelpers
 import ServiceLifecycle
 
-/// The writer thread: takes batches from the queue, commits each with one transaction,
-/// then acks every connection once. It retries with backoff while the database is away,
-/// keeping the batch and holding the acks, so nothing accepted is lost.
+/// The writer threads, one per queue lane: each takes batches from its lane, commits each
+/// with one transaction through its own sink (its own database connection), then acks
+/// every connection once. A device is in one lane, so its frames commit and ack in order.
+/// Each retries with backoff while the database is away, keeping the batch and holding the
+/// acks, so nothing accepted is lost.
 public final class IngestWriter: @unchecked Sendable {
     public struct Configuration: Sendable {
         public var policy: FlushPolicy
@@ -22,25 +24,31 @@ public final class IngestWriter: @unchecked Sendable {
     }
 
     private let queue: IngestQueue
-    private let sink: IngestSink
+    /// One per lane.
+    private let sinks: [IngestSink]
     private let registry: DeviceRegistry
     private let configuration: Configuration
     private let logger: Logger
     private let metrics: IngestMetrics
     private let clock: any HubClock
-    private let thread = NIOLockedValueBox<ServiceThread?>(nil)
+    private let threads = NIOLockedValueBox<[ServiceThread]>([])
     private let startedNanos: UInt64
     private let stateLock = NSLock()
     private var stopDeadline: UInt64?
-    private var lastError: String?
-    private var lastCommitNanos: UInt64?
+    /// Per lane.
+    private var lastError: [String?]
+    private var lastCommitNanos: [UInt64?]
 
+    /// - Parameter sinks: one per lane of `queue`.
     public init(
-        queue: IngestQueue, sink: IngestSink, registry: DeviceRegistry, configuration: Configuration,
+        queue: IngestQueue, sinks: [IngestSink], registry: DeviceRegistry, configuration: Configuration,
         logger: Logger, metrics: IngestMetrics = IngestMetrics(), clock: any HubClock = SystemClock()
     ) {
+        precondition(sinks.count == queue.laneCount, "one sink per queue lane")
         self.queue = queue
-        self.sink = sink
+        self.sinks = sinks
+        lastError = Array(repeating: nil, count: sinks.count)
+        lastCommitNanos = Array(repeating: nil, count: sinks.count)
         self.registry = registry
         self.configuration = configuration
         self.logger = logger
@@ -49,46 +57,61 @@ public final class IngestWriter: @unchecked Sendable {
         startedNanos = clock.uptimeNanos()
     }
 
-    /// Starts the thread (once).
+    /// A writer of one lane (tests and tools).
+    public convenience init(
+        queue: IngestQueue, sink: IngestSink, registry: DeviceRegistry, configuration: Configuration,
+        logger: Logger, metrics: IngestMetrics = IngestMetrics(), clock: any HubClock = SystemClock()
+    ) {
+        self.init(queue: queue, sinks: [sink], registry: registry, configuration: configuration, logger: logger,
+                  metrics: metrics, clock: clock)
+    }
+
+    /// Starts the threads (once).
     public func start() {
-        thread.withLockedValue { thread in
-            guard thread == nil else { return }
-            thread = ServiceThread.start(name: "hub-ingest-writer") { [self] in write() }
+        threads.withLockedValue { threads in
+            guard threads.isEmpty else { return }
+            threads = sinks.indices.map { lane in
+                ServiceThread.start(name: "hub-ingest-writer-\(lane)") { [self] in write(lane: lane) }
+            }
         }
     }
 
-    /// Writes everything queued, then stops the thread; returns once it has. Later calls
-    /// return at once.
+    /// Writes everything queued, then stops the threads; returns once they have. Later
+    /// calls return at once.
     public func shutdown() async {
         stateLock.withLock { stopDeadline = stopDeadline ?? now() &+ configuration.shutdownGraceNanos }
         queue.close()
-        await thread.withLockedValue { $0 }?.join()
+        for thread in threads.withLockedValue({ $0 }) { await thread.join() }
     }
 
-    /// Whether readings have waited longer than `limitNanos` without any commit.
+    /// Whether a lane's readings have waited longer than `limitNanos` without any commit.
     public func isStalled(limitNanos: UInt64) -> Bool {
-        guard queue.depth > 0 else { return false }
-        let last = stateLock.withLock { lastCommitNanos } ?? startedNanos
-        return now() &- last > limitNanos
+        let time = now()
+        return sinks.indices.contains { lane in
+            guard queue.depth(lane: lane) > 0 else { return false }
+            let last = stateLock.withLock { lastCommitNanos[lane] } ?? startedNanos
+            return time &- last > limitNanos
+        }
     }
 
-    /// The last write error, while the database is failing; `nil` when writes succeed.
-    public var failure: String? { stateLock.withLock { lastError } }
+    /// A lane's last write error, while the database is failing; `nil` when writes succeed.
+    public var failure: String? { stateLock.withLock { lastError.lazy.compactMap { $0 }.first } }
 
     private func now() -> UInt64 { clock.uptimeNanos() }
 
-    private func write() {
+    private func write(lane: Int) {
         while true {
-            let bursts = queue.take(policy: configuration.policy, clock: clock)
+            let bursts = queue.take(lane: lane, policy: configuration.policy, clock: clock)
             if bursts.isEmpty { return }
-            if let fenced = commit(bursts) { acknowledge(bursts, fenced: fenced) }
-            queue.release(rows: bursts.reduce(0) { $0 + $1.rowCount }, bursts: bursts.count)
+            if let fenced = commit(bursts, lane: lane) { acknowledge(bursts, fenced: fenced) }
+            queue.release(lane: lane, rows: bursts.reduce(0) { $0 + $1.rowCount }, bursts: bursts.count)
         }
     }
 
     /// Writes until it commits. - Returns: the fences that failed (bursts left out because
     /// another node owns their device now); `nil` only if shutdown gave up on the batch.
-    private func commit(_ bursts: [IngestBurst]) -> Set<DeviceFence>? {
+    private func commit(_ bursts: [IngestBurst], lane: Int) -> Set<DeviceFence>? {
+        let sink = sinks[lane]
         var pending = bursts
         var mustRecheck = false
         var attempt = 0
@@ -108,7 +131,7 @@ public final class IngestWriter: @unchecked Sendable {
                     // The database refused the batch for what it holds, not for being away:
                     // find the frames it refuses on their own, and quarantine just those.
                     logger.error("the database refused an ingest batch; isolating the frames it refuses", metadata: ["error": "\(why)"])
-                    fenced = try writeIsolating(pending)
+                    fenced = try writeIsolating(pending, sink: sink)
                 }
                 metrics.commitSeconds.recordNanoseconds(Int64(now() &- started))
                 metrics.batchRows.record(pending.reduce(0) { $0 + $1.rowCount })
@@ -116,14 +139,14 @@ public final class IngestWriter: @unchecked Sendable {
                     logger.info("database writes recovered", metadata: ["attempts": "\(attempt)"])
                 }
                 let committedAt = now()
-                stateLock.withLock { lastError = nil; lastCommitNanos = committedAt }
+                stateLock.withLock { lastError[lane] = nil; lastCommitNanos[lane] = committedAt }
                 return fenced
             } catch {
                 mustRecheck = true
                 attempt += 1
                 metrics.databaseErrors.increment()
                 let description = String(describing: error)
-                stateLock.withLock { lastError = description }
+                stateLock.withLock { lastError[lane] = description }
                 let time = now()
                 if attempt == 1 || time &- lastLog > 5_000_000_000 {
                     logger.error("database write failed; holding the batch and retrying",
@@ -145,13 +168,14 @@ public final class IngestWriter: @unchecked Sendable {
     /// burst's frames one at a time; a frame refused on its own is stored as a rejected
     /// frame instead (reason `storage_refused`), which advances the mark like any rejection,
     /// and its device is told. Every other frame is stored as it came.
-    private func writeIsolating(_ bursts: [IngestBurst]) throws -> Set<DeviceFence> {
+    private func writeIsolating(_ bursts: [IngestBurst], sink: IngestSink) throws -> Set<DeviceFence> {
         do {
             return try sink.write(bursts)
         } catch StorageFailure.refused(let why) {
             if bursts.count > 1 {
                 let middle = bursts.count / 2
-                return try writeIsolating(Array(bursts[..<middle])).union(writeIsolating(Array(bursts[middle...])))
+                return try writeIsolating(Array(bursts[..<middle]), sink: sink)
+                    .union(writeIsolating(Array(bursts[middle...]), sink: sink))
             }
             guard let burst = bursts.first, !burst.frames.isEmpty else { throw StorageFailure.refused(why) }
             if burst.frames.count > 1 {
@@ -164,7 +188,7 @@ public final class IngestWriter: @unchecked Sendable {
                     parts.append(part)
                 }
                 var fenced: Set<DeviceFence> = []
-                for part in parts { fenced.formUnion(try writeIsolating([part])) }
+                for part in parts { fenced.formUnion(try writeIsolating([part], sink: sink)) }
                 return fenced
             }
             let frame = burst.frames[0]

@@ -28,8 +28,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("batch-rows"), help: "Flush an ingest batch at this many readings (default 5000).")
     var batchRows: Int?
 
-    @Option(name: .customLong("flush-ms"), help: "…or when its oldest reading has waited this many milliseconds (default 20).")
+    @Option(name: .customLong("flush-ms"), help: "…or when its oldest reading has waited this many milliseconds (default 20; 0: as soon as the writer is idle).")
     var flushMilliseconds: Int?
+
+    @Option(name: .customLong("ingest-writers"), help: "Ingest writer threads, each with its own database connection; a device always goes to the same one (default 2, at most 16).")
+    var ingestWriters: Int?
 
     @Option(name: .customLong("queue-rows"), help: "Ingest queue bound in readings; over it the hub stops reading device sockets (default 200000).")
     var queueRows: Int?
@@ -146,16 +149,17 @@ struct ServeCommand: AsyncParsableCommand {
             ("--max-outbound-bytes", maxOutboundBytes), ("--header-timeout", headerTimeout), ("--idle-timeout", idleTimeout),
             ("--auth-failures-per-second", authFailuresPerSecond), ("--statement-timeout", statementTimeout),
             ("--tls-handshake-timeout", tlsHandshakeTimeout), ("--maintenance-interval", maintenanceInterval),
-            ("--drain-timeout-ms", drainTimeoutMilliseconds),
+            ("--drain-timeout-ms", drainTimeoutMilliseconds), ("--ingest-writers", ingestWriters),
         ] {
             if let value, value < 1 { throw ValidationError("\(name) must be at least 1") }
         }
+        if let flushMilliseconds, flushMilliseconds < 0 { throw ValidationError("--flush-ms must be at least 0") }
         // Durations become nanoseconds, spans seconds, in 64 bits: these bounds keep them in range.
         for (name, value, limit) in [
             ("--heartbeat", heartbeatSeconds, 86_400), ("--write-timeout", writeTimeout, 86_400), ("--header-timeout", headerTimeout, 86_400),
             ("--idle-timeout", idleTimeout, 86_400), ("--statement-timeout", statementTimeout, 86_400),
             ("--tls-handshake-timeout", tlsHandshakeTimeout, 86_400), ("--maintenance-interval", maintenanceInterval, 86_400),
-            ("--flush-ms", flushMilliseconds, 60_000), ("--max-frame-bytes", maxFrameBytes, 16 << 20),
+            ("--flush-ms", flushMilliseconds, 60_000), ("--ingest-writers", ingestWriters, 16), ("--max-frame-bytes", maxFrameBytes, 16 << 20),
             ("--partition-hours", partitionHours, 87_600), ("--retention-days", retentionDays, 3_650_000),
             ("--rollup-retention-days", rollupRetentionDays, 3_650_000), ("--rejected-retention-days", rejectedRetentionDays, 3_650_000),
             ("--command-retention-days", commandRetentionDays, 3_650_000), ("--drain-timeout-ms", drainTimeoutMilliseconds, 60_000),
@@ -197,7 +201,8 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.server.host = host ?? Environment.value("HUB_HOST") ?? "0.0.0.0"
         configuration.server.autoProvision = autoProvision || Environment.value("HUB_AUTO_PROVISION") == "1"
         if let batchRows { configuration.batchRows = max(1, batchRows) }
-        if let flushMilliseconds { configuration.flushInterval = .milliseconds(max(1, flushMilliseconds)) }
+        if let flushMilliseconds { configuration.flushInterval = .milliseconds(max(0, flushMilliseconds)) }
+        if let ingestWriters { configuration.ingestWriters = ingestWriters }
         if let queueRows { configuration.queueCapacityRows = max(1, queueRows) }
         if let maxFrameBytes { configuration.server.maxFrameBytes = max(64, maxFrameBytes) }
         if let heartbeatSeconds { configuration.server.heartbeatSeconds = max(1, heartbeatSeconds) }
