@@ -12,6 +12,8 @@ final class DeviceEnvironment: Sendable {
     let logger: Logger
     let metrics: IngestMetrics
     let connections = ConnectionSet<DeviceHandler>()
+    /// One heartbeat task per event loop for all of its device connections.
+    let heartbeats: Heartbeats
     let fanout: LiveFanout
     let commands: CommandCenter
     let clock: any HubClock
@@ -30,6 +32,7 @@ final class DeviceEnvironment: Sendable {
         self.metricCatalog = metricCatalog
         self.queue = queue
         self.configuration = configuration
+        heartbeats = Heartbeats(intervalSeconds: configuration.heartbeatSeconds)
         self.logger = logger
         self.metrics = metrics
     }

@@ -78,15 +78,13 @@ extension DeviceHandler {
             .whenComplete { _ in context.close(promise: nil) }
     }
 
-    func startHeartbeat() {
-        let interval = TimeAmount.seconds(Int64(environment.configuration.heartbeatSeconds))
-        heartbeat = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
-            guard let context else { return }
-            switch session.beat(nowNanos: environment.clock.uptimeNanos(), intervalNanos: UInt64(interval.nanoseconds)) {
-            case .close?: closeSocket(.heartbeatTimeout)
-            case .ping?: context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))), promise: nil)
-            case nil: break
-            }
+    /// A tick of the loop's heartbeat (`LoopHeartbeat`): ping, or close a silent device.
+    func beat(intervalNanos: UInt64) {
+        guard let context else { return }
+        switch session.beat(nowNanos: environment.clock.uptimeNanos(), intervalNanos: intervalNanos) {
+        case .close?: closeSocket(.heartbeatTimeout)
+        case .ping?: context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))), promise: nil)
+        case nil: break
         }
     }
 }

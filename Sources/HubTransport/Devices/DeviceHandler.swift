@@ -17,26 +17,29 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
     typealias OutboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
-    let connectionID: String
+    /// The connection's id as a number: its 16-digit text is made when a log line, the
+    /// welcome or presence needs it, so an idle connection holds no string for it.
+    private let connectionNumber = ConnectionID.random()
     private let remote: String
     let environment: DeviceEnvironment
     let eventLoop: EventLoop
     private let fanout: FanoutBatch
     var context: ChannelHandlerContext?
-    var heartbeat: RepeatedTask?
+    private let heartbeat: LoopHeartbeat
     var session: DeviceSession
 
     init(device: DeviceRecordRef, remote: String, environment: DeviceEnvironment, eventLoop: EventLoop) {
         self.remote = remote
         self.environment = environment
         self.eventLoop = eventLoop
-        connectionID = ConnectionID.make()
         fanout = environment.fanout.batch(for: eventLoop)
+        heartbeat = environment.heartbeats.on(eventLoop)
         session = DeviceSession(
             device: device, framesPerSecond: environment.configuration.maxFramesPerSecondPerDevice, nowNanos: environment.clock.uptimeNanos())
     }
 
     var deviceID: String { session.device.id }
+    var connectionID: String { ConnectionID.text(connectionNumber) }
 
     /// The hub's logger with this connection's device and id: made for each (rare) line,
     /// so an idle connection holds no metadata of its own.
@@ -97,8 +100,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
         pushBurst()
         session.inactive()
         announceOffline()
-        heartbeat?.cancel()
-        heartbeat = nil
+        heartbeat.remove(self)
         logger.info("device disconnected")
         checkDrained()
         context.fireChannelInactive()
@@ -128,7 +130,7 @@ final class DeviceHandler: ChannelDuplexHandler, DeviceConnection, @unchecked Se
             device: session.device, online: true, session: session.session, connection: connectionID, remote: remote,
             atMicros: environment.clock.wallMicros(), on: fanout)
         environment.commands.post(.ready(device: deviceID, session: session.session, connection: self))
-        startHeartbeat()
+        heartbeat.add(self)
         for incoming in held { take(incoming, context: context) }
         if !held.isEmpty { channelReadComplete(context: context) }
         readIfPending()
