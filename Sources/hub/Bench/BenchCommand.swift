@@ -3,7 +3,7 @@ import Foundation
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Load tools that print figures.", subcommands: [IngestBenchCommand.self, FanoutBenchCommand.self, CommandsBenchCommand.self, HistoryBenchCommand.self, TakeoverBenchCommand.self, IdleBenchCommand.self])
+        commandName: "bench", abstract: "Load tools that print figures.", subcommands: [IngestBenchCommand.self, FanoutBenchCommand.self, CommandsBenchCommand.self, HistoryBenchCommand.self, TakeoverBenchCommand.self, IdleBenchCommand.self, ScaleBenchCommand.self])
 }
 
 struct IngestBenchCommand: AsyncParsableCommand {
