@@ -89,8 +89,12 @@ final class IngestLoad: @unchecked Sendable {
     func run(warmUp: Duration, measure: Duration, cpu: CPUProbe?) async throws -> Result {
         for stream in streams {
             let loop = stream.client!.channel.eventLoop
-            if framesPerSecondPerDevice != nil {
-                loop.scheduleRepeatedTask(initialDelay: .milliseconds(Int64.random(in: 1...10)), delay: .milliseconds(5)) { task in
+            if let rate = framesPerSecondPerDevice {
+                // A tick per frame a device sends, every 5 ms at most and every second at
+                // least, spread over the interval: 10,000 slow devices ticking every 5 ms
+                // would busy the tool, not the hub.
+                let tick = Int64(min(1_000, max(5, 1_000 / rate)))
+                loop.scheduleRepeatedTask(initialDelay: .milliseconds(Int64.random(in: 1...tick)), delay: .milliseconds(tick)) { task in
                     if !stream.running { task.cancel() }
                     stream.tick()
                 }
