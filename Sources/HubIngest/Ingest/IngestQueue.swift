@@ -31,8 +31,8 @@ public final class IngestQueue: @unchecked Sendable {
 
     private let lanes: [Lane]
 
-    /// The bound and the barriers, shared by all lanes. Guarded by `lock`, which is never
-    /// taken while a lane's condition is held.
+    /// The bound and the barriers, shared by all lanes. Guarded by `lock`; a push takes it
+    /// inside its lane's condition, nothing takes a lane's condition while holding it.
     private let lock = NSLock()
     private var accountedRows: [Int]
     private var pushedBursts: [Int]
@@ -61,14 +61,15 @@ public final class IngestQueue: @unchecked Sendable {
     public func push(_ burst: IngestBurst, nowNanos: UInt64) -> Bool {
         let rows = burst.rowCount
         let index = lane(ofDeviceKey: burst.device.key)
-        // Counted first, so a barrier set from now on waits for this burst.
+        let lane = lanes[index]
+        lane.condition.lock()
+        // Counted and queued under the lane's condition, so the lane's count and order agree:
+        // a barrier waiting for n bursts of this lane waits for its first n.
         lock.lock()
         accountedRows[index] += rows
         pushedBursts[index] += 1
         let underBound = accountedRows.reduce(0, +) < capacityRows
         lock.unlock()
-        let lane = lanes[index]
-        lane.condition.lock()
         lane.bursts.append(burst)
         lane.queuedRows += rows
         if lane.oldestPushNanos == nil { lane.oldestPushNanos = nowNanos }

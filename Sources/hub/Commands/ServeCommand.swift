@@ -201,7 +201,7 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.server.host = host ?? Environment.value("HUB_HOST") ?? "0.0.0.0"
         configuration.server.autoProvision = autoProvision || Environment.value("HUB_AUTO_PROVISION") == "1"
         if let batchRows { configuration.batchRows = max(1, batchRows) }
-        if let flushMilliseconds { configuration.flushInterval = .milliseconds(max(0, flushMilliseconds)) }
+        if let flushMilliseconds { configuration.flushInterval = .milliseconds(flushMilliseconds) }
         if let ingestWriters { configuration.ingestWriters = ingestWriters }
         if let queueRows { configuration.queueCapacityRows = max(1, queueRows) }
         if let maxFrameBytes { configuration.server.maxFrameBytes = max(64, maxFrameBytes) }
