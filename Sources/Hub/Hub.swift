@@ -146,7 +146,8 @@ public final class Hub: Sendable {
         let probe = DatabaseExecutor(url: database.url, name: "hub-readiness", threads: 1, statementTimeout: .seconds(2))
         let commandStore = PostgresCommandStore(url: database.url, executor: executor, logger: logger)
         let tokens = APITokens(full: apiToken, readOnly: configuration.readToken)
-        let fanout = LiveFanout(link: cluster)
+        let fanout = LiveFanout(
+            link: cluster, maxFanoutDeliveries: configuration.server.maxFanoutDeliveries, maxFanoutBytes: configuration.server.maxFanoutBytes)
         // Commands of devices connected to no node expire on one node at a time.
         let expiryLease = cluster.map {
             AdvisoryLease.commandExpiry(url: database.url, node: $0.configuration.nodeID, clock: clock, logger: logger)

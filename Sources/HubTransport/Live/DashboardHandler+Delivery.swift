@@ -37,6 +37,24 @@ extension DashboardHandler {
         context.flush()
     }
 
+    /// Readings this loop's mailbox conflated (`LoopMailbox`): delivered as any events, then
+    /// each subscription's count of missed readings as `lagged`, behind them (or into the
+    /// outbox's or the replay's own count, when those hold events back).
+    func deliverConflated(_ events: [LiveEvent], dropped: [(LiveSubscription, Int)]) {
+        guard let context, !closing else { return }
+        deliver(events)
+        for (subscription, count) in dropped where subscriptions[subscription.id] === subscription {
+            environment.metrics.conflated.increment(by: Int64(count))
+            if replays[subscription.id] != nil {
+                replays[subscription.id]!.addDropped(count)
+            } else if !outbox.addDropped(sub: subscription.id, count: count) {
+                environment.metrics.lagged.increment()
+                emit(control: Lagged(sub: subscription.id, dropped: count).json, context: context)
+            }
+        }
+        context.flush()
+    }
+
     /// Whether a live frame was already sent by the subscription's replay (`replayFloors`).
     private func isRepeatOfReplay(sub: String, device: String, seq: UInt64) -> Bool {
         guard let floor = replayFloors[sub]?[device] else { return false }
@@ -47,17 +65,21 @@ extension DashboardHandler {
     }
 
     func emit(control text: String, context: ChannelHandlerContext) {
+        let before = outbox.queuedBytes
         let decision = outbox.offer(
             control: text, writable: context.channel.isWritable, nowNanos: environment.clock.uptimeNanos(),
             maxBytes: environment.maxQueuedBytes, stallLimitNanos: environment.stallLimitNanos)
+        account(since: before)
         perform(decision, text: text, context: context)
     }
 
     func emit(telemetry text: () -> String?, sub: String, device: String, readings: () -> [ConflatedReading], context: ChannelHandlerContext) {
+        let before = outbox.queuedBytes
         let decision = outbox.offer(
             telemetry: text, sub: sub, device: device, readings: readings, writable: context.channel.isWritable,
-            nowNanos: environment.clock.uptimeNanos(), maxBytes: environment.maxQueuedBytes,
+            nowNanos: environment.clock.uptimeNanos(), maxBytes: telemetryBound,
             stallLimitNanos: environment.stallLimitNanos)
+        account(since: before)
         if decision == .write {
             guard let text = text() else { return }
             environment.metrics.deliveries.increment()
@@ -66,17 +88,20 @@ extension DashboardHandler {
         }
         let dropped = outbox.takeNewlyDropped()
         if dropped > 0 { environment.metrics.conflated.increment(by: Int64(dropped)) }
-        noteBacklog()
         perform(decision, text: "", context: context)
     }
 
-    /// Tells the fan-out (on other loops) whether this dashboard conflates, so it builds no
-    /// text for it meanwhile.
-    private func noteBacklog() {
-        let conflating = outbox.isConflating
-        guard conflating != backlogNoted else { return }
-        backlogNoted = conflating
-        backlog.withLockedValue { $0 = conflating }
+    /// The outbox's bound for telemetry now: its own, or what it holds plus what is left of
+    /// the bound of all dashboards together.
+    private var telemetryBound: Int {
+        let left = environment.maxTotalQueuedBytes - environment.totalQueuedBytes.load(ordering: .relaxed)
+        return min(environment.maxQueuedBytes, outbox.queuedBytes + max(0, left))
+    }
+
+    /// Keeps the total of all outboxes (`LiveEnvironment.totalQueuedBytes`) true.
+    func account(since before: Int) {
+        let change = outbox.queuedBytes - before
+        if change != 0 { environment.totalQueuedBytes.add(change, ordering: .relaxed) }
     }
 
     private func perform(_ decision: Outbox.Decision, text: String, context: ChannelHandlerContext) {
@@ -91,9 +116,10 @@ extension DashboardHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable && !outbox.isIdle {
+            let before = outbox.queuedBytes
+            defer { account(since: before) }
             let dropped = outbox.drain(isSubscribed: { self.subscriptions[$0] != nil }, write: { self.send($0, context: context) })
             if dropped > 0 { environment.metrics.lagged.increment() }
-            noteBacklog()
             context.flush()
         }
         if context.channel.isWritable && outbox.isIdle { releaseIdleWaiters() }

@@ -29,6 +29,11 @@ struct ReplayBuffer {
             if overflow.updateValue(reading, forKey: key) != nil { dropped += 1 }
         }
     }
+
+    /// Readings conflated before they reached the buffer (in a loop's mailbox).
+    mutating func addDropped(_ count: Int) {
+        dropped += count
+    }
 }
 
 /// History replay with a gap-free, repeat-free handover to live events.

@@ -29,10 +29,6 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     var context: ChannelHandlerContext?
     var subscriptions: [String: LiveSubscription] = [:]
     var outbox = Outbox()
-    /// Whether the outbox conflates: written on this loop, read by the fan-out on any loop.
-    let backlog = NIOLockedValueBox(false)
-    /// This loop's copy of `backlog`, to touch the lock only on a change.
-    var backlogNoted = false
     var rate = RateLimiter()
     var rateTimer: Scheduled<Void>?
     var replays: [String: ReplayBuffer] = [:]
@@ -54,8 +50,8 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     static let maxReplaysInFlight = 2
     private var readPending = false
 
-    /// Read by the fan-out: build no text for this dashboard while it conflates.
-    var isBacklogged: Bool { backlog.withLockedValue { $0 } }
+    /// Read by this loop's fan-out mailbox: it makes no text for this dashboard while it conflates.
+    var isBacklogged: Bool { outbox.isConflating }
 
     init(access: APITokens.Access, environment: LiveEnvironment, eventLoop: EventLoop) {
         self.access = access
@@ -81,6 +77,9 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
         subscriptions = [:]
         replays = [:]
         replayFloors = [:]
+        let held = outbox.queuedBytes
+        outbox = Outbox()
+        account(since: held)
         environment.dashboards.remove(self)
         environment.metrics.connected.decrement()
         self.context = nil

@@ -1,6 +1,7 @@
 import HubIngest
 import Logging
 import Metrics
+import Synchronization
 
 /// What every dashboard connection shares.
 final class LiveEnvironment: Sendable {
@@ -26,6 +27,10 @@ final class LiveEnvironment: Sendable {
     let limits: LiveClientMessage.Limits
     let maxRequestsInFlight: Int
     let maxQueuedBytes: Int
+    /// What all dashboards' outboxes may hold together; past it each conflates at what it holds.
+    let maxTotalQueuedBytes: Int
+    /// What they hold now (changed by each dashboard on its own loop).
+    let totalQueuedBytes = Atomic<Int>(0)
     let stallLimitNanos: UInt64
     let logger: Logger
     let metrics = Counters()
@@ -46,6 +51,7 @@ final class LiveEnvironment: Sendable {
         limits = .init(maxBytes: configuration.maxJSONBytes, maxPatterns: configuration.maxPatterns)
         maxRequestsInFlight = configuration.maxRequestsInFlight
         maxQueuedBytes = configuration.maxDashboardQueueBytes
+        maxTotalQueuedBytes = configuration.maxDashboardQueueBytesTotal
         stallLimitNanos = UInt64(configuration.writeTimeoutSeconds) * 1_000_000_000
         self.logger = logger
     }

@@ -8,8 +8,9 @@ import NIOCore
 ///
 /// Called on a device's event loop once per read cycle. Each frame's JSON body is built
 /// once per distinct metric filter. Deliveries collect in a batch of the publishing loop
-/// and go out when that loop finishes its current pass: one task per dashboard loop and
-/// one flush per dashboard for everything the pass read, however many devices sent.
+/// and, when that loop finishes its current pass, go to the mailbox of each dashboard loop
+/// (`LoopMailbox`): bounded, conflating past its bound, drained by one task at a time and
+/// flushed once per dashboard, however many devices sent. No loop ever waits for another.
 public final class LiveFanout: Sendable {
     let index = SubscriptionIndex<LiveSubscription>()
     /// Presence in session order, from this node and (in a cluster) the others.
@@ -17,10 +18,18 @@ public final class LiveFanout: Sendable {
     /// The rest of the cluster, told of this node's presence changes; `nil` on a single node.
     private let link: (any ClusterLink)?
 
-    public init(link: (any ClusterLink)? = nil) {
+    /// - Parameter mailboxLimits: what may wait for one event loop's dashboards, from all
+    ///   loops, before frames are conflated (`LoopMailbox`).
+    init(link: (any ClusterLink)? = nil, mailboxLimits: DashboardMailbox.State.Limits) {
         self.link = link
+        mailboxes = Mailboxes(limits: mailboxLimits)
+    }
+
+    public convenience init(link: (any ClusterLink)? = nil, maxFanoutDeliveries: Int = 100_000, maxFanoutBytes: Int = 8 << 20) {
+        self.init(link: link, mailboxLimits: .init(maxDeliveries: maxFanoutDeliveries, maxBytes: maxFanoutBytes))
     }
     private let batches = NIOLockedValueBox<[ObjectIdentifier: FanoutBatch]>([:])
+    private let mailboxes: Mailboxes
 
     /// How many local subscriptions hold each pattern: what this node announces to the others.
     private let patternCounts = NIOLockedValueBox<[DevicePattern: Int]>([:])
@@ -149,7 +158,7 @@ public final class LiveFanout: Sendable {
     func batch(for loop: EventLoop) -> FanoutBatch {
         batches.withLockedValue { batches in
             if let batch = batches[ObjectIdentifier(loop)] { return batch }
-            let batch = FanoutBatch(loop: loop, link: link)
+            let batch = FanoutBatch(loop: loop, link: link, mailboxes: mailboxes)
             batches[ObjectIdentifier(loop)] = batch
             return batch
         }
@@ -179,32 +188,11 @@ public final class LiveFanout: Sendable {
         publishLocally(device: device.id, frames: fresh, on: batch(for: loop))
     }
 
+    /// The work per subscription (text, writes) is the dashboard loops' (`LoopMailbox`).
     private func publishLocally(device: String, frames: [AcceptedFrame], on batch: FanoutBatch) {
         let subscriptions = index.matching(device)
-        guard !subscriptions.isEmpty else { return }
-        var bodies: [Set<String>?: [String?]] = [:]
-        // Dashboards that conflate take readings, not text: when all of them do (a stuck
-        // dashboard, say), build no text at all. Otherwise build it once and share it, so
-        // one that drains meanwhile need not build its own.
-        let allBacklogged = subscriptions.allSatisfy { $0.dashboard.isBacklogged }
-        for subscription in subscriptions {
-            if allBacklogged {
-                for frame in frames {
-                    batch.add(.telemetry(subscription: subscription, device: device, frame: frame, text: nil), to: subscription.dashboard)
-                }
-                continue
-            }
-            let filter = subscription.metrics
-            let encoded = bodies[filter] ?? frames.map {
-                TelemetryJSON.body(device: device, frame: $0.frame, baseMicros: $0.baseMicros, metrics: filter)
-            }
-            bodies[filter] = encoded
-            let prefix = TelemetryJSON.prefix(sub: subscription.id)
-            for (frame, body) in zip(frames, encoded) {
-                guard let body else { continue }
-                batch.add(.telemetry(subscription: subscription, device: device, frame: frame, text: prefix + body), to: subscription.dashboard)
-            }
-        }
+        guard !subscriptions.isEmpty, !frames.isEmpty else { return }
+        batch.publish(device: device, frames: frames, to: subscriptions)
     }
 
     /// A rare event (a command's status) to every dashboard subscribed to `device`, and to
@@ -272,7 +260,7 @@ public final class LiveFanout: Sendable {
         var seen: Set<ObjectIdentifier> = []
         // One presence event per dashboard, however many of its subscriptions match.
         for subscription in subscriptions where seen.insert(ObjectIdentifier(subscription.dashboard)).inserted {
-            batch.add(.control(text), to: subscription.dashboard)
+            batch.add(control: text, to: subscription.dashboard)
         }
         // Presence goes out at once, behind the frames gathered before it: a takeover's
         // offline event must reach dashboards before the new session's online event.
@@ -289,25 +277,48 @@ enum LiveEvent: Sendable {
     /// A telemetry event's message, made now if the fan-out did not make it.
     static func text(_ subscription: LiveSubscription, device: String, frame: AcceptedFrame) -> String? {
         TelemetryJSON.body(device: device, frame: frame.frame, baseMicros: frame.baseMicros, metrics: subscription.metrics)
-            .map { TelemetryJSON.prefix(sub: subscription.id) + $0 }
+            .map { subscription.prefix + $0 }
     }
 }
 
-/// Events gathered on one event loop during its current pass, grouped by dashboard loop
-/// and dashboard; sent when the pass ends. Touched only on its own loop.
+/// The mailbox of every dashboard event loop, made on first use.
+final class Mailboxes: Sendable {
+    private let limits: DashboardMailbox.State.Limits
+    private let boxes = NIOLockedValueBox<[ObjectIdentifier: DashboardMailbox]>([:])
+
+    init(limits: DashboardMailbox.State.Limits) {
+        self.limits = limits
+    }
+
+    func mailbox(for loop: EventLoop) -> DashboardMailbox {
+        boxes.withLockedValue { boxes in
+            if let box = boxes[ObjectIdentifier(loop)] { return box }
+            let box = DashboardMailbox(loop: loop, limits: limits)
+            boxes[ObjectIdentifier(loop)] = box
+            return box
+        }
+    }
+}
+
+/// What one event loop's current pass publishes, per dashboard loop; posted to the loops'
+/// mailboxes when the pass ends. Touched only on its own loop.
 final class FanoutBatch: @unchecked Sendable {
     private let loop: EventLoop
     private let link: (any ClusterLink)?
-    private var byLoop: [ObjectIdentifier: (loop: EventLoop, batches: [ObjectIdentifier: (DashboardHandler, [LiveEvent])])] = [:]
+    private let mailboxes: Mailboxes
+    /// The mailboxes this loop has posted to, so the registry's lock is taken once per loop.
+    private var known: [ObjectIdentifier: DashboardMailbox] = [:]
+    private var pending: [ObjectIdentifier: (mailbox: DashboardMailbox, items: [DashboardMailbox.State.Item])] = [:]
     /// Frames for other nodes (cluster mode): one message per node per pass, at most
     /// `maxForwardBytes` each (a pass with more sends more).
     private var remote: [String: RemoteFrames.Writer] = [:]
     private var scheduled = false
     static let maxForwardBytes = 256 << 10
 
-    init(loop: EventLoop, link: (any ClusterLink)?) {
+    init(loop: EventLoop, link: (any ClusterLink)?, mailboxes: Mailboxes) {
         self.loop = loop
         self.link = link
+        self.mailboxes = mailboxes
     }
 
     /// Frames for other nodes, each frame encoded once however many nodes want it.
@@ -330,12 +341,37 @@ final class FanoutBatch: @unchecked Sendable {
         }
     }
 
-    func add(_ event: LiveEvent, to dashboard: DashboardHandler) {
-        let loopKey = ObjectIdentifier(dashboard.eventLoop)
-        let dashboardKey = ObjectIdentifier(dashboard)
-        if byLoop[loopKey] == nil { byLoop[loopKey] = (dashboard.eventLoop, [:]) }
-        byLoop[loopKey]!.batches[dashboardKey, default: (dashboard, [])].1.append(event)
+    private func append(_ item: DashboardMailbox.State.Item, for loop: EventLoop) {
+        let key = ObjectIdentifier(loop)
+        if pending[key] == nil {
+            let box = known[key] ?? mailboxes.mailbox(for: loop)
+            known[key] = box
+            pending[key] = (box, [])
+        }
+        pending[key]!.items.append(item)
         schedule()
+    }
+
+    /// A device's frames for the subscriptions that match it: once to each loop that holds
+    /// some of them, with how many.
+    func publish(device: String, frames: [AcceptedFrame], to subscriptions: [LiveSubscription]) {
+        var loops: [(loop: EventLoop, count: Int)] = []
+        for subscription in subscriptions {
+            let loop = subscription.dashboard.eventLoop
+            if let at = loops.firstIndex(where: { $0.loop === loop }) {
+                loops[at].count += 1
+            } else {
+                loops.append((loop, 1))
+            }
+        }
+        for (loop, count) in loops {
+            append(.publication(.init(device: device, frames: frames, subscriptions: subscriptions, local: count)), for: loop)
+        }
+    }
+
+    /// A control message for one dashboard, behind what this pass published before it.
+    func add(control text: String, to dashboard: DashboardHandler) {
+        append(.control(dashboard, text), for: dashboard.eventLoop)
     }
 
     /// Sends the frames gathered for other nodes.
@@ -345,21 +381,13 @@ final class FanoutBatch: @unchecked Sendable {
         remote = [:]
     }
 
+    /// Posts what the pass gathered, in order per loop.
     func sendNow() {
         scheduled = false
         flushRemote()
-        guard !byLoop.isEmpty else { return }
-        let pending = byLoop
-        byLoop = [:]
-        for (_, entry) in pending {
-            let batches = Array(entry.batches.values)
-            if entry.loop === loop {
-                for (dashboard, events) in batches { dashboard.deliver(events) }
-            } else {
-                entry.loop.execute {
-                    for (dashboard, events) in batches { dashboard.deliver(events) }
-                }
-            }
-        }
+        guard !pending.isEmpty else { return }
+        let posts = pending
+        pending = [:]
+        for (_, post) in posts { post.mailbox.post(post.items) }
     }
 }

@@ -9,6 +9,8 @@ final class LiveSubscription: Sendable {
     let metrics: Set<String>?
     /// At most one event per device and metric per this interval (`max_rate_hz`), if set.
     let minIntervalNanos: UInt64?
+    /// The start of each of its telemetry messages, made once.
+    let prefix: String
     /// Strong: events in flight may outlive the connection; the handler breaks the cycle
     /// by dropping its subscriptions when it is removed.
     let dashboard: DashboardHandler
@@ -21,6 +23,7 @@ final class LiveSubscription: Sendable {
         // that no rate can make the conversion trap.
         minIntervalNanos = maxRateHz.map { UInt64(min(1e12, max(1e6, (1e9 / $0).rounded()))) }
         self.dashboard = dashboard
+        prefix = TelemetryJSON.prefix(sub: id)
     }
 
     /// The readings of `frame` this subscription wants.

@@ -78,6 +78,14 @@ struct Outbox {
         return .held
     }
 
+    /// Readings conflated before they reached this outbox (in a loop's mailbox): counted
+    /// into its own `lagged` if it is conflating now. - Returns: whether they were.
+    mutating func addDropped(sub: String, count: Int) -> Bool {
+        guard isConflating else { return false }
+        dropped[sub, default: 0] += count
+        return true
+    }
+
     /// Sends what waits while `write` reports the socket still writable. Conflated readings
     /// and `lagged` follow only once the queue is empty.
     /// - Returns: how many conflated readings were reported as dropped.

@@ -18,6 +18,13 @@ public struct ServerConfiguration: Sendable {
     /// Events waiting for one slow dashboard, in bytes; past it events are dropped and
     /// counted, and the dashboard gets `lagged`.
     public var maxDashboardQueueBytes = 4 << 20
+    /// The same for all dashboards together: past it, each conflates at what it holds.
+    public var maxDashboardQueueBytesTotal = 128 << 20
+    /// Deliveries (frames × subscriptions) and bytes waiting for the dashboards of one event
+    /// loop, from all loops' fan-out; past either, frames are conflated until that loop
+    /// catches up (`LoopMailbox`).
+    public var maxFanoutDeliveries = 100_000
+    public var maxFanoutBytes = 8 << 20
     /// Commands per device that are not final; more get 429.
     public var maxPendingCommandsPerDevice = 1_000
     /// The largest REST request body; larger gets 413.

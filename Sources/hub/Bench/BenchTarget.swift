@@ -33,12 +33,13 @@ final class BenchTarget: @unchecked Sendable {
         self.cpuProbe = cpuProbe
     }
 
-    static func startHub(extraArguments: [String]) throws -> BenchTarget {
+    /// - Parameter executable: the hub to start; this executable when `nil`.
+    static func startHub(extraArguments: [String], executable: String? = nil) throws -> BenchTarget {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("hub-bench-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: folder.path)
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        process.executableURL = URL(fileURLWithPath: executable ?? "/proc/self/exe").resolvingSymlinksInPath()
         process.arguments = [
             "serve", "--data-dir", folder.path, "--port", "0", "--host", "127.0.0.1", "--auto-provision",
             "--log-level", "error",

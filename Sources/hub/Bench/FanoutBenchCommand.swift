@@ -16,6 +16,8 @@ struct FanoutBenchCommand: AsyncParsableCommand {
     @Option(name: .customLong("devices-url"), help: "With --url: connect the devices to this other node of a cluster (ws://host:port, --auto-provision), so every delivery crosses nodes.")
     var devicesURL: String?
     @Option(name: .customLong("client-threads"), help: "Event-loop threads of the tool's own clients.") var clientThreads = 2
+    @Option(name: .customLong("hub-binary"), help: "Start this hub executable instead of this one (to compare builds in one hour).")
+    var hubBinary: String?
 
     func run() async throws {
         let target: BenchTarget
@@ -27,7 +29,7 @@ struct FanoutBenchCommand: AsyncParsableCommand {
         } else {
             print("starting a hub with its own embedded PostgreSQL…")
             token = "bench-\(UUID().uuidString)"
-            target = try BenchTarget.startHub(extraArguments: ["--api-token", token])
+            target = try BenchTarget.startHub(extraArguments: ["--api-token", token], executable: hubBinary)
         }
         defer { target.stop() }
         let load = FanoutLoad(publishers: publishers, subscribers: subscribers, offeredDeliveries: rate, clientThreads: clientThreads)
@@ -41,7 +43,10 @@ struct FanoutBenchCommand: AsyncParsableCommand {
                 + (devicesURL == nil ? "" : "  (devices on another node)"),
             String(format: "  delivered     %.0f deliveries/s  (%.0f frames/s published)", result.deliveriesPerSecond, result.framesPerSecond),
             String(format: "  latency       p50 %.2f ms   p99 %.2f ms   max %.2f ms  (device send to dashboard receive)", result.p50Millis, result.p99Millis, result.maxMillis),
-            "  hub           cpu \(result.hubCPU.map { String(format: "%.0f %%", $0) } ?? "n/a")   rss \(result.hubRSS.map { "\($0 / 1_048_576) MiB" } ?? "n/a")",
+            String(format: "  device acks   p50 %.2f ms   p99 %.2f ms  (frame sent to its ack, after the commit)", result.ackP50Millis, result.ackP99Millis),
+            "  conflated     \(result.laggedMessages) lagged messages, \(result.conflatedReadings) readings conflated away",
+            "  hub           cpu \(result.hubCPU.map { String(format: "%.0f %%", $0) } ?? "n/a")   rss \(result.hubRSS.map { "\($0 / 1_048_576) MiB" } ?? "n/a")"
+                + "   peak rss \(result.hubPeakRSS.map { "\($0 / 1_048_576) MiB" } ?? "n/a")",
         ].joined(separator: "\n"))
     }
 }
