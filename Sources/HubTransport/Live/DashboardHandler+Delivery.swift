@@ -34,7 +34,7 @@ extension DashboardHandler {
                 }
             }
         }
-        context.flush()
+        flushOut(context)
     }
 
     /// Readings this loop's mailbox conflated (`LoopMailbox`): delivered as any events, then
@@ -52,7 +52,7 @@ extension DashboardHandler {
                 emit(control: Lagged(sub: subscription.id, dropped: count).json, context: context)
             }
         }
-        context.flush()
+        flushOut(context)
     }
 
     /// Whether a live frame was already sent by the subscription's replay (`replayFloors`).
@@ -120,7 +120,7 @@ extension DashboardHandler {
             defer { account(since: before) }
             let dropped = outbox.drain(isSubscribed: { self.subscriptions[$0] != nil }, write: { self.send($0, context: context) })
             if dropped > 0 { environment.metrics.lagged.increment() }
-            context.flush()
+            flushOut(context)
         }
         if context.channel.isWritable && outbox.isIdle { releaseIdleWaiters() }
         resumeReadingIfAllowed(context: context)
@@ -157,7 +157,7 @@ extension DashboardHandler {
             for message in Outbox.messages(ready, isSubscribed: { self.subscriptions[$0] != nil }) {
                 emit(control: message, context: context)
             }
-            context.flush()
+            flushOut(context)
             scheduleRateFlush(context: context)
         }
     }

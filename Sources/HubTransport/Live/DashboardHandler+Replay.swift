@@ -130,7 +130,7 @@ extension DashboardHandler {
         let overflow = buffer.overflow.filter { $0.value.seq > seen($0.key.device) }
         for message in Outbox.messages(overflow, isSubscribed: { _ in true }) { emit(control: message, context: context) }
         if buffer.dropped > 0 { emit(control: Lagged(sub: subscription.id, dropped: buffer.dropped).json, context: context) }
-        context.flush()
+        flushOut(context)
     }
 
     /// Bytes of replay messages written before waiting for the socket to take them.

@@ -29,6 +29,12 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     var context: ChannelHandlerContext?
     var subscriptions: [String: LiveSubscription] = [:]
     var outbox = Outbox()
+    /// The WebSocket frame encoder's context: a write from it goes below the encoder, so
+    /// messages framed here (`TextFrame`) go out as they are. `nil` without an encoder.
+    private var rawContext: ChannelHandlerContext?
+    /// Messages framed and not yet handed to the socket (at most `spillBytes`).
+    private var framed: ByteBuffer?
+    static let spillBytes = 16 << 10
     var rate = RateLimiter()
     var rateTimer: Scheduled<Void>?
     var replays: [String: ReplayBuffer] = [:]
@@ -63,10 +69,11 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        rawContext = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
         environment.dashboards.insert(self)
         environment.metrics.connected.increment()
         emit(control: Hello(connection: connectionID, serverTimeMicros: environment.clock.wallMicros()).json, context: context)
-        context.flush()
+        flushOut(context)
         logger.info("dashboard connected")
     }
 
@@ -82,6 +89,8 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
         account(since: held)
         environment.dashboards.remove(self)
         environment.metrics.connected.decrement()
+        framed = nil
+        rawContext = nil
         self.context = nil
         logger.info("dashboard disconnected")
     }
@@ -98,6 +107,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
             sendError("bad_message", "binary messages are not part of /live", context: context)
         case .ping:
             // Bounded like every reply: the socket is not read while it is not writable.
+            spill()
             context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
         case .connectionClose:
             close(code: 1000, context: context)
@@ -107,7 +117,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        context.flush()
+        flushOut(context)
     }
 
     private func handle(_ text: String, context: ChannelHandlerContext) {
@@ -179,7 +189,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
         requestDone()
         guard let context, let failure else { return }
         sendError(failure.code, failure.message, context: context)
-        context.flush()
+        flushOut(context)
     }
 
     /// A command or a replay of this connection ended: reading may go on.
@@ -219,13 +229,40 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     /// Writes one text message (not flushed). - Returns: whether the socket is still writable.
     @discardableResult
     func send(_ text: String, context: ChannelHandlerContext) -> Bool {
-        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(string: text))), promise: nil)
+        guard let raw = rawContext else {
+            context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(string: text))), promise: nil)
+            return context.channel.isWritable
+        }
+        // Framed here, many messages to one buffer and one write: the pipeline's per-write
+        // work (the frame encoder, the pending-writes queue) is then paid per flush, not per message.
+        var buffer = framed ?? context.channel.allocator.buffer(capacity: max(Self.spillBytes, text.utf8.count + 10))
+        framed = nil
+        TextFrame.write(text, to: &buffer)
+        if buffer.readableBytes >= Self.spillBytes {
+            raw.write(NIOAny(buffer), promise: nil)
+        } else {
+            framed = buffer
+        }
         return context.channel.isWritable
+    }
+
+    /// Hands the messages framed so far to the socket (unflushed), ahead of anything written after.
+    func spill() {
+        guard let buffer = framed, let rawContext else { return }
+        framed = nil
+        rawContext.write(NIOAny(buffer), promise: nil)
+    }
+
+    /// Flushes, the messages framed so far first.
+    func flushOut(_ context: ChannelHandlerContext) {
+        spill()
+        context.flush()
     }
 
     /// Writes and flushes one message; the future completes once it is on the socket.
     func sendAndFlush(_ text: String, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
-        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(string: text))))
+        spill()
+        return context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(string: text))))
     }
 
     func sendError(_ code: String, _ message: String, context: ChannelHandlerContext) {
@@ -284,6 +321,7 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
         closing = true
         releaseIdleWaiters()
         if !reason.isEmpty { logger.info("closing dashboard", metadata: ["reason": "\(reason)", "code": "\(code)"]) }
+        spill()
         var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
         data.writeInteger(code)
         data.writeString(reason)
@@ -292,3 +330,21 @@ final class DashboardHandler: ChannelDuplexHandler, @unchecked Sendable {
     }
 }
 
+
+/// A server's WebSocket text message, framed (RFC 6455 §5.2: FIN, opcode 1, unmasked).
+enum TextFrame {
+    static func write(_ text: String, to buffer: inout ByteBuffer) {
+        let count = text.utf8.count
+        buffer.writeInteger(UInt8(0x81))
+        if count < 126 {
+            buffer.writeInteger(UInt8(count))
+        } else if count <= Int(UInt16.max) {
+            buffer.writeInteger(UInt8(126))
+            buffer.writeInteger(UInt16(count))
+        } else {
+            buffer.writeInteger(UInt8(127))
+            buffer.writeInteger(UInt64(count))
+        }
+        buffer.writeString(text)
+    }
+}

@@ -298,11 +298,25 @@ final class DashboardMailbox: @unchecked Sendable {
         var byDashboard = Gathered()
         var dropped: [ObjectIdentifier: [(LiveSubscription, Int)]] = [:]
         for (device, entry) in latest {
+            // Worked out once per metric filter, as the queued path builds text.
+            var byFilter: [Set<String>?: (frames: [AcceptedFrame], bodies: [String?], missed: Int)] = [:]
             for subscription in entry.subscriptions where subscription.dashboard.eventLoop === loop {
-                let (frames, missed) = State.kept(entry, for: subscription)
+                let filter = subscription.metrics
+                let kept = byFilter[filter] ?? {
+                    let (frames, missed) = State.kept(entry, for: subscription)
+                    let bodies = frames.map { TelemetryJSON.body(device: device, frame: $0.frame, baseMicros: $0.baseMicros, metrics: filter) }
+                    return (frames, bodies, missed)
+                }()
+                byFilter[filter] = kept
+                let backlogged = subscription.dashboard.isBacklogged
                 byDashboard.add(
-                    frames.map { .telemetry(subscription: subscription, device: device, frame: $0, text: nil) }, to: subscription.dashboard)
-                if missed > 0 { dropped[ObjectIdentifier(subscription.dashboard), default: []].append((subscription, missed)) }
+                    zip(kept.frames, kept.bodies).map { frame, body in
+                        .telemetry(
+                            subscription: subscription, device: device, frame: frame,
+                            text: backlogged ? nil : body.map { subscription.prefix + $0 })
+                    },
+                    to: subscription.dashboard)
+                if kept.missed > 0 { dropped[ObjectIdentifier(subscription.dashboard), default: []].append((subscription, kept.missed)) }
             }
         }
         for (dashboard, events) in byDashboard.inOrder {
