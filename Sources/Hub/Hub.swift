@@ -175,8 +175,10 @@ public final class Hub: Sendable {
             core: core, tokens: tokens, admin: PostgresDeviceAdmin(executor: executor),
             queries: PostgresTelemetryQueries(executor: executor), logger: logger,
             provision: { id in try await executor.run { try DeviceStore(connection: $0).provision(id: id) } },
-            metricsText: { [queue] in
+            metricsText: { [queue, registry] in
                 HubMetrics.queueDepth.record(queue.depth)
+                HubMetrics.queueCapacity.record(queue.capacityRows)
+                HubMetrics.ready.record(Hub.knownUnready(writer: writer, registry: registry, cluster: cluster) == nil ? 1 : 0)
                 return HubMetrics.text()
             },
             readiness: { [registry] in await Hub.readiness(writer: writer, probe: probe, registry: registry, cluster: cluster) },
@@ -212,10 +214,7 @@ public final class Hub: Sendable {
     /// `/readyz`: the devices are loaded, the database answers within 2 s, writes succeed, and ingest is not stalled
     /// (readings waiting with no commit for 10 s).
     static func readiness(writer: IngestWriter, probe: DatabaseExecutor, registry: DeviceRegistry, cluster: ClusterNode?) async -> Readiness {
-        guard registry.isLoaded else { return Readiness(ready: false, detail: "devices not loaded: the database has not answered since start") }
-        if let cluster, !cluster.isConnected { return Readiness(ready: false, detail: "cluster: not connected to NATS") }
-        if let failure = writer.failure { return Readiness(ready: false, detail: "database writes failing: \(failure)") }
-        if writer.isStalled(limitNanos: 10_000_000_000) { return Readiness(ready: false, detail: "ingest stalled: no commit for 10 s") }
+        if let known = knownUnready(writer: writer, registry: registry, cluster: cluster) { return known }
         let reachable = await withTaskGroup(of: Bool.self) { group in
             group.addTask {
                 // A connection broken by a database restart fails once and is replaced: try
@@ -234,6 +233,16 @@ public final class Hub: Sendable {
             return first
         }
         return reachable ? Readiness(ready: true, detail: "ready") : Readiness(ready: false, detail: "database unreachable")
+    }
+
+    /// The checks of `/readyz` that need no query: the reason the hub is not ready, or nil.
+    /// `/metrics` reports them as `hub_ready` at every scrape.
+    static func knownUnready(writer: IngestWriter, registry: DeviceRegistry, cluster: ClusterNode?) -> Readiness? {
+        guard registry.isLoaded else { return Readiness(ready: false, detail: "devices not loaded: the database has not answered since start") }
+        if let cluster, !cluster.isConnected { return Readiness(ready: false, detail: "cluster: not connected to NATS") }
+        if let failure = writer.failure { return Readiness(ready: false, detail: "database writes failing: \(failure)") }
+        if writer.isStalled(limitNanos: 10_000_000_000) { return Readiness(ready: false, detail: "ingest stalled: no commit for 10 s") }
+        return nil
     }
 
     /// Graceful stop: the service group shuts down in reverse start order (see the type's
