@@ -7,7 +7,7 @@ import Glibc
 
 /// The API tokens: the one kept in the data folder when none is configured, and the rule
 /// every configured one must meet.
-enum APIToken {
+public enum APIToken {
     /// The shortest `--api-token` or `--read-token` the hub takes (contract section 7).
     static let minimumLength = 16
 
@@ -23,13 +23,21 @@ enum APIToken {
         }
     }
 
+    /// The token in `<directory>/api-token`, if one of usable length is there (the terminal
+    /// tools read it; they never write one).
+    public static func load(in directory: URL) -> String? {
+        let file = directory.appendingPathComponent("api-token")
+        guard let existing = try? String(contentsOf: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+            existing.count >= minimumLength
+        else { return nil }
+        return existing
+    }
+
     /// The token in `<directory>/api-token`, or a new one written there. The file is
     /// created readable by its owner alone (0600) from the first byte, not chmod-ed later.
     static func loadOrCreate(in directory: URL) throws -> String {
         let file = directory.appendingPathComponent("api-token")
-        if let existing = try? String(contentsOf: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
-            existing.count >= minimumLength
-        {
+        if let existing = load(in: directory) {
             try? FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file.path)
             return existing
         }

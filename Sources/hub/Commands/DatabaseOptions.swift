@@ -17,8 +17,11 @@ struct DatabaseOptions: ParsableArguments {
     @Option(name: .customLong("log-format"), help: "text or json (one object per line) (env HUB_LOG_FORMAT; default text).")
     var logFormat: String?
 
-    var resolvedDataDirectory: URL {
-        URL(fileURLWithPath: dataDirectory ?? Environment.value("HUB_DATA_DIR") ?? ".hub")
+    var resolvedDataDirectory: URL { Self.dataDirectory(dataDirectory) }
+
+    /// `--data-dir`, else env `HUB_DATA_DIR`, else `.hub`.
+    static func dataDirectory(_ explicit: String?) -> URL {
+        URL(fileURLWithPath: explicit ?? Environment.value("HUB_DATA_DIR") ?? ".hub")
     }
 
     var resolvedDatabaseURL: String? { databaseURL ?? Environment.value("HUB_DATABASE_URL") }

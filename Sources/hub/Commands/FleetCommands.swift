@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Hub
 import HubClient
 import NIOConcurrencyHelpers
 import NIOPosix
@@ -30,9 +31,10 @@ struct HubEndpoint: ParsableArguments {
 
     func token() throws -> String {
         if let token = apiToken ?? Environment.value("HUB_API_TOKEN") { return token }
-        let file = URL(fileURLWithPath: dataDirectory ?? Environment.value("HUB_DATA_DIR") ?? ".hub").appendingPathComponent("api-token")
-        guard let token = try? String(contentsOf: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !token.isEmpty
-        else { throw ValidationError("no --api-token, no HUB_API_TOKEN, and no token in \(file.path)") }
+        let directory = DatabaseOptions.dataDirectory(dataDirectory)
+        guard let token = APIToken.load(in: directory) else {
+            throw ValidationError("no --api-token, no HUB_API_TOKEN, and no token in \(directory.appendingPathComponent("api-token").path)")
+        }
         return token
     }
 
@@ -116,7 +118,11 @@ struct SendCommand: AsyncParsableCommand {
                            let data = try? JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .fragmentsAllowed]) {
                             line += "  result \(String(decoding: data, as: UTF8.self))"
                         }
-                        if let error = message["error"] as? String { line += "  error \(error)" }
+                        // The device wrote it: quoted as JSON, so no control character reaches the terminal.
+                        if let error = message["error"] as? String,
+                           let data = try? JSONSerialization.data(withJSONObject: error, options: [.fragmentsAllowed]) {
+                            line += "  error \(String(decoding: data, as: UTF8.self))"
+                        }
                         Self.emit(line)
                     }
                     switch status {
