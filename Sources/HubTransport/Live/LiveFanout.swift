@@ -33,21 +33,9 @@ public final class LiveFanout: Sendable {
 
     /// How many local subscriptions hold each pattern: what this node announces to the others.
     private let patternCounts = NIOLockedValueBox<[DevicePattern: Int]>([:])
-    /// What was fanned out, per device key (cluster mode).
-    private struct Published {
-        /// The highest seq fanned out: a frame that comes back through another node after a
-        /// takeover (a dead node published it, the device resent it) is not published
-        /// twice. Memory: one entry per device that sent since start.
-        var highest: [Int32: (id: String, seq: UInt64)] = [:]
-        /// Devices whose stream is being repaired from history after a NATS outage: their
-        /// frames from other nodes wait here meanwhile, at most `maxHeldFrames` in all
-        /// (more are dropped and counted; history has them).
-        var repairing: [Int32: [AcceptedFrame]] = [:]
-        var held = 0
-    }
-    private let published = NIOLockedValueBox(Published())
-    static let maxHeldFrames = 100_000
-    /// Frames from other nodes not held past `maxHeldFrames` during a repair.
+    /// What was fanned out per device, and the streams under repair (cluster mode).
+    private let ledger = NIOLockedValueBox(FanoutLedger<any EventLoop>())
+    /// Frames from other nodes not held past `FanoutLedger.maxHeld` during a repair.
     private let heldDropped = Counter(label: "hub_cluster_repair_frames_dropped_total")
 
     func add(_ subscription: LiveSubscription, patterns: [DevicePattern]) {
@@ -82,32 +70,15 @@ public final class LiveFanout: Sendable {
     }
 
     /// `frames` without those at or below the device's highest seq already fanned out, nor
-    /// any that does not follow the one before it (so no seq goes out twice, even from one
-    /// call); empty while the device's stream is repaired and `hold` is set (the frames wait).
-    private func unpublished(_ device: DeviceRecordRef, _ frames: [AcceptedFrame], hold: Bool = false) -> [AcceptedFrame] {
-        guard let top = frames.lazy.map(\.frame.seq).max() else { return frames }
-        var dropped = 0
-        let highest: UInt64? = published.withLockedValue { published in
-            if hold, published.repairing[device.key] != nil {
-                let room = max(0, Self.maxHeldFrames - published.held)
-                published.repairing[device.key]! += frames.prefix(room)
-                published.held += min(room, frames.count)
-                dropped = max(0, frames.count - room)
-                return nil
-            }
-            let highest = published.highest[device.key]?.seq ?? 0
-            published.highest[device.key] = (device.id, max(highest, top))
-            return highest
-        }
-        if dropped > 0 { heldDropped.increment(by: Int64(dropped)) }
-        guard var floor = highest else { return [] }
-        if zip(frames, frames.dropFirst()).allSatisfy({ $0.frame.seq < $1.frame.seq }) {
-            return frames.first!.frame.seq > floor ? frames : frames.filter { $0.frame.seq > floor }
-        }
-        return frames.filter { frame in
-            guard frame.frame.seq > floor else { return false }
-            floor = frame.frame.seq
-            return true
+    /// any that does not follow the one before it; empty while the device's stream is
+    /// repaired and `hold` is set (the frames wait, see `FanoutLedger`).
+    private func unpublished(_ device: DeviceRecordRef, _ frames: [AcceptedFrame], from loop: any EventLoop, hold: Bool = false) -> [AcceptedFrame] {
+        switch ledger.withLockedValue({ $0.offer(device, frames, from: loop, hold: hold) }) {
+        case .publish(let floor):
+            return FanoutLedger<any EventLoop>.fresh(frames, above: floor)
+        case .held(let dropped):
+            if dropped > 0 { heldDropped.increment(by: Int64(dropped)) }
+            return []
         }
     }
 
@@ -116,29 +87,31 @@ public final class LiveFanout: Sendable {
     /// nothing). - Returns: each such device and the highest seq fanned out for it; its
     /// frames from other nodes are held until `endRepair`.
     public func beginRepair(isLocal: (String) -> Bool) -> [(device: DeviceRecordRef, after: UInt64)] {
-        let known = published.withLockedValue { $0.highest }
-        let followed = known.filter { !isLocal($0.value.id) && !index.matching($0.value.id).isEmpty }
-        published.withLockedValue { published in
-            for key in followed.keys where published.repairing[key] == nil { published.repairing[key] = [] }
-        }
-        return followed.map { (DeviceRecordRef(key: $0.key, id: $0.value.id), $0.value.seq) }
+        let known = ledger.withLockedValue { $0.devices }
+        let followed = known.filter { !isLocal($0.device.id) && !index.matching($0.device.id).isEmpty }
+        ledger.withLockedValue { $0.beginRepairs(keys: followed.lazy.map { $0.device.key }) }
+        return followed.map { ($0.device, $0.seq) }
     }
 
     /// Frames read back from history for a repaired device, on `loop` (as `publishRemote`).
     public func publishRepaired(device: DeviceRecordRef, frames: [AcceptedFrame], on loop: EventLoop) {
-        let fresh = unpublished(device, frames)
+        let fresh = unpublished(device, frames, from: loop)
         guard !fresh.isEmpty else { return }
         publishLocally(device: device.id, frames: fresh, on: batch(for: loop))
     }
 
-    /// The device's history is fanned out: the frames held meanwhile follow, without repeats.
+    /// The device's history is fanned out: the frames held meanwhile follow, without repeats,
+    /// from the loop that held them last (the ledger moves there first), so that loop's
+    /// next frames come after them.
     public func endRepair(device: DeviceRecordRef, on loop: EventLoop) {
-        let held = published.withLockedValue { published in
-            let held = published.repairing.removeValue(forKey: device.key) ?? []
-            published.held -= held.count
-            return held
+        switch ledger.withLockedValue({ $0.endRepair(device, on: loop) }) {
+        case .moveTo(let holder):
+            holder.execute { self.endRepair(device: device, on: holder) }
+        case .publish(let held, let floor):
+            let fresh = FanoutLedger<any EventLoop>.fresh(held, above: floor)
+            guard !fresh.isEmpty else { return }
+            publishLocally(device: device.id, frames: fresh, on: batch(for: loop))
         }
-        publishRepaired(device: device, frames: held, on: loop)
     }
 
     /// Whether this node is part of a cluster.
@@ -146,7 +119,7 @@ public final class LiveFanout: Sendable {
 
     /// The highest seq of the device fanned out here (cluster mode); `nil` if none.
     func highestFannedOut(key: Int32) -> UInt64? {
-        published.withLockedValue { $0.highest[key]?.seq }
+        ledger.withLockedValue { $0.highest(key: key) }
     }
 
     /// Whether the device's latest presence event, from any node, says online; `nil` if none was seen.
@@ -175,7 +148,7 @@ public final class LiveFanout: Sendable {
         guard let link else { return publishLocally(device: device.id, frames: frames, on: batch) }
         let nodes = link.interestedNodes(for: device.id)
         if !nodes.isEmpty, !frames.isEmpty { batch.forward(device, frames: frames, to: nodes) }
-        let fresh = unpublished(device, frames, hold: true)
+        let fresh = unpublished(device, frames, from: batch.loop, hold: true)
         guard !fresh.isEmpty else { return }
         publishLocally(device: device.id, frames: fresh, on: batch)
     }
@@ -183,7 +156,7 @@ public final class LiveFanout: Sendable {
     /// Frames another node accepted (cluster mode), on `loop`: the thread that calls it,
     /// always the same one. Delivered here only, through the same path as local frames.
     public func publishRemote(device: DeviceRecordRef, frames: [AcceptedFrame], on loop: EventLoop) {
-        let fresh = unpublished(device, frames, hold: true)
+        let fresh = unpublished(device, frames, from: loop, hold: true)
         guard !fresh.isEmpty else { return }
         publishLocally(device: device.id, frames: fresh, on: batch(for: loop))
     }
@@ -244,12 +217,7 @@ public final class LiveFanout: Sendable {
         }
         guard admitted else { return false }
         guard let link, online, let earlier, earlier < session, !index.matching(device).isEmpty else { return true }
-        let after: UInt64? = published.withLockedValue { published in
-            guard let known = published.highest[key], published.repairing[key] == nil else { return nil }
-            published.repairing[key] = []
-            return known.seq
-        }
-        if let after { link.repairStream(DeviceRecordRef(key: key, id: device), after: after) }
+        if let after = ledger.withLockedValue({ $0.beginRepair(key: key) }) { link.repairStream(DeviceRecordRef(key: key, id: device), after: after) }
         return true
     }
 
@@ -303,7 +271,7 @@ final class Mailboxes: Sendable {
 /// What one event loop's current pass publishes, per dashboard loop; posted to the loops'
 /// mailboxes when the pass ends. Touched only on its own loop.
 final class FanoutBatch: @unchecked Sendable {
-    private let loop: EventLoop
+    let loop: EventLoop
     private let link: (any ClusterLink)?
     private let mailboxes: Mailboxes
     /// The mailboxes this loop has posted to, so the registry's lock is taken once per loop.
