@@ -1,10 +1,12 @@
-"""`hub send` and `hub status` against a live hub: what they print and their exit codes."""
+"""`hub tail`, `hub send` and `hub status` against a live hub: what they print and their exit codes."""
 
 import asyncio
 import json
 import os
+import re
 import subprocess
 import threading
+from datetime import datetime, timezone
 
 import pytest
 
@@ -123,5 +125,100 @@ def test_status_exit_codes(fleet):
     done = tool(fleet, "status", token="y" * 32)
     assert done.returncode == 5, done.stdout + done.stderr
     done = subprocess.run([HUB_BIN, "status", "--url", "http://127.0.0.1:1", "--api-token", "x" * 32],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 6, done.stdout + done.stderr
+
+
+TAIL_FRAMES = 400  # each with temp (a number), door (a boolean) and state (a string)
+
+
+def reading_values(n):
+    return {"temp": n + 0.25, "door": n % 3 == 0, "state": f"s{n}"}
+
+
+@pytest.fixture(scope="module")
+def tailed(fleet):
+    """Device tail-1 with its first half of TAIL_FRAMES frames stored; `stream_rest` sends
+    the second half."""
+    token = fleet.add_device("tail-1")
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    run = lambda coroutine: asyncio.run_coroutine_threadsafe(coroutine, loop).result(120)  # noqa: E731
+    device = DeviceClient(fleet.url, "tail-1", token)
+
+    async def send(first, last):
+        for n in range(first, last + 1):
+            await device.send(reading_values(n))
+            if n % 25 == 0:
+                await asyncio.sleep(0.02)  # a stream, not one burst
+        assert await device.wait_acked(timeout=60)
+
+    run(device.start())
+    assert run(device.wait_connected(30))
+    run(send(1, TAIL_FRAMES // 2))
+    try:
+        yield lambda: run(send(TAIL_FRAMES // 2 + 1, TAIL_FRAMES))
+    finally:
+        run(device.close(timeout=5))
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def test_tail_replays_then_follows_live_with_no_gap_or_repeat(fleet, tailed):
+    argv = [HUB_BIN, "tail", "tail-*", "--since", "1h", "--json", "--count", str(3 * TAIL_FRAMES),
+            "--url", fleet.url, "--api-token", fleet.api_token]
+    tail = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        tailed()  # the second half while the tool replays the first
+        out, err = tail.communicate(timeout=60)
+    finally:
+        tail.kill()
+    assert tail.returncode == 0, err
+    readings = [json.loads(line) for line in out.splitlines()]
+    assert len(readings) == 3 * TAIL_FRAMES, err
+    assert "replay done" in err
+    for metric in ("temp", "door", "state"):
+        seqs = [r["seq"] for r in readings if r["metric"] == metric]
+        assert seqs == list(range(1, TAIL_FRAMES + 1)), f"{metric}: not every seq once, in order"
+    for r in readings:
+        assert r["device"] == "tail-1" and set(r) == {"device", "seq", "metric", "ts_us", "value"}
+        assert r["value"] == reading_values(r["seq"])[r["metric"]], r
+    # What the tool printed is what the hub stored.
+    status, stored = fleet.rest("GET", "/api/v1/devices/tail-1/telemetry?metric=temp&limit=1")
+    first = next(r for r in readings if r["metric"] == "temp")
+    assert status == 200 and (stored[0]["seq"], stored[0]["ts_us"]) == (first["seq"], first["ts_us"])
+
+
+def test_tail_text_is_aligned_and_filtered(fleet, tailed):
+    done = tool(fleet, "tail", "tail-1", "--since", "1h", "--metric", "temp", "--metric", "state", "--count", "6")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 6, done.stdout
+    pattern = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6})Z  tail-1 +(\d+)  (temp|state) +(\S.*)$")
+    parsed = [pattern.match(line) for line in lines]
+    assert all(parsed), done.stdout
+    assert len({line.index("temp") if "temp" in line else line.index("state") for line in lines}) == 1, "columns not aligned"
+    # Every seq's two filtered readings (in either order), and nothing else.
+    assert sorted((int(m[2]), m[3], m[4]) for m in parsed) == [
+        (n, metric, value) for n in (1, 2, 3) for metric, value in (("state", f'"s{n}"'), ("temp", f"{n}.25"))]
+    status, stored = fleet.rest("GET", "/api/v1/devices/tail-1/telemetry?metric=temp&limit=1")
+    stamp = datetime.strptime(next(m for m in parsed if m[3] == "temp")[1], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=timezone.utc)
+    assert round(stamp.timestamp() * 1e6) == stored[0]["ts_us"]
+
+
+def test_tail_duration_ends_with_0(fleet, tailed):
+    done = tool(fleet, "tail", "tool-offline", "--duration", "1")
+    assert done.returncode == 0 and done.stdout == "", done.stdout + done.stderr
+
+
+def test_tail_exit_codes(fleet):
+    done = tool(fleet, "tail", "bad pattern!", "--duration", "10")
+    assert done.returncode == 5 and "hub: " in done.stderr, done.stdout + done.stderr
+    done = tool(fleet, "tail", "--duration", "10", token="y" * 32)
+    assert done.returncode == 5 and "refused the token" in done.stderr, done.stdout + done.stderr
+    done = tool(fleet, "tail", "--since", "yesterday")
+    assert done.returncode == 64 and "--since must look like" in done.stderr
+    done = subprocess.run([HUB_BIN, "tail", "--url", "http://127.0.0.1:1", "--api-token", "x" * 32],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 6, done.stdout + done.stderr

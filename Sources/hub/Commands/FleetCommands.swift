@@ -9,7 +9,7 @@ import NIOPosix
 import FoundationNetworking
 #endif
 
-/// Where a running hub is, for the terminal tools (`hub send`, `hub status`).
+/// Where a running hub is, for the terminal tools (`hub tail`, `hub send`, `hub status`).
 struct HubEndpoint: ParsableArguments {
     @Option(help: "The hub: http://host:port or ws://host:port (env HUB_URL).")
     var url: String?
@@ -38,6 +38,23 @@ struct HubEndpoint: ParsableArguments {
         return token
     }
 
+    /// Opens `/live` with the token. A refused token (HTTP 401 or 403) or a hub that cannot
+    /// be reached is said on standard error and ends the tool with its exit code.
+    func live(onMessage: @escaping @Sendable (String) -> Void, onClose: @escaping @Sendable (UInt16?) -> Void) async throws -> LiveClient {
+        let (host, port) = try address()
+        let token = try token()
+        do {
+            return try await LiveClient.connect(
+                host: host, port: port, token: token, group: MultiThreadedEventLoopGroup.singleton, onMessage: onMessage, onClose: onClose)
+        } catch ClientFailure.refused(let status) where status == 401 || status == 403 {
+            FileHandle.standardError.write(Data("the hub refused the token (HTTP \(status))\n".utf8))
+            throw ExitCode(ToolExit.refused)
+        } catch {
+            FileHandle.standardError.write(Data("cannot reach the hub at \(host):\(port): \(error)\n".utf8))
+            throw ExitCode(ToolExit.unreachable)
+        }
+    }
+
     /// One REST call: (status, body). Throws only when the hub cannot be reached.
     func get(_ path: String, token: String) async throws -> (status: Int, body: Data) {
         let (host, port) = try address()
@@ -48,7 +65,7 @@ struct HubEndpoint: ParsableArguments {
     }
 }
 
-/// Exit codes of `hub send` and `hub status` (docs/operations.md#terminal-tools).
+/// Exit codes of `hub tail`, `hub send` and `hub status` (docs/operations.md#terminal-tools).
 enum ToolExit {
     static let failed: Int32 = 1
     static let timedOut: Int32 = 2
@@ -84,70 +101,61 @@ struct SendCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (host, port) = try endpoint.address()
-        let token = try endpoint.token()
         let outcome = NIOLockedValueBox<Int32?>(nil)
         let (finished, finish) = AsyncStream<Void>.makeStream()
         let id = NIOLockedValueBox<String?>(nil)
         let ref = "send-\(UUID().uuidString.prefix(8))"
         let printJSON = json
-        let group = MultiThreadedEventLoopGroup.singleton
         @Sendable func end(_ code: Int32) {
             outcome.withLockedValue { if $0 == nil { $0 = code } }
             finish.finish()
         }
-        let client: LiveClient
-        do {
-            client = try await LiveClient.connect(host: host, port: port, token: token, group: group, onMessage: { text in
-                guard let message = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any],
-                      let type = message["type"] as? String
-                else { return }
-                switch type {
-                case "command_status":
-                    let mine = id.withLockedValue { current -> Bool in
-                        if current == nil, message["ref"] as? String == ref { current = message["id"] as? String }
-                        return current != nil && current == message["id"] as? String
-                    }
-                    guard mine, let status = message["status"] as? String else { return }
-                    if printJSON {
-                        Self.emit(text)
-                    } else {
-                        var line = "\(Self.stamp()) \(status)"
-                        if status == "queued" { line += "  id \(message["id"] as? String ?? "?")" }
-                        if let result = message["result"], !(result is NSNull),
-                           let data = try? JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .fragmentsAllowed]) {
-                            line += "  result \(String(decoding: data, as: UTF8.self))"
-                        }
-                        // The device wrote it: quoted as JSON, so no control character reaches the terminal.
-                        if let error = message["error"] as? String,
-                           let data = try? JSONSerialization.data(withJSONObject: error, options: [.fragmentsAllowed]) {
-                            line += "  error \(String(decoding: data, as: UTF8.self))"
-                        }
-                        Self.emit(line)
-                    }
-                    switch status {
-                    case "succeeded": end(0)
-                    case "failed": end(ToolExit.failed)
-                    case "timed_out", "expired": end(ToolExit.timedOut)
-                    case "cancelled": end(ToolExit.cancelled)
-                    default: break
-                    }
-                case "error" where id.withLockedValue({ $0 == nil }):
-                    FileHandle.standardError.write(Data("hub refused the command: \(message["code"] as? String ?? "?"): \(message["message"] as? String ?? "")\n".utf8))
-                    end(ToolExit.refused)
-                default:
-                    break
+        let client = try await endpoint.live(onMessage: { text in
+            guard let message = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any],
+                  let type = message["type"] as? String
+            else { return }
+            switch type {
+            case "command_status":
+                let mine = id.withLockedValue { current -> Bool in
+                    if current == nil, message["ref"] as? String == ref { current = message["id"] as? String }
+                    return current != nil && current == message["id"] as? String
                 }
-            }, onClose: { code in
-                if outcome.withLockedValue({ $0 == nil }) {
-                    FileHandle.standardError.write(Data("the hub closed the connection (\(code.map(String.init) ?? "no code"))\n".utf8))
+                guard mine, let status = message["status"] as? String else { return }
+                if printJSON {
+                    Self.emit(text)
+                } else {
+                    var line = "\(Self.stamp()) \(status)"
+                    if status == "queued" { line += "  id \(message["id"] as? String ?? "?")" }
+                    if let result = message["result"], !(result is NSNull),
+                       let data = try? JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .fragmentsAllowed]) {
+                        line += "  result \(String(decoding: data, as: UTF8.self))"
+                    }
+                    // The device wrote it: quoted as JSON, so no control character reaches the terminal.
+                    if let error = message["error"] as? String,
+                       let data = try? JSONSerialization.data(withJSONObject: error, options: [.fragmentsAllowed]) {
+                        line += "  error \(String(decoding: data, as: UTF8.self))"
+                    }
+                    Self.emit(line)
                 }
-                end(ToolExit.unreachable)
-            })
-        } catch {
-            FileHandle.standardError.write(Data("cannot reach the hub at \(host):\(port): \(error)\n".utf8))
-            throw ExitCode(ToolExit.unreachable)
-        }
+                switch status {
+                case "succeeded": end(0)
+                case "failed": end(ToolExit.failed)
+                case "timed_out", "expired": end(ToolExit.timedOut)
+                case "cancelled": end(ToolExit.cancelled)
+                default: break
+                }
+            case "error" where id.withLockedValue({ $0 == nil }):
+                FileHandle.standardError.write(Data("hub refused the command: \(message["code"] as? String ?? "?"): \(message["message"] as? String ?? "")\n".utf8))
+                end(ToolExit.refused)
+            default:
+                break
+            }
+        }, onClose: { code in
+            if outcome.withLockedValue({ $0 == nil }) {
+                FileHandle.standardError.write(Data("the hub closed the connection (\(code.map(String.init) ?? "no code"))\n".utf8))
+            }
+            end(ToolExit.unreachable)
+        })
         // Subscribed to the device first (the hub takes a connection's messages in order),
         // so every later change of the command arrives.
         var command: [String: Any] = ["type": "command", "ref": ref, "device": device, "name": name,
