@@ -173,7 +173,7 @@ public final class Hub: Sendable {
             fanout: fanout, commands: commands, runner: runner, clock: clock, logger: logger, claims: claims)
         let server = HubServer(
             core: core, tokens: tokens, admin: PostgresDeviceAdmin(executor: executor),
-            queries: PostgresTelemetryQueries(executor: executor), logger: logger,
+            queries: PostgresTelemetryQueries(executor: executor), fleet: PostgresFleetQueries(executor: executor), logger: logger,
             provision: { id in try await executor.run { try DeviceStore(connection: $0).provision(id: id) } },
             metricsText: { [queue, registry] in
                 HubMetrics.queueDepth.record(queue.depth)
@@ -182,6 +182,7 @@ public final class Hub: Sendable {
                 return HubMetrics.text()
             },
             readiness: { [registry] in await Hub.readiness(writer: writer, probe: probe, registry: registry, cluster: cluster) },
+            readingsPerSecond: { writer.readingsPerSecond },
             drain: { await writer.shutdown() },
             bound: bound)
         let clusterServices: [any Service] = [cluster as (any Service)?, claims, expiryLease].compactMap { $0 }

@@ -110,15 +110,27 @@ public struct DeviceStore {
     }
 
     /// Devices for the REST API, optionally only ids starting with `prefix`.
-    public func infos(prefix: String? = nil, id: String? = nil) throws -> [DeviceInfo] {
+    public func infos(_ filter: DeviceFilter = DeviceFilter(), id: String? = nil) throws -> [DeviceInfo] {
+        // A label is matched by containment (`@>`), given as a one-key JSON object.
+        let label = filter.label.map { label -> String in
+            var writer = JSONWriter(capacity: 32)
+            writer.raw("{")
+            writer.string(label.key)
+            writer.raw(":")
+            writer.string(label.value)
+            writer.raw("}")
+            return writer.text
+        }
         let result = try connection.query(
             """
             SELECT id, labels::text, enabled, last_seq, session,
                    (extract(epoch FROM last_seen) * 1000000)::bigint, remote
             FROM device_registry
             WHERE NOT deleted AND ($1::text IS NULL OR starts_with(id, $1)) AND ($2::text IS NULL OR id = $2)
-            ORDER BY id
-            """, [prefix, id])
+              AND ($3::jsonb IS NULL OR labels @> $3::jsonb) AND ($4::text IS NULL OR id > $4 COLLATE "C")
+            ORDER BY id COLLATE "C"
+            LIMIT $5
+            """, [filter.prefix, id, label, filter.after, filter.limit.map(String.init)])
         return result.rows.map { row in
             DeviceInfo(
                 id: row[0]!, labelsJSON: row[1] ?? "{}", enabled: row[2] == "t", lastSeq: UInt64(row[3]!) ?? 0,

@@ -13,8 +13,8 @@ public struct PostgresDeviceAdmin: DeviceAdmin {
         try await run { try $0.create(id: id, labelsJSON: labelsJSON) }
     }
 
-    public func list(prefix: String?) async throws -> [DeviceInfo] {
-        try await run { try $0.infos(prefix: prefix) }
+    public func list(_ filter: DeviceFilter) async throws -> [DeviceInfo] {
+        try await run { try $0.infos(filter) }
     }
 
     public func info(id: String) async throws -> DeviceInfo? {

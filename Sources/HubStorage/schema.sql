@@ -204,6 +204,8 @@ CREATE TABLE IF NOT EXISTS rejected_frames (
     received_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS rejected_frames_device ON rejected_frames (device_id, received_at);
+-- The fleet summary's "rejected in the last hour".
+CREATE INDEX IF NOT EXISTS rejected_frames_received ON rejected_frames (received_at);
 
 -- Commands to devices and their state.
 CREATE TABLE IF NOT EXISTS commands (
@@ -219,6 +221,8 @@ CREATE TABLE IF NOT EXISTS commands (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS commands_device_created ON commands (device_id, created_at);
+-- The fleet summary's pending commands: few rows, however long the history.
+CREATE INDEX IF NOT EXISTS commands_pending ON commands (status) WHERE status IN ('queued', 'sent', 'delivered');
 
 -- A running hub keeps devices in memory; it learns of changes made elsewhere
 -- (`hub devices add` while it runs) through this notification.

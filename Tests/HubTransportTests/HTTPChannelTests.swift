@@ -10,10 +10,10 @@ import Testing
 @testable import HubTransport
 
 /// Answers nothing: the HTTP channel tests never reach the database.
-private struct NoDatabase: DeviceAdmin, TelemetryQueries {
+private struct NoDatabase: DeviceAdmin, TelemetryQueries, FleetQueries {
     struct Unused: Error {}
     func create(id: String, labelsJSON: String) async throws -> (record: DeviceRecord, token: String) { throw Unused() }
-    func list(prefix: String?) async throws -> [DeviceInfo] { throw Unused() }
+    func list(_ filter: DeviceFilter) async throws -> [DeviceInfo] { throw Unused() }
     func info(id: String) async throws -> DeviceInfo? { throw Unused() }
     func update(id: String, enabled: Bool?, labelsJSON: String?) async throws -> DeviceRecord? { throw Unused() }
     func delete(id: String, purge: Bool) async throws -> Bool { throw Unused() }
@@ -26,6 +26,8 @@ private struct NoDatabase: DeviceAdmin, TelemetryQueries {
         limit: Int
     ) async throws -> [TelemetryRow] { throw Unused() }
     func latest(deviceKey: Int32) async throws -> [TelemetryRow] { throw Unused() }
+    func rejected(deviceID: String, limit: Int) async throws -> [RejectedFrameRow] { throw Unused() }
+    func counts(rejectedSinceMicros: Int64) async throws -> FleetCounts { throw Unused() }
 }
 
 /// One connection to the server's pipeline (HTTP, the upgrade, then the WebSocket
@@ -56,9 +58,9 @@ private final class HTTPChannel {
             fanout: fanout, commands: CommandCenter(store: MemoryStore(), fanout: fanout, clock: clock, logger: logger),
             runner: RequestRunner(), clock: clock, logger: logger)
         let server = server ?? HubServer(
-            core: core, tokens: tokens, admin: NoDatabase(), queries: NoDatabase(), logger: logger,
+            core: core, tokens: tokens, admin: NoDatabase(), queries: NoDatabase(), fleet: NoDatabase(), logger: logger,
             provision: { _ in throw NoDatabase.Unused() }, metricsText: { "" }, readiness: { Readiness(ready: true, detail: "ready") },
-            drain: {}, bound: { _ in })
+            readingsPerSecond: { 0 }, drain: {}, bound: { _ in })
         writer.start()
         channel = NIOAsyncTestingChannel(loop: loop)
         try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 5000))

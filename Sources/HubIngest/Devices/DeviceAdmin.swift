@@ -20,6 +20,29 @@ public struct DeviceInfo: Sendable, Equatable {
     }
 }
 
+/// Which devices a listing holds, ordered by id.
+public struct DeviceFilter: Sendable, Equatable {
+    /// Ids that start with it.
+    public var prefix: String?
+    /// Devices whose labels hold this key with this value.
+    public var label: (key: String, value: String)?
+    /// Ids after this one (the last of the previous page).
+    public var after: String?
+    /// At most this many; `nil`: all.
+    public var limit: Int?
+
+    public init(prefix: String? = nil, label: (key: String, value: String)? = nil, after: String? = nil, limit: Int? = nil) {
+        self.prefix = prefix
+        self.label = label
+        self.after = after
+        self.limit = limit
+    }
+
+    public static func == (a: DeviceFilter, b: DeviceFilter) -> Bool {
+        a.prefix == b.prefix && a.label?.key == b.label?.key && a.label?.value == b.label?.value && a.after == b.after && a.limit == b.limit
+    }
+}
+
 /// Why a device operation was refused.
 public enum DeviceAdminError: Error, Equatable {
     case invalidID
@@ -32,7 +55,7 @@ public enum DeviceAdminError: Error, Equatable {
 /// the stored record so the caller can update the in-memory registry at once.
 public protocol DeviceAdmin: Sendable {
     func create(id: String, labelsJSON: String) async throws -> (record: DeviceRecord, token: String)
-    func list(prefix: String?) async throws -> [DeviceInfo]
+    func list(_ filter: DeviceFilter) async throws -> [DeviceInfo]
     func info(id: String) async throws -> DeviceInfo?
     /// - Returns: `nil` if the device is unknown.
     func update(id: String, enabled: Bool?, labelsJSON: String?) async throws -> DeviceRecord?

@@ -38,6 +38,8 @@ public final class IngestWriter: @unchecked Sendable {
     /// Per lane.
     private var lastError: [String?]
     private var lastCommitNanos: [UInt64?]
+    /// Rows committed per second, all lanes (`readingsPerSecond`).
+    private var committedRows = RateWindow()
 
     /// - Parameter sinks: one per lane of `queue`.
     public init(
@@ -94,6 +96,12 @@ public final class IngestWriter: @unchecked Sendable {
         }
     }
 
+    /// Rows (readings and rejected frames) committed per second over the last 10 s.
+    public var readingsPerSecond: Double {
+        let now = now()
+        return stateLock.withLock { committedRows.perSecond(atNanos: now) }
+    }
+
     /// A lane's last write error, while the database is failing; `nil` when writes succeed.
     public var failure: String? { stateLock.withLock { lastError.lazy.compactMap { $0 }.first } }
 
@@ -134,12 +142,17 @@ public final class IngestWriter: @unchecked Sendable {
                     fenced = try writeIsolating(pending, sink: sink)
                 }
                 metrics.commitSeconds.recordNanoseconds(Int64(now() &- started))
-                metrics.batchRows.record(pending.reduce(0) { $0 + $1.rowCount })
+                let rows = pending.reduce(0) { $0 + $1.rowCount }
+                metrics.batchRows.record(rows)
                 if attempt > 0 {
                     logger.info("database writes recovered", metadata: ["attempts": "\(attempt)"])
                 }
                 let committedAt = now()
-                stateLock.withLock { lastError[lane] = nil; lastCommitNanos[lane] = committedAt }
+                stateLock.withLock {
+                    lastError[lane] = nil
+                    lastCommitNanos[lane] = committedAt
+                    committedRows.add(rows, atNanos: committedAt)
+                }
                 return fenced
             } catch {
                 mustRecheck = true

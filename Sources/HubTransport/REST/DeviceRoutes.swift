@@ -13,7 +13,7 @@ struct DeviceRoutes: Sendable {
 
     /// Whether the device is connected: here, or (in a cluster) by its latest presence
     /// from any node.
-    private func isOnline(_ id: String) -> Bool {
+    func isOnline(_ id: String) -> Bool {
         if registry.isOnline(id: id) { return true }
         guard fanout.isClustered, let key = registry.record(id: id)?.key else { return false }
         return fanout.isOnline(key: key) ?? false
@@ -44,14 +44,35 @@ struct DeviceRoutes: Sendable {
         }
     }
 
+    /// The largest `limit` of a listing.
+    static let maxListLimit = 1_000
+
     @Sendable func list(_ request: RESTRequest) async throws -> HTTPReply {
+        let query = request.query
         var online: Bool?
-        if let raw = request.query["online"] {
+        if let raw = query["online"] {
             guard let value = Bool(raw) else { throw RESTError(.badRequest, "bad_request", "online must be true or false") }
             online = value
         }
-        let devices = try await admin.list(prefix: request.query["prefix"]).filter { online == nil || isOnline($0.id) == online }
-        return .json(.ok, devices.map(json))
+        var filter = DeviceFilter(prefix: query["prefix"], after: query["after"])
+        if let raw = query["limit"] {
+            guard let limit = Int(raw), (1...Self.maxListLimit).contains(limit) else {
+                throw RESTError(.badRequest, "bad_request", "limit must be between 1 and \(Self.maxListLimit)")
+            }
+            filter.limit = limit
+        }
+        if let raw = query["label"] {
+            guard let colon = raw.firstIndex(of: ":"), colon != raw.startIndex else {
+                throw RESTError(.badRequest, "bad_request", "label must look like key:value")
+            }
+            filter.label = (String(raw[..<colon]), String(raw[raw.index(after: colon)...]))
+        }
+        guard let online else { return .json(.ok, try await admin.list(filter).map(json)) }
+        // Online is known in memory, not in the database: filter every match, then cut.
+        let limit = filter.limit
+        filter.limit = nil
+        let devices = try await admin.list(filter).lazy.filter { isOnline($0.id) == online }.prefix(limit ?? .max)
+        return .json(.ok, Array(devices.map(json)))
     }
 
     @Sendable func show(_ request: RESTRequest) async throws -> HTTPReply {

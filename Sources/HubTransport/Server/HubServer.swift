@@ -29,12 +29,14 @@ public final class HubServer: Service {
     ///   - provision: registers an unknown device (only called with `autoProvision`).
     ///   - metricsText: answers `/metrics` (Prometheus text).
     ///   - readiness: answers `/readyz`.
+    ///   - readingsPerSecond: rows committed per second lately, for `/api/v1/summary`.
     ///   - drain: at shutdown, commits and acks what devices sent (the ingest writer's shutdown).
     ///   - bound: told the port once the server listens.
     public init(
-        core: HubCore, tokens: APITokens, admin: DeviceAdmin, queries: TelemetryQueries, logger: Logger,
+        core: HubCore, tokens: APITokens, admin: DeviceAdmin, queries: TelemetryQueries, fleet: FleetQueries, logger: Logger,
         provision: @escaping @Sendable (String) async throws -> DeviceRecord,
         metricsText: @escaping @Sendable () -> String, readiness: @escaping @Sendable () async -> Readiness,
+        readingsPerSecond: @escaping @Sendable () -> Double,
         drain: @escaping @Sendable () async -> Void, bound: @escaping @Sendable (Int) -> Void
     ) {
         let configuration = core.configuration
@@ -46,6 +48,7 @@ public final class HubServer: Service {
         self.drain = drain
         self.bound = bound
         let (devices, live, commands) = (core.devices, core.live, core.commands)
+        let deviceRoutes = DeviceRoutes(admin: admin, registry: registry, fanout: live.fanout)
         gate = RequestGate(
             registry: registry, tokens: tokens, admission: Admission(configuration: configuration, clock: core.clock),
             failures: AuthFailureLimiter(perSecond: configuration.authFailuresPerSecond),
@@ -54,9 +57,12 @@ public final class HubServer: Service {
         http = HTTPEnvironment(
             gate: gate, metricsText: metricsText,
             router: RESTRouter(
-                routes: DeviceRoutes(admin: admin, registry: registry, fanout: live.fanout).routes
+                routes: deviceRoutes.routes
                     + TelemetryRoutes(queries: queries, registry: registry).routes
-                    + CommandRoutes(commands: commands, registry: registry).routes),
+                    + CommandRoutes(commands: commands, registry: registry).routes
+                    + FleetRoutes(
+                        queries: fleet, registry: registry, clock: core.clock, isOnline: deviceRoutes.isOnline,
+                        readingsPerSecond: readingsPerSecond).routes),
             readiness: readiness, runner: core.runner)
     }
 
