@@ -195,6 +195,48 @@ CREATE OR REPLACE VIEW telemetry AS
     JOIN device_registry d ON d.key = r.device_key
     JOIN metric m ON m.key = r.metric_key;
 
+-- The rollups as people read them (Grafana, psql): one row per device, metric and hour
+-- or minute, with every reading counted, the deltas not folded yet included. `avg` is over
+-- the readings with a number (f64, i64, bool as 0/1), as `sum / value_count`. Buckets are
+-- aligned to the epoch (UTC hours), as the REST buckets are. They outlive the raw readings.
+CREATE OR REPLACE VIEW telemetry_hourly AS
+    SELECT d.id AS device_id, m.name AS metric, x.bucket,
+           sum(x.count)::bigint AS count, sum(x.value_count)::bigint AS value_count,
+           sum(x.sum) AS sum, min(x.min) AS min, max(x.max) AS max,
+           sum(x.sum) / nullif(sum(x.value_count), 0) AS avg
+    FROM (
+        SELECT device_key, metric_key, bucket, count, value_count, sum, min, max FROM rollup_1h
+        UNION ALL
+        SELECT device_key, metric_key, date_bin('1 hour', bucket, timestamptz 'epoch'), count, value_count, sum, min, max
+        FROM rollup_delta
+    ) x
+    JOIN device_registry d ON d.key = x.device_key
+    JOIN metric m ON m.key = x.metric_key
+    GROUP BY d.id, m.name, x.bucket;
+-- Minutes: rollup_1m for hours that keep minute rows, the minute arrays of sparse hours
+-- (a minute of one reading keeps only its sum there: its value_count, min and max follow).
+CREATE OR REPLACE VIEW telemetry_minutely AS
+    SELECT d.id AS device_id, m.name AS metric, x.bucket,
+           sum(x.count)::bigint AS count, sum(x.value_count)::bigint AS value_count,
+           sum(x.sum) AS sum, min(x.min) AS min, max(x.max) AS max,
+           sum(x.sum) / nullif(sum(x.value_count), 0) AS avg
+    FROM (
+        SELECT device_key, metric_key, bucket, count, value_count, sum, min, max FROM rollup_1m
+        UNION ALL
+        SELECT h.device_key, h.metric_key, h.bucket + make_interval(mins => a.minute), a.count,
+               coalesce(a.value_count, CASE WHEN a.sum IS NULL THEN 0 ELSE 1 END),
+               a.sum, coalesce(a.min, a.sum), coalesce(a.max, a.sum)
+        FROM rollup_1h h,
+             unnest(h.m_minute, h.m_count, h.m_value_count, h.m_sum, h.m_min, h.m_max)
+                 AS a(minute, count, value_count, sum, min, max)
+        WHERE NOT h.minutes
+        UNION ALL
+        SELECT device_key, metric_key, bucket, count, value_count, sum, min, max FROM rollup_delta
+    ) x
+    JOIN device_registry d ON d.key = x.device_key
+    JOIN metric m ON m.key = x.metric_key
+    GROUP BY d.id, m.name, x.bucket;
+
 -- Frames that could not be stored, kept whole.
 CREATE TABLE IF NOT EXISTS rejected_frames (
     device_id    text NOT NULL,

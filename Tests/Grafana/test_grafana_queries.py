@@ -171,3 +171,21 @@ def test_the_numbers_match_what_was_sent(hub):
     assert len(rows) == 2 and {r[1] for r in rows} == {DEVICE}
     _, rows = query(hub, expand(panels["Rejected frames per hour, by reason"], variables))
     assert sum(int(r[2]) for r in rows) == 2
+
+
+@pytest.mark.parametrize("view,width", [("telemetry_hourly", "1 hour"), ("telemetry_minutely", "1 minute")])
+def test_the_rollup_views_match_the_raw_readings(hub, view, width):
+    """The readable rollups give, per hour or minute, what the raw readings give: sparse
+    hours (one reading each) and a dense last hour alike."""
+    columns, rows = query(hub, f"SELECT metric, bucket, count, value_count, sum, min, max, avg FROM {view} "
+                               f"WHERE device_id = '{DEVICE}' ORDER BY metric, bucket")
+    assert columns == ["metric", "bucket", "count", "value_count", "sum", "min", "max", "avg"]
+    _, raw = query(hub, f"SELECT metric, date_bin('{width}', ts, timestamptz 'epoch'), count(*), count(value), "
+                        f"sum(value), min(value), max(value), avg(value) FROM telemetry "
+                        f"WHERE device_id = '{DEVICE}' GROUP BY 1, 2 ORDER BY 1, 2")
+    assert len(rows) == len(raw) > 2 * 27, (len(rows), len(raw))
+    for got, want in zip(rows, raw):
+        assert got[:4] == want[:4], (got, want)  # metric, bucket, count, value_count
+        assert [round(number(v), 6) for v in got[4:]] == [round(number(v), 6) for v in want[4:]], (got, want)
+    # A minute with several readings is there too (the last hour keeps minute rows).
+    assert max(int(r[2]) for r in rows) >= 2
