@@ -116,6 +116,11 @@ def test_status_summarises_the_fleet(fleet):
     assert summary["devices"] == 2 and summary["devices_online"] == 1 and summary["device_connections"] == 1
     assert summary["frames_accepted"] >= 1 and summary["readings_accepted"] >= 1
     assert summary["queue_capacity"] == 200_000
+    status, fleet_summary = fleet.rest("GET", "/api/v1/summary")
+    assert status == 200
+    for key in ("readings_per_s", "rejected_last_hour", "commands_pending"):
+        assert isinstance(summary[key], (int, float)) and summary[key] >= 0, summary
+    assert summary["commands_pending"] == fleet_summary["commands_pending"]
     text = tool(fleet, "status")
     assert text.returncode == 0
     assert any(line.split()[:2] == ["devices", "2"] for line in text.stdout.splitlines()), text.stdout

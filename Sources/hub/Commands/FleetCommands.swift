@@ -199,29 +199,31 @@ struct StatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         let token = try endpoint.token()
-        let ready: (status: Int, body: Data), devices: (status: Int, body: Data), metrics: (status: Int, body: Data)
+        let ready: (status: Int, body: Data), fleet: (status: Int, body: Data), metrics: (status: Int, body: Data)
         do {
             ready = try await endpoint.get("/readyz", token: token)
-            devices = try await endpoint.get("/api/v1/devices", token: token)
+            fleet = try await endpoint.get("/api/v1/summary", token: token)
             metrics = try await endpoint.get("/metrics", token: token)
         } catch {
             FileHandle.standardError.write(Data("cannot reach the hub: \(error)\n".utf8))
             throw ExitCode(ToolExit.unreachable)
         }
-        guard devices.status == 200, let list = (try? JSONSerialization.jsonObject(with: devices.body)) as? [[String: Any]] else {
-            FileHandle.standardError.write(Data("the hub answered \(devices.status) to GET /api/v1/devices\n".utf8))
+        guard fleet.status == 200, let counts = (try? JSONSerialization.jsonObject(with: fleet.body)) as? [String: Any] else {
+            FileHandle.standardError.write(Data("the hub answered \(fleet.status) to GET /api/v1/summary\n".utf8))
             throw ExitCode(ToolExit.refused)
         }
         let values = Self.samples(String(decoding: metrics.body, as: UTF8.self))
         func value(_ name: String) -> Int { Int(values[name] ?? 0) }
-        let online = list.filter { $0["online"] as? Bool == true }.count
+        func count(_ name: String) -> Any { counts[name] ?? 0 }
         let readiness = String(decoding: ready.body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         let summary: [(String, Any)] = [
             ("ready", ready.status == 200), ("readiness", readiness),
-            ("devices", list.count), ("devices_online", online), ("device_connections", value("hub_devices_connected")),
-            ("dashboards", value("hub_dashboards_connected")),
+            ("devices", count("devices")), ("devices_online", count("devices_online")),
+            ("device_connections", value("hub_devices_connected")), ("dashboards", value("hub_dashboards_connected")),
+            ("readings_per_s", count("readings_per_s")),
             ("frames_accepted", value("hub_frames_accepted_total")), ("readings_accepted", value("hub_readings_accepted_total")),
-            ("frames_rejected", value("hub_frames_rejected_total")), ("frames_duplicate", value("hub_frames_duplicate_total")),
+            ("frames_rejected", value("hub_frames_rejected_total")), ("rejected_last_hour", count("rejected_last_hour")),
+            ("frames_duplicate", value("hub_frames_duplicate_total")), ("commands_pending", count("commands_pending")),
             ("queue_depth", value("hub_ingest_queue_depth")), ("queue_capacity", value("hub_ingest_queue_capacity")),
             ("lagged", value("hub_live_lagged_total")),
         ]
