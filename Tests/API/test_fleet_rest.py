@@ -149,6 +149,8 @@ def test_the_summary_counts_the_fleet(fleet):
     assert summary["readings_per_s"] > 0  # 150 readings within the last 10 s
     rejected = int(fleet.psql("SELECT count(*) FROM rejected_frames WHERE received_at > now() - interval '1 hour'")[0])
     assert summary["rejected_last_hour"] == rejected == sum(summary["rejected_by_reason"].values())
+    codes = fleet.psql("SELECT DISTINCT split_part(reason, ':', 1) FROM rejected_frames ORDER BY 1")
+    assert sorted(summary["rejected_by_reason"]) == codes and all(":" not in code for code in codes)
     pending = int(fleet.psql("SELECT count(*) FROM commands WHERE status IN ('queued', 'sent', 'delivered')")[0])
     assert summary["commands_pending"] == pending >= 1
     assert abs(summary["server_time_us"] - time.time() * 1e6) < 60e6

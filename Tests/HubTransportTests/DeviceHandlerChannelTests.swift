@@ -69,9 +69,9 @@ private final class DeviceChannel {
     }
 
     /// Moves the loop's timers and the handler's clock forward together.
-    func advance(by seconds: Int64) async {
-        clock.advance(by: .seconds(seconds))
-        await loop.advanceTime(by: .seconds(seconds))
+    func advance(byMilliseconds milliseconds: Int64) async {
+        clock.advance(by: .milliseconds(milliseconds))
+        await loop.advanceTime(by: .milliseconds(milliseconds))
     }
 
     func finish() async {
@@ -130,25 +130,26 @@ struct DeviceHandlerChannelTests {
         await device.finish()
     }
 
-    @Test("a silent device is pinged every heartbeat_s, and closed with 4002 once silent for two intervals; any frame counts")
+    @Test("a device is pinged once every heartbeat_s, and closed with 4002 once silent for more than two intervals (within three); any frame counts")
     func heartbeat() async throws {
         let device = try await DeviceChannel()
         _ = try await device.frames(count: 1)
-        let interval = Int64(ServerConfiguration().heartbeatSeconds)
-        await device.advance(by: interval)
-        await device.advance(by: interval)
+        let interval = Int64(ServerConfiguration().heartbeatSeconds) * 1_000
+        let tick = LoopHeartbeat.tick.nanoseconds / 1_000_000
+        // Its slot in the loop's heartbeat decides when in each interval it beats: once each.
+        for _ in 0..<(2 * interval / tick) { await device.advance(byMilliseconds: tick) }
         #expect(try await device.frames().map(\.opcode) == [0x1, 0x9, 0x9])
-        // A pong a third of an interval later is heard: the next two ticks ping again.
-        await device.advance(by: interval / 3)
+        // A pong is heard: two more pings, then the close more than two intervals after it.
         try await device.feed(maskedFrame(opcode: 0xA, []))
-        await device.advance(by: interval - interval / 3)
-        await device.advance(by: interval)
-        #expect(try await device.frames().map(\.opcode) == [0x1, 0x9, 0x9, 0x9, 0x9])
-        // Two intervals and a bit after the pong, the tick closes the socket.
-        await device.advance(by: interval)
+        var waited: Int64 = 0
+        while try await device.frames().last?.opcode != 0x8, waited <= 4 * interval {
+            await device.advance(byMilliseconds: tick)
+            waited += tick
+        }
         let frames = try await device.frames()
         #expect(frames.map(\.opcode) == [0x1, 0x9, 0x9, 0x9, 0x9, 0x8])
         #expect(frames.last.map { UInt16($0.payload[0]) << 8 | UInt16($0.payload[1]) } == 4002)
+        #expect(waited > 2 * interval && waited <= 3 * interval, "closed \(waited) ms after the pong")
         await device.finish()
     }
 }
