@@ -31,8 +31,8 @@ public struct PostgresFleetQueries: FleetQueries {
         try await executor.run { connection in
             let reasons = try connection.query(
                 """
-                SELECT reason, count(*) FROM rejected_frames
-                WHERE received_at >= to_timestamp($1::bigint / 1000000.0) GROUP BY reason
+                SELECT split_part(reason, ':', 1), count(*) FROM rejected_frames
+                WHERE received_at >= to_timestamp($1::bigint / 1000000.0) GROUP BY 1
                 """, [String(since)]
             ) { row in (row.string(0) ?? "", Int(row.int64(1) ?? 0)) }
             let pending = try connection.query(

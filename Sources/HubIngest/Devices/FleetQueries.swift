@@ -17,7 +17,8 @@ public struct RejectedFrameRow: Sendable, Equatable {
 
 /// What the fleet summary reads from the database.
 public struct FleetCounts: Sendable, Equatable {
-    /// Rejected frames received since the time asked, per reason.
+    /// Rejected frames received since the time asked, per reason code (the stored
+    /// reason up to its first colon: `non_finite_float`, not its detail).
     public var rejectedByReason: [String: Int]
     /// Commands not final yet (`queued`, `sent`, `delivered`).
     public var commandsPending: Int
