@@ -21,7 +21,7 @@ public struct DeviceInfo: Sendable, Equatable {
 }
 
 /// Which devices a listing holds, ordered by id.
-public struct DeviceFilter: Sendable, Equatable {
+public struct DeviceFilter: Sendable {
     /// Ids that start with it.
     public var prefix: String?
     /// Devices whose labels hold this key with this value.
@@ -36,10 +36,6 @@ public struct DeviceFilter: Sendable, Equatable {
         self.label = label
         self.after = after
         self.limit = limit
-    }
-
-    public static func == (a: DeviceFilter, b: DeviceFilter) -> Bool {
-        a.prefix == b.prefix && a.label?.key == b.label?.key && a.label?.value == b.label?.value && a.after == b.after && a.limit == b.limit
     }
 }
 

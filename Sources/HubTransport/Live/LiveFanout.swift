@@ -34,7 +34,8 @@ public final class LiveFanout: Sendable {
     /// How many local subscriptions hold each pattern: what this node announces to the others.
     private let patternCounts = NIOLockedValueBox<[DevicePattern: Int]>([:])
     /// What was fanned out per device, and the streams under repair (cluster mode).
-    private let ledger = NIOLockedValueBox(FanoutLedger<any EventLoop>())
+    private typealias Ledger = FanoutLedger<any EventLoop>
+    private let ledger = NIOLockedValueBox(Ledger())
     /// Frames from other nodes not held past `FanoutLedger.maxHeld` during a repair.
     private let heldDropped = Counter(label: "hub_cluster_repair_frames_dropped_total")
 
@@ -75,7 +76,7 @@ public final class LiveFanout: Sendable {
     private func unpublished(_ device: DeviceRecordRef, _ frames: [AcceptedFrame], from loop: any EventLoop, hold: Bool = false) -> [AcceptedFrame] {
         switch ledger.withLockedValue({ $0.offer(device, frames, from: loop, hold: hold) }) {
         case .publish(let floor):
-            return FanoutLedger<any EventLoop>.fresh(frames, above: floor)
+            return Ledger.fresh(frames, above: floor)
         case .held(let dropped):
             if dropped > 0 { heldDropped.increment(by: Int64(dropped)) }
             return []
@@ -108,7 +109,7 @@ public final class LiveFanout: Sendable {
         case .moveTo(let holder):
             holder.execute { self.endRepair(device: device, on: holder) }
         case .publish(let held, let floor):
-            let fresh = FanoutLedger<any EventLoop>.fresh(held, above: floor)
+            let fresh = Ledger.fresh(held, above: floor)
             guard !fresh.isEmpty else { return }
             publishLocally(device: device.id, frames: fresh, on: batch(for: loop))
         }

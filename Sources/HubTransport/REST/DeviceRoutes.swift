@@ -46,6 +46,8 @@ struct DeviceRoutes: Sendable {
 
     /// The largest `limit` of a listing.
     static let maxListLimit = 1_000
+    /// Rows read per database round while a limited listing filters by online state.
+    static let onlineScanPage = 500
 
     @Sendable func list(_ request: RESTRequest) async throws -> HTTPReply {
         let query = request.query
@@ -68,11 +70,18 @@ struct DeviceRoutes: Sendable {
             filter.label = (String(raw[..<colon]), String(raw[raw.index(after: colon)...]))
         }
         guard let online else { return .json(.ok, try await admin.list(filter).map(json)) }
-        // Online is known in memory, not in the database: filter every match, then cut.
-        let limit = filter.limit
-        filter.limit = nil
-        let devices = try await admin.list(filter).lazy.filter { isOnline($0.id) == online }.prefix(limit ?? .max)
-        return .json(.ok, Array(devices.map(json)))
+        // Online is known in memory, not in the database: read matches a page at a time
+        // (all of them without a limit) and keep those in the state asked for.
+        let limit = filter.limit ?? .max
+        filter.limit = filter.limit.map { max($0, Self.onlineScanPage) }
+        var found: [DeviceInfo] = []
+        while found.count < limit {
+            let page = try await admin.list(filter)
+            found += page.lazy.filter { isOnline($0.id) == online }.prefix(limit - found.count)
+            guard let last = page.last, page.count == filter.limit else { break }
+            filter.after = last.id
+        }
+        return .json(.ok, found.map(json))
     }
 
     @Sendable func show(_ request: RESTRequest) async throws -> HTTPReply {
