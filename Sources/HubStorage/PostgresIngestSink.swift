@@ -13,6 +13,9 @@ public final class PostgresIngestSink: IngestSink {
     private var metricKeys: [String: Int32] = [:]
     /// (device key, metric key) pairs known to be in `device_metric`.
     private var storedPairs: Set<Int64> = []
+    /// The deltas of committed batches not yet in `rollup_delta`, under this connection's
+    /// writer id. Bounded by the writer, which flushes them every second or sooner.
+    private var holder = HeldRollups()
 
     /// Whether writes are fenced by session (cluster mode): a burst commits only while its
     /// connection's session owns the device (see `DeviceFence`).
@@ -26,7 +29,8 @@ public final class PostgresIngestSink: IngestSink {
     /// What one transaction writes, encoded before it begins so the transaction stays short.
     private struct Encoded {
         var readings: [UInt8] = [], readingRows = 0
-        var rollups: [UInt8] = [], rollupRows = 0
+        var deltas = RollupDeltas()
+        var pending = PendingRanges()
         var rejections: [UInt8] = [], rejectionRows = 0
         var newPairs: Set<Int64> = []
         var markKeys: [String] = [], markSeqs: [String] = []
@@ -51,7 +55,18 @@ public final class PostgresIngestSink: IngestSink {
                         "COPY reading (device_key, metric_key, seq, ts, value_type, value, text_value) FROM STDIN (FORMAT binary)",
                         data: encoded.readings)
                 }
-                if encoded.rollupRows > 0 { try connection.copyIn(RollupDeltas.copyStatement, data: encoded.rollups) }
+                if !encoded.pending.keys.isEmpty {
+                    let range = encoded.pending
+                    try connection.query(
+                        """
+                        INSERT INTO rollup_pending SELECT $1::integer, $2::bigint, $3::integer[], $4::bigint[], $5::bigint[],
+                            ARRAY(SELECT 'epoch'::timestamptz + t * interval '1 microsecond' FROM unnest($6::bigint[]) WITH ORDINALITY AS u(t, i) ORDER BY i),
+                            ARRAY(SELECT 'epoch'::timestamptz + t * interval '1 microsecond' FROM unnest($7::bigint[]) WITH ORDINALITY AS u(t, i) ORDER BY i)
+                        """,
+                        [String(holder.writer), String(holder.nextBatch), arrayLiteral(range.keys.map(String.init)),
+                         arrayLiteral(range.seqLo.map(String.init)), arrayLiteral(range.seqHi.map(String.init)),
+                         arrayLiteral(range.tsLo.map(String.init)), arrayLiteral(range.tsHi.map(String.init))])
+                }
                 if !encoded.newPairs.isEmpty {
                     try connection.query(
                         "INSERT INTO device_metric SELECT * FROM unnest($1::int[], $2::int[]) ON CONFLICT DO NOTHING",
@@ -84,6 +99,7 @@ public final class PostgresIngestSink: IngestSink {
                 return fenced
             }
             storedPairs.formUnion(encoded.newPairs)
+            if !encoded.pending.keys.isEmpty { holder.committed(encoded.deltas) }
             return fenced
         } catch {
             if !connection.isConnected { self.connection = nil }
@@ -119,12 +135,10 @@ public final class PostgresIngestSink: IngestSink {
 
     private func encode(_ bursts: [IngestBurst]) -> Encoded {
         var encoded = Encoded()
-        let deltas: RollupDeltas
-        (encoded.readings, encoded.readingRows, deltas) = encodeReadings(bursts)
-        for key in deltas.entries.keys where !storedPairs.contains(Self.pair(key.device, key.metric)) {
+        (encoded.readings, encoded.readingRows, encoded.deltas, encoded.pending) = encodeReadings(bursts)
+        for key in encoded.deltas.entries.keys where !storedPairs.contains(Self.pair(key.device, key.metric)) {
             encoded.newPairs.insert(Self.pair(key.device, key.metric))
         }
-        (encoded.rollups, encoded.rollupRows) = deltas.encoded()
         (encoded.rejections, encoded.rejectionRows) = encodeRejections(bursts)
         for burst in bursts {
             if let seq = burst.highestSeq {
@@ -160,9 +174,44 @@ public final class PostgresIngestSink: IngestSink {
     private func liveConnection() throws(PostgresError) -> PostgresConnection {
         if let connection, connection.isUsable { return connection }
         self.connection = nil
+        // What the last connection held is gone with it: once its lock is free, the fold
+        // rebuilds those deltas from their readings.
+        holder = HeldRollups()
         let fresh = try PostgresConnection(url: url)
+        let writer = try fresh.query("SELECT nextval('rollup_writer')").rows.first?.first.flatMap { $0.flatMap(Int32.init) }
+        guard let writer else { throw PostgresError(.query, message: "no writer id from rollup_writer") }
+        try fresh.execute("SELECT pg_advisory_lock(x'68756270'::integer, \(writer))")
+        holder.writer = writer
         connection = fresh
         return fresh
+    }
+
+    public var heldRollups: Int { holder.deltas.count }
+
+    /// Writes the deltas held to `rollup_delta` and removes their batches' `rollup_pending`
+    /// rows, in one transaction. If that fails, the connection is closed and what it held
+    /// dropped: the fold rebuilds it from the readings.
+    public func flushRollups() throws {
+        guard holder.batches > 0, let connection, connection.isUsable else { return }
+        let (data, rows) = holder.deltas.encoded()
+        let writer = holder.writer, below = holder.nextBatch, batches = holder.batches
+        do {
+            try connection.transaction { () throws(PostgresError) in
+                if rows > 0 { try connection.copyIn(RollupDeltas.copyStatement, data: data) }
+                let removed = try connection.query(
+                    "DELETE FROM rollup_pending WHERE writer = $1::integer AND batch < $2::bigint", [String(writer), String(below)]
+                ).affectedRows
+                guard removed == batches else {
+                    throw PostgresError(.query, message: "rollup_pending held \(removed) of this writer's \(batches) batches")
+                }
+            }
+            holder.flushed()
+        } catch {
+            connection.close()
+            self.connection = nil
+            holder = HeldRollups()
+            throw error
+        }
     }
 
     private func ensureMetricKeys(for bursts: [IngestBurst], on connection: PostgresConnection) throws(PostgresError) {
@@ -182,12 +231,15 @@ public final class PostgresIngestSink: IngestSink {
         }
     }
 
-    /// The readings' COPY data and row count, and the batch's rollup deltas.
-    private func encodeReadings(_ bursts: [IngestBurst]) -> ([UInt8], Int, RollupDeltas) {
+    /// The readings' COPY data and row count, the batch's rollup deltas, and its ranges
+    /// for `rollup_pending`.
+    private func encodeReadings(_ bursts: [IngestBurst]) -> ([UInt8], Int, RollupDeltas, PendingRanges) {
         var encoder = BinaryCopyEncoder(reservingCapacity: 1 << 20)
         var deltas = RollupDeltas()
+        var pending = PendingRanges()
         for burst in bursts {
             let deviceKey = burst.device.key
+            pending.beginDevice()
             for accepted in burst.frames {
                 let base = accepted.baseMicros
                 let seq = Int64(accepted.frame.seq)
@@ -195,6 +247,7 @@ public final class PostgresIngestSink: IngestSink {
                     let metricKey = metricKeys[reading.name]!
                     let ts = base + Int64(reading.offsetMicros)
                     deltas.add(device: deviceKey, metric: metricKey, tsMicros: ts, seq: seq, value: reading.value)
+                    pending.add(device: deviceKey, seq: seq, tsMicros: ts)
                     encoder.beginRow(fields: 7)
                     encoder.appendInt32(deviceKey)
                     encoder.appendInt32(metricKey)
@@ -218,7 +271,7 @@ public final class PostgresIngestSink: IngestSink {
                 }
             }
         }
-        return (encoder.rowCount > 0 ? encoder.finish() : [], encoder.rowCount, deltas)
+        return (encoder.rowCount > 0 ? encoder.finish() : [], encoder.rowCount, deltas, pending)
     }
 
     private func encodeRejections(_ bursts: [IngestBurst]) -> ([UInt8], Int) {

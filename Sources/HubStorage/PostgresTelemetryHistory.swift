@@ -96,7 +96,7 @@ public struct PostgresTelemetryHistory: TelemetryHistory {
             """
             WITH g AS (
                 \(groups("rollup_1m", span: "1 minute")) UNION ALL \(groups("rollup_1h", span: "1 hour", "NOT r.minutes"))
-                UNION ALL \(groups("rollup_delta", span: "1 minute")) \(expired)),
+                UNION ALL \(groups("rollup_unfolded", span: "1 minute")) \(expired)),
             o AS (SELECT lo, start, stop, sum(count) OVER (ORDER BY lo, start ROWS UNBOUNDED PRECEDING) - count AS before FROM g)
             SELECT (SELECT min(start) FROM o WHERE \(taken))::text, (SELECT max(stop) FROM o WHERE \(taken))::text,
                 (SELECT min(lo) FROM o WHERE NOT \(taken))

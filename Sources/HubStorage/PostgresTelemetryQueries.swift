@@ -143,11 +143,11 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
                     SELECT r.bucket AS hour, r.metric_key FROM rollup_1h r
                     WHERE NOT r.minutes AND \(filters(m, time: "bucket", startingBefore: "interval '1 hour'"))
                     UNION ALL
-                    SELECT \(RollupFolder.hour("r.bucket")), r.metric_key FROM rollup_delta r WHERE \(filters(m, time: "bucket")) AND NOT \(kept)
+                    SELECT \(RollupFolder.hour("r.bucket")), r.metric_key FROM rollup_unfolded r WHERE \(filters(m, time: "bucket")) AND NOT \(kept)
                 ) hours GROUP BY hour
                 """
             source = """
-                \(rows(from: "rollup_1m")) UNION ALL \(rows(from: "rollup_delta", where: kept))
+                \(rows(from: "rollup_1m")) UNION ALL \(rows(from: "rollup_unfolded", where: kept))
                 UNION ALL \(rows(from: """
                     (SELECT x.* FROM (\(sparse)) s CROSS JOIN LATERAL (
                         SELECT * FROM \(RollupFolder.readingsAsRows) x
@@ -158,13 +158,13 @@ public struct PostgresTelemetryQueries: TelemetryQueries {
         case ("rollup_1m", _):
             let arrays = columns.flatMap(RollupFolder.minuteArraysNeeded(for:))
             source = """
-                \(rows(from: table)) UNION ALL \(rows(from: "rollup_delta"))
+                \(rows(from: table)) UNION ALL \(rows(from: "rollup_unfolded"))
                 UNION ALL SELECT \(micros) + u.minute * 60000000::bigint, r.metric_key, \(columns.map { RollupFolder.minuteValue($0) }.joined(separator: ", "))
                 FROM rollup_1h r CROSS JOIN LATERAL \(RollupFolder.unnestMinuteArrays(of: "r", Array(Set(arrays)).sorted()))
                 WHERE NOT r.minutes AND \(filters(m, time: "bucket", startingBefore: "interval '1 hour'"))
                 """
         default:
-            source = "\(rows(from: table)) UNION ALL \(rows(from: "rollup_delta"))"
+            source = "\(rows(from: table)) UNION ALL \(rows(from: "rollup_unfolded"))"
         }
         let width = "($5::bigint * 1000000)"
         let bucket = "(r.bucket - ((r.bucket % \(width)) + \(width)) % \(width))"

@@ -1,9 +1,8 @@
 import HubProtocol
 import Postgres
 
-/// The minute aggregates of one ingest batch, per (device, metric, minute), written to
-/// `rollup_delta` in the batch's own transaction, so rollups can never miss or repeat a
-/// committed reading.
+/// Minute aggregates per (device, metric, minute): of one ingest batch, or of the batches a
+/// writer committed since it last wrote them to `rollup_delta` (``PostgresIngestSink``).
 struct RollupDeltas {
     struct Key: Hashable {
         var device: Int32
@@ -54,6 +53,36 @@ struct RollupDeltas {
         let key = Key(device: device, metric: metric, minute: minute)
         // Updated in place: no copy of the entry out of the dictionary and back per reading.
         Self.merge(point, into: &entries[key, default: Aggregate(first: point, last: point, minSeq: seq, maxSeq: seq)])
+    }
+
+    /// The number of (device, metric, minute) aggregates held.
+    var count: Int { entries.count }
+
+    /// Adds another batch's aggregates to these.
+    mutating func merge(_ other: RollupDeltas) {
+        if entries.isEmpty {
+            entries = other.entries
+            return
+        }
+        for (key, aggregate) in other.entries {
+            if let index = entries.index(forKey: key) {
+                Self.merge(aggregate, into: &entries.values[index])
+            } else {
+                entries[key] = aggregate
+            }
+        }
+    }
+
+    private static func merge(_ part: Aggregate, into aggregate: inout Aggregate) {
+        aggregate.count += part.count
+        aggregate.valueCount += part.valueCount
+        if let sum = part.sum { aggregate.sum = (aggregate.sum ?? 0) + sum }
+        if let min = part.min { aggregate.min = Swift.min(aggregate.min ?? min, min) }
+        if let max = part.max { aggregate.max = Swift.max(aggregate.max ?? max, max) }
+        aggregate.minSeq = Swift.min(aggregate.minSeq, part.minSeq)
+        aggregate.maxSeq = Swift.max(aggregate.maxSeq, part.maxSeq)
+        if part.first.isBefore(aggregate.first) { aggregate.first = part.first }
+        if aggregate.last.isBefore(part.last) { aggregate.last = part.last }
     }
 
     private static func merge(_ point: Point, into aggregate: inout Aggregate) {

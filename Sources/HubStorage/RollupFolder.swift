@@ -41,6 +41,9 @@ public final class RollupFolder: @unchecked Sendable {
                     try Self.completeMinuteArrays(on: connection)
                     arraysComplete = true
                 }
+                if try Self.rebuildAbandoned(on: connection) > 0 {
+                    logger.notice("rebuilt the rollup deltas a stopped writer held, from their readings")
+                }
                 return try Self.foldRound(on: connection, cursor: &cursor, logger: logger)
             },
             failed: { error, first in
@@ -131,7 +134,7 @@ public final class RollupFolder: @unchecked Sendable {
                     RETURNING device_key, metric_key, bucket),
                 built AS (
                     INSERT INTO rollup_1m AS r
-                    \(merged(from: "(SELECT x.* FROM \(readingsAsRows) x JOIN due p \(Self.inHour(of: "p"))) s", bucket: minute("bucket"), arithmetic: .safe))
+                    \(merged(from: "(SELECT x.* FROM \(writtenReadingsAsRows) x JOIN due p \(Self.inHour(of: "p"))) s", bucket: minute("bucket"), arithmetic: .safe))
                     \(upsert(.safe)) RETURNING 1)
                 SELECT count(*) FROM due
                 """, [cutoff]
@@ -157,7 +160,7 @@ public final class RollupFolder: @unchecked Sendable {
                 built AS (\(minuteArraysMerged(from: """
                     SELECT x.device_key, x.metric_key, p.bucket AS hour, \(minuteInHour("x.bucket", hour: "p.bucket")) AS minute,
                         x.count, x.value_count, x.sum, x.min, x.max
-                    FROM \(readingsAsRows) x JOIN missing p \(inHour(of: "p"))
+                    FROM \(writtenReadingsAsRows) x JOIN missing p \(inHour(of: "p"))
                     """, arithmetic: .safe))),
                 done AS (
                     UPDATE rollup_1h h SET \(minuteArrays.map { "m_\($0) = b.m_\($0)" }.joined(separator: ", "))
@@ -243,7 +246,7 @@ public final class RollupFolder: @unchecked Sendable {
                 INSERT INTO rollup_1m AS r
                 \(merged(from: "(SELECT x.* FROM taken x WHERE EXISTS (SELECT FROM plan p WHERE p.device_key = x.device_key AND p.metric_key = x.metric_key AND p.bucket = \(hour("x.bucket")) AND p.minutes AND (p.had OR p.fresh))) s", bucket: "bucket", arithmetic: arithmetic))
                 UNION ALL
-                \(merged(from: "(SELECT x.* FROM \(readingsAsRows) x JOIN plan p \(inHour(of: "p")) WHERE p.minutes AND NOT p.had AND NOT p.fresh) s", bucket: minute("bucket"), arithmetic: arithmetic))
+                \(merged(from: "(SELECT x.* FROM \(writtenReadingsAsRows) x JOIN plan p \(inHour(of: "p")) WHERE p.minutes AND NOT p.had AND NOT p.fresh) s", bucket: minute("bucket"), arithmetic: arithmetic))
                 \(upsert(arithmetic))
                 RETURNING 1)
             SELECT count(*), max(block) FROM taken
@@ -319,6 +322,38 @@ public final class RollupFolder: @unchecked Sendable {
             seq AS min_seq, seq AS max_seq
         FROM reading)
         """
+
+    /// ``readingsAsRows`` without the readings whose deltas a writer still holds
+    /// (`rollup_pending`): rollups built from readings leave those to the deltas, which
+    /// reach the fold later.
+    static let writtenReadingsAsRows = """
+        (SELECT * FROM \(readingsAsRows) x WHERE NOT EXISTS (
+            SELECT FROM rollup_pending_range p WHERE p.device_key = x.device_key AND x.bucket >= p.ts_lo AND x.bucket <= p.ts_hi
+                AND x.min_seq >= p.seq_lo AND x.min_seq <= p.seq_hi))
+        """
+
+    /// Rebuilds, from their readings, the minute deltas that writers no longer running
+    /// held (`rollup_pending` rows whose writer's advisory lock is free: its connection is
+    /// gone), each writer in one transaction with the removal of its rows.
+    /// - Returns: the writers whose deltas were rebuilt.
+    @discardableResult
+    public static func rebuildAbandoned(on connection: PostgresConnection) throws(PostgresError) -> Int {
+        let writers = try connection.query("SELECT DISTINCT writer FROM rollup_pending").rows.compactMap { $0[0] }
+        var rebuilt = 0
+        for writer in writers {
+            let done = try connection.transaction { () throws(PostgresError) -> Bool in
+                guard try connection.query("SELECT pg_try_advisory_xact_lock(x'68756270'::integer, $1::integer)", [writer])
+                    .rows.first?.first == "t" else { return false }
+                try connection.query(
+                    "INSERT INTO rollup_delta \(merged(from: "(SELECT * FROM rollup_unflushed WHERE writer = $1::integer) s", bucket: "bucket", arithmetic: .safe))",
+                    [writer])
+                try connection.query("DELETE FROM rollup_pending WHERE writer = $1::integer", [writer])
+                return true
+            }
+            if done { rebuilt += 1 }
+        }
+        return rebuilt
+    }
 
     /// Joins the rows `x` to the hour row `hour` they fall in.
     static func inHour(of hour: String) -> String {

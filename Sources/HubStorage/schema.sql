@@ -188,6 +188,50 @@ ALTER TABLE rollup_delta SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vac
 CREATE TABLE IF NOT EXISTS rollup_delta_quarantine (LIKE rollup_delta);
 ALTER TABLE rollup_delta_quarantine ADD COLUMN IF NOT EXISTS quarantined_at timestamptz;
 ALTER TABLE rollup_delta_quarantine ADD COLUMN IF NOT EXISTS error text;
+-- Readings committed whose minute deltas a writer still holds in memory: one row per
+-- ingest batch, with per device the seq and time range of its readings in that batch (a
+-- device whose readings in a batch lie more than an hour apart has a range per cluster).
+-- A writer aggregates the deltas of its batches and writes them once a second, deleting
+-- these rows in the same transaction (docs/storage.md). While it runs, its connection
+-- holds the advisory lock (x'68756270', writer); once the lock is free (the writer's
+-- connection is gone: a crash, kill -9, a lost database connection), the fold rebuilds
+-- the deltas of the writer's rows from their readings.
+CREATE SEQUENCE IF NOT EXISTS rollup_writer AS integer CYCLE;
+CREATE TABLE IF NOT EXISTS rollup_pending (
+    writer      integer NOT NULL,
+    batch       bigint NOT NULL,
+    device_key  integer[] NOT NULL,
+    seq_lo      bigint[] NOT NULL,
+    seq_hi      bigint[] NOT NULL,
+    ts_lo       timestamptz[] NOT NULL,
+    ts_hi       timestamptz[] NOT NULL,
+    PRIMARY KEY (writer, batch)
+);
+ALTER TABLE rollup_pending SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_cost_delay = 0);
+-- The ranges of rollup_pending, one row per (batch, device range).
+CREATE OR REPLACE VIEW rollup_pending_range AS
+    SELECT p.writer, p.batch, u.device_key, u.seq_lo, u.seq_hi, u.ts_lo, u.ts_hi
+    FROM rollup_pending p, unnest(p.device_key, p.seq_lo, p.seq_hi, p.ts_lo, p.ts_hi) AS u(device_key, seq_lo, seq_hi, ts_lo, ts_hi);
+-- Those readings as one-reading minute deltas (the columns of rollup_delta, then writer).
+CREATE OR REPLACE VIEW rollup_unflushed AS
+    SELECT r.device_key, r.metric_key, date_bin('1 minute', r.ts, timestamptz 'epoch') AS bucket,
+        1::bigint AS count, (r.value IS NOT NULL)::int::bigint AS value_count, r.value AS sum, r.value AS min, r.value AS max,
+        r.ts AS first_ts, r.seq AS first_seq, r.value_type AS first_type, r.value AS first_value, r.text_value AS first_text,
+        r.ts AS last_ts, r.seq AS last_seq, r.value_type AS last_type, r.value AS last_value, r.text_value AS last_text,
+        r.seq AS min_seq, r.seq AS max_seq, p.writer
+    FROM rollup_pending_range p
+    JOIN reading r ON r.device_key = p.device_key AND r.ts >= p.ts_lo AND r.ts <= p.ts_hi
+        AND r.seq >= p.seq_lo AND r.seq <= p.seq_hi;
+-- Every minute delta not folded yet: written ones and those still held by a writer.
+-- Queries read the rollups together with this, in one snapshot, so they count every
+-- committed reading once.
+CREATE OR REPLACE VIEW rollup_unfolded AS
+    SELECT * FROM rollup_delta
+    UNION ALL
+    SELECT device_key, metric_key, bucket, count, value_count, sum, min, max, first_ts, first_seq, first_type, first_value,
+        first_text, last_ts, last_seq, last_type, last_value, last_text, min_seq, max_seq
+    FROM rollup_unflushed;
 
 CREATE OR REPLACE VIEW telemetry AS
     SELECT d.id AS device_id, r.seq, m.name AS metric, r.ts, r.value, r.text_value
@@ -196,9 +240,10 @@ CREATE OR REPLACE VIEW telemetry AS
     JOIN metric m ON m.key = r.metric_key;
 
 -- The rollups as people read them (Grafana, psql): one row per device, metric and hour
--- or minute, with every reading counted, the deltas not folded yet included. `avg` is over
--- the readings with a number (f64, i64, bool as 0/1), as `sum / value_count`. Buckets are
--- aligned to the epoch (UTC hours), as the REST buckets are. They outlive the raw readings.
+-- or minute, with every reading counted, the deltas not folded yet (rollup_unfolded)
+-- included. `avg` is over the readings with a number (f64, i64, bool as 0/1), as
+-- `sum / value_count`. Buckets are aligned to the epoch (UTC hours), as the REST buckets
+-- are. They outlive the raw readings.
 CREATE OR REPLACE VIEW telemetry_hourly AS
     SELECT d.id AS device_id, m.name AS metric, x.bucket,
            sum(x.count)::bigint AS count, sum(x.value_count)::bigint AS value_count,
@@ -208,7 +253,7 @@ CREATE OR REPLACE VIEW telemetry_hourly AS
         SELECT device_key, metric_key, bucket, count, value_count, sum, min, max FROM rollup_1h
         UNION ALL
         SELECT device_key, metric_key, date_bin('1 hour', bucket, timestamptz 'epoch'), count, value_count, sum, min, max
-        FROM rollup_delta
+        FROM rollup_unfolded
     ) x
     JOIN device_registry d ON d.key = x.device_key
     JOIN metric m ON m.key = x.metric_key
@@ -231,7 +276,7 @@ CREATE OR REPLACE VIEW telemetry_minutely AS
                  AS a(minute, count, value_count, sum, min, max)
         WHERE NOT h.minutes
         UNION ALL
-        SELECT device_key, metric_key, bucket, count, value_count, sum, min, max FROM rollup_delta
+        SELECT device_key, metric_key, bucket, count, value_count, sum, min, max FROM rollup_unfolded
     ) x
     JOIN device_registry d ON d.key = x.device_key
     JOIN metric m ON m.key = x.metric_key

@@ -60,7 +60,7 @@ def settle(hub, timeout):
         before = process_cpu_seconds(hub.proc.pid)
         time.sleep(2)
         share = round((process_cpu_seconds(hub.proc.pid) - before) / 2, 2)
-        if share < 0.5 and hub.psql("SELECT count(*) FROM rollup_delta") == ["0"]:
+        if share < 0.5 and hub.psql("SELECT (SELECT count(*) FROM rollup_delta) + (SELECT count(*) FROM rollup_pending)") == ["0"]:
             break
     return share
 

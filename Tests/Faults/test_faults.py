@@ -136,6 +136,37 @@ def stored_counts(psql, device_ids, frames):
             "readings_sent": sent * READINGS_PER_FRAME, "rows": sum(int(l.split("|")[2]) for l in rows)}
 
 
+def rollup_counts(psql, device_ids, relation):
+    """{device: readings counted} in an hourly rollup relation: `telemetry_hourly` (the
+    rollups plus every delta not folded yet, in one snapshot) or the folded `rollup_1h`."""
+    if relation == "telemetry_hourly":
+        sql = (f"select device_id, sum(count) from telemetry_hourly where device_id in ({sql_list(device_ids)}) "
+               "group by 1")
+    else:
+        sql = ("select d.id, sum(h.count) from rollup_1h h join device_registry d on d.key = h.device_key "
+               f"where d.id in ({sql_list(device_ids)}) group by 1")
+    return {device: int(n) for device, n in (line.split("|") for line in psql(sql))}
+
+
+def rollups_settled(psql, timeout=60.0):
+    """Waits until no delta is left to fold or held by a writer; the seconds it took."""
+    started = time.monotonic()
+    while psql("select (select count(*) from rollup_delta) + (select count(*) from rollup_pending)") != ["0"]:
+        assert time.monotonic() - started < timeout, "the rollup deltas did not settle"
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def assert_rollups_count_every_reading(psql, device_ids, frames):
+    """Each device's readings are counted once in the rollups, before the fold settles
+    (deltas written, held by a writer, or rebuilt after a crash) and after it."""
+    expected = {i: frames * READINGS_PER_FRAME for i in device_ids}
+    assert rollup_counts(psql, device_ids, "telemetry_hourly") == expected
+    rollups_settled(psql)
+    assert rollup_counts(psql, device_ids, "rollup_1h") == expected
+    assert rollup_counts(psql, device_ids, "telemetry_hourly") == expected
+
+
 class RecordingClient(DeviceClient):
     """A DeviceClient that timestamps every durability promise it gets: each binary ack and
     each welcome's last_seq (both say: everything up to this seq is committed)."""
@@ -212,6 +243,7 @@ def test_hub_kill_9_while_10_devices_stream(hubs, counts):
     assert (result["duplicates"], result["lost"]) == (0, 0), result
     assert result["stored"] == DEVICES * FRAMES
     assert marks == [str(DEVICES)]
+    assert_rollups_count_every_reading(hub.psql, ids, FRAMES)
 
 
 # ---------------------------------------------------------------------------- 2. database stop
@@ -333,6 +365,7 @@ def test_database_stopped_5_s_mid_stream(cluster, hubs, counts):
     assert result["stored"] == DEVICES * FRAMES
     assert state["readyz_down"][0] == 503, state["readyz_down"]
     assert ready[0] == 200, f"/readyz after the restart: {ready}"
+    assert_rollups_count_every_reading(cluster.psql, ids, FRAMES)
 
 
 # ---------------------------------------------------------------------------- 3. database down at start

@@ -100,7 +100,7 @@ def hub():
                 ws.send(junk)
                 assert '"rejected"' in ws.recv(timeout=10)
         deadline = time.monotonic() + 30
-        while hub.psql("SELECT count(*) FROM rollup_delta") != ["0"]:
+        while hub.psql("SELECT (SELECT count(*) FROM rollup_delta) + (SELECT count(*) FROM rollup_pending)") != ["0"]:
             assert time.monotonic() < deadline, "the rollups were not folded"
             time.sleep(0.2)
         yield hub

@@ -75,7 +75,7 @@ def wait_folded(hub, seconds=15.0):
     """Seconds until `rollup_delta` is empty, or None."""
     began = time.monotonic()
     while time.monotonic() - began < seconds:
-        if hub.psql("select count(*) from rollup_delta") == ["0"]:
+        if hub.psql("select (select count(*) from rollup_delta) + (select count(*) from rollup_pending)") == ["0"]:
             return time.monotonic() - began
         time.sleep(0.2)
     return None

@@ -31,7 +31,7 @@ extension IngestLiveTests {
         HubScope.atEnd { await compare.executor.shutdown() }
         // Right after ingest (deltas maybe not folded yet), then once everything is folded.
         try await compare.all()
-        try await eventually { try hub.count("SELECT count(*) FROM rollup_delta") == 0 }
+        try await eventually { try hub.count("SELECT (SELECT count(*) FROM rollup_delta) + (SELECT count(*) FROM rollup_pending)") == 0 }
         #expect(try hub.count("SELECT count(*) FROM rollup_1h WHERE device_key = \(key)") == 19)
         // "fw" (about 4 an hour) and the one "temp" at 04:00 are sparse hours: no minute rows.
         #expect(try hub.count("SELECT count(*) FROM rollup_1h WHERE device_key = \(key) AND NOT minutes") == 7)
@@ -109,7 +109,7 @@ extension IngestLiveTests {
                 device.client.send(TelemetryFrame(seq: seq, baseTime: start + offset + index * step, readings: readings))
             }
             try await device.waitForAck(seq)
-            try await eventually { try hub.count("SELECT count(*) FROM rollup_delta") == 0 }
+            try await eventually { try hub.count("SELECT (SELECT count(*) FROM rollup_delta) + (SELECT count(*) FROM rollup_pending)") == 0 }
         }
         let compare = try RollupComparison(hub, key: key, ranges: [(nil, nil), (start, start + 3 * hour), (start + hour, start + 2 * hour)])
         HubScope.atEnd { await compare.executor.shutdown() }
@@ -193,7 +193,7 @@ extension IngestLiveTests {
             device.client.send(TelemetryFrame(seq: UInt64(index + 1), baseTime: start + second * 1_000_000, readings: readings))
         }
         try await device.waitForAck(UInt64(frames.count))
-        try await eventually { try hub.count("SELECT count(*) FROM rollup_delta") == 0 }
+        try await eventually { try hub.count("SELECT (SELECT count(*) FROM rollup_delta) + (SELECT count(*) FROM rollup_pending)") == 0 }
         func minutes(_ metric: String) throws -> String? {
             try hub.query(
                 """
@@ -214,7 +214,7 @@ extension IngestLiveTests {
         // A later reading in a minute the arrays already hold is merged into it.
         device.client.send(TelemetryFrame(seq: 8, baseTime: start + 15_000_000, readings: [Reading(name: "temp", value: .f64(0.5))]))
         try await device.waitForAck(8)
-        try await eventually { try hub.count("SELECT count(*) FROM rollup_delta") == 0 }
+        try await eventually { try hub.count("SELECT (SELECT count(*) FROM rollup_delta) + (SELECT count(*) FROM rollup_pending)") == 0 }
         #expect(try minutes("temp") == "0:4:4:9.5:0.5:5 1:1::7:: 2:1::1:: 3:2:1:2.5:2.5:2.5")
         try await compare.all()
     }

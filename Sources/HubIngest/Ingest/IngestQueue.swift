@@ -90,16 +90,22 @@ public final class IngestQueue: @unchecked Sendable {
         lock.unlock()
     }
 
-    /// A writer's wait: returns the lane's bursts once `policy` says flush, or when closed.
-    /// An empty answer means the queue is closed and the lane drained.
-    func take(lane index: Int = 0, policy: FlushPolicy, clock: any HubClock) -> [IngestBurst] {
+    /// A writer's wait: returns the lane's bursts once `policy` says flush. An empty answer
+    /// means `idleUntil` came with nothing to take; `nil` means the queue is closed and the
+    /// lane drained.
+    func take(lane index: Int = 0, policy: FlushPolicy, clock: any HubClock, idleUntil: UInt64? = nil) -> [IngestBurst]? {
         let lane = lanes[index]
         lane.condition.lock()
         defer { lane.condition.unlock() }
         while true {
-            let decision = policy.decide(
+            let now = clock.uptimeNanos()
+            var decision = policy.decide(
                 queuedRows: lane.queuedRows, queuedBursts: lane.bursts.count, oldestNanos: lane.oldestPushNanos,
-                nowNanos: clock.uptimeNanos(), closing: lane.closed)
+                nowNanos: now, closing: lane.closed)
+            if let idleUntil, case .wait(let until) = decision {
+                if now >= idleUntil { return [] }
+                decision = .wait(untilNanos: min(until ?? idleUntil, idleUntil))
+            }
             switch decision {
             case .flush:
                 var taken: [IngestBurst] = []
@@ -119,7 +125,7 @@ public final class IngestQueue: @unchecked Sendable {
                     lane.condition.wait()
                 }
             case .stop:
-                return []
+                return nil
             }
         }
     }

@@ -11,4 +11,16 @@ public protocol IngestSink: AnyObject {
     /// The committed marks of these devices, read after a failed write to find out which
     /// frames did commit before the failure.
     func committedMarks(deviceKeys: [Int32]) throws -> [Int32: UInt64]
+
+    /// Rollup aggregates of committed batches the sink holds to write later (0 when it
+    /// writes them with each batch). The writer flushes them every second and when many.
+    var heldRollups: Int { get }
+
+    /// Writes the held rollup aggregates, in a transaction of their own.
+    func flushRollups() throws
+}
+
+extension IngestSink {
+    public var heldRollups: Int { 0 }
+    public func flushRollups() throws {}
 }

@@ -19,6 +19,12 @@ public final class IngestWriter: @unchecked Sendable {
         /// On shutdown, how long the writer keeps retrying a failing database before it
         /// gives up on the unacked rest (devices resend it after they reconnect).
         public var shutdownGraceNanos: UInt64 = 10_000_000_000
+        /// How long a lane's sink may hold the rollup aggregates of committed batches
+        /// before it writes them (``IngestSink/flushRollups()``).
+        public var rollupFlushNanos: UInt64 = 1_000_000_000
+        /// How many (device, metric, minute) aggregates a lane's sink may hold before it
+        /// writes them sooner; at about 150 bytes each, 100,000 are about 15 MB per lane.
+        public var maxHeldRollups = 100_000
 
         public init(policy: FlushPolicy) { self.policy = policy }
     }
@@ -108,11 +114,38 @@ public final class IngestWriter: @unchecked Sendable {
     private func now() -> UInt64 { clock.uptimeNanos() }
 
     private func write(lane: Int) {
-        while true {
-            let bursts = queue.take(lane: lane, policy: configuration.policy, clock: clock)
-            if bursts.isEmpty { return }
-            if let fenced = commit(bursts, lane: lane) { acknowledge(bursts, fenced: fenced) }
-            queue.release(lane: lane, rows: bursts.reduce(0) { $0 + $1.rowCount }, bursts: bursts.count)
+        let sink = sinks[lane]
+        /// When the sink's held rollups are due to be written; `nil` while it holds none.
+        var flushDue: UInt64?
+        while let bursts = queue.take(lane: lane, policy: configuration.policy, clock: clock, idleUntil: flushDue) {
+            if !bursts.isEmpty {
+                if let fenced = commit(bursts, lane: lane) { acknowledge(bursts, fenced: fenced) }
+                queue.release(lane: lane, rows: bursts.reduce(0) { $0 + $1.rowCount }, bursts: bursts.count)
+            }
+            let held = sink.heldRollups
+            if held == 0 {
+                flushDue = nil
+            } else if flushDue == nil {
+                flushDue = now() &+ configuration.rollupFlushNanos
+            }
+            if let due = flushDue, now() >= due || held >= configuration.maxHeldRollups {
+                flushRollups(sink)
+                flushDue = nil
+            }
+        }
+        flushRollups(sink)
+    }
+
+    /// Writes a sink's held rollup aggregates. A failure is logged and counted; the sink
+    /// then drops them, and the fold rebuilds them from the committed readings.
+    private func flushRollups(_ sink: IngestSink) {
+        guard sink.heldRollups > 0 else { return }
+        do {
+            try sink.flushRollups()
+        } catch {
+            metrics.databaseErrors.increment()
+            logger.warning("writing held rollup deltas failed; the fold rebuilds them from the readings",
+                           metadata: ["error": "\(error)"])
         }
     }
 

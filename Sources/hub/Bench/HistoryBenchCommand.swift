@@ -50,7 +50,7 @@ struct HistoryBenchCommand: AsyncParsableCommand {
         let loadSeconds = (ContinuousClock.now - started).seconds
         await load.disconnect()
         let database = try PostgresConnection(url: databaseURL)
-        while Int(try database.query("SELECT count(*) FROM rollup_delta").rows[0][0] ?? "0") ?? 0 > 0 {
+        while Int(try database.query("SELECT (SELECT count(*) FROM rollup_delta) + (SELECT count(*) FROM rollup_pending)").rows[0][0] ?? "0") ?? 0 > 0 {
             try await Task.sleep(for: .seconds(1))
         }
         let foldedAt = (ContinuousClock.now - started).seconds
