@@ -225,6 +225,9 @@ def test_hub_kill_9_while_10_devices_stream(hubs, counts):
             state["pending_at_kill"] = sum(c.pending for c in clients)
             state["acked_at_kill"] = sum(c.acked_seq for c in clients)
             hub.kill()
+            # Its PostgreSQL keeps running: the batches whose deltas the hub held are there.
+            state["held_batches_at_kill"] = int((await loop.run_in_executor(
+                None, hub.psql, "select count(*) from rollup_pending"))[0])
             await asyncio.sleep(0.5)
             await loop.run_in_executor(None, hub.start)
 
@@ -236,8 +239,9 @@ def test_hub_kill_9_while_10_devices_stream(hubs, counts):
     result = stored_counts(hub.psql, ids, FRAMES)
     marks = hub.psql(f"select count(*) from devices where id in ({sql_list(ids)}) and last_seq = {FRAMES}")
     counts(**result, unacked_at_kill=state["pending_at_kill"], acked_at_kill=state["acked_at_kill"],
-           unacked_at_end=state["unacked"])
+           unacked_at_end=state["unacked"], held_batches_at_kill=state["held_batches_at_kill"])
     assert state["pending_at_kill"] > 0, "the kill should hit frames in flight"
+    assert state["held_batches_at_kill"] > 0, "the kill should leave held rollup deltas to rebuild"
     assert state["all_acked"], f"{state['unacked']} frames never acked after the restart\n{hub.logs()}"
     assert min(state["sessions"]) >= 2, f"devices did not reconnect: sessions {state['sessions']}"
     assert (result["duplicates"], result["lost"]) == (0, 0), result
